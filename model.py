@@ -1,0 +1,256 @@
+"""Stage 3 of the data flow: the graph of the MLP variational autoencoder.
+
+Builds graphs only; it reads no flags and touches no files. The functions
+follow the classic TF1 tutorial contract:
+
+  inference()  encoder -> reparameterized z -> decoder logits
+  loss()       per-example and mean reconstruction, KL and negative ELBO
+  training()   the optimizer step and the global step
+
+The network is the original one (hwalsuklee/tensorflow-mnist-VAE and the TF1
+script this project reproduces): a Gaussian MLP encoder
+784 -500 (elu) -500 (tanh) -> mean, stddev = 1e-6 + softplus(.), and a
+Bernoulli MLP decoder latent -500 (tanh) -500 (elu) -784 sigmoid, with
+dropout after each hidden layer while training only.
+"""
+
+import collections
+import math
+
+import tensorflow.compat.v1 as tf
+
+# Outputs of the decoder are clipped to [EPSILON, 1 - EPSILON] and EPSILON is
+# added inside each log, exactly as in the original.
+EPSILON = 1e-8
+STDDEV_FLOOR = 1e-6
+ENCODER_SCOPE = 'gaussian_encoder'
+DECODER_SCOPE = 'bernoulli_decoder'
+
+OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
+
+Inference = collections.namedtuple(
+    'Inference', ['z_mean', 'z_stddev', 'z', 'logits'])
+LossTerms = collections.namedtuple('LossTerms', [
+    'log_likelihood',  # float32 [batch]: log p(x | z), summed over pixels.
+    'kl',              # float32 [batch]: KL(q(z | x) || p(z)).
+    'reconstruction',  # float32 []: mean over the batch of -log_likelihood.
+    'kl_divergence',   # float32 []: mean over the batch of kl.
+    'neg_elbo',        # float32 []: reconstruction + kl_divergence.
+])
+
+
+def dense(inputs, units, name):
+  """Fully connected layer, initialised as TF1's contrib layers did.
+
+  `tf.contrib.layers.variance_scaling_initializer()` (factor 2, fan-in,
+  truncated normal) drew weights with stddev sqrt(1.3 * 2 / fan_in); the 1.3
+  compensates for the truncation at two standard deviations.
+
+  Args:
+    inputs: float32 [batch, fan_in].
+    units: output width.
+    name: variable scope holding `weights` [fan_in, units] and `biases` [units].
+
+  Returns:
+    float32 [batch, units], before any activation.
+  """
+  fan_in = int(inputs.shape[-1])
+  with tf.variable_scope(name):
+    weights = tf.get_variable(
+        'weights', [fan_in, units],
+        initializer=tf.truncated_normal_initializer(
+            stddev=math.sqrt(1.3 * 2.0 / fan_in)))
+    biases = tf.get_variable('biases', [units],
+                             initializer=tf.zeros_initializer())
+  return tf.nn.bias_add(tf.matmul(inputs, weights), biases)
+
+
+def _dropout(inputs, keep_prob):
+  if keep_prob >= 1.0:
+    return inputs
+  # TF2's dropout takes the rate to drop, TF1's took the probability to keep.
+  return tf.nn.dropout(inputs, rate=1.0 - keep_prob)
+
+
+def encode(images, hidden_units, latent_dim, keep_prob=1.0):
+  """Gaussian MLP encoder q(z | x).
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+    hidden_units: width of both hidden layers (500 in the original).
+    latent_dim: size of z (20 in the original).
+    keep_prob: dropout keep probability; 1.0 turns dropout off.
+
+  Returns:
+    z_mean: float32 [batch, latent_dim].
+    z_stddev: float32 [batch, latent_dim], at least 1e-6.
+  """
+  with tf.variable_scope(ENCODER_SCOPE, reuse=tf.AUTO_REUSE):
+    hidden = _dropout(tf.nn.elu(dense(images, hidden_units, 'fc1')), keep_prob)
+    hidden = _dropout(tf.nn.tanh(dense(hidden, hidden_units, 'fc2')), keep_prob)
+    z_mean = dense(hidden, latent_dim, 'mean')
+    z_stddev = STDDEV_FLOOR + tf.nn.softplus(dense(hidden, latent_dim, 'stddev'))
+  return z_mean, z_stddev
+
+
+def reparameterize(z_mean, z_stddev, noise):
+  """z = mean + stddev * noise; all float32 [batch, latent_dim]."""
+  return z_mean + z_stddev * noise
+
+
+def decode(z, hidden_units, output_size, keep_prob=1.0):
+  """Bernoulli MLP decoder p(x | z).
+
+  Args:
+    z: float32 [batch, latent_dim].
+    hidden_units: width of both hidden layers.
+    output_size: number of pixels (784).
+    keep_prob: dropout keep probability; 1.0 turns dropout off.
+
+  Returns:
+    logits: float32 [batch, output_size]; see `probabilities`.
+  """
+  with tf.variable_scope(DECODER_SCOPE, reuse=tf.AUTO_REUSE):
+    hidden = _dropout(tf.nn.tanh(dense(z, hidden_units, 'fc1')), keep_prob)
+    hidden = _dropout(tf.nn.elu(dense(hidden, hidden_units, 'fc2')), keep_prob)
+    return dense(hidden, output_size, 'output')
+
+
+def probabilities(logits):
+  """Decoder means, clipped like the original: float32 in [1e-8, 1 - 1e-8]."""
+  return tf.clip_by_value(tf.sigmoid(logits), EPSILON, 1.0 - EPSILON)
+
+
+def inference(images, hidden_units, latent_dim, keep_prob=1.0, noise=None,
+              seed=None):
+  """Encoder, one reparameterized draw of z, decoder.
+
+  Calls share variables, so a training tower (keep_prob < 1) and deterministic
+  evaluation towers (keep_prob = 1) can be built over the same weights.
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+    hidden_units, latent_dim: network size.
+    keep_prob: dropout keep probability (training only).
+    noise: float32 [batch, latent_dim] standard normal draws; None draws them
+      here with `seed`.
+    seed: op seed for the draws when `noise` is None.
+
+  Returns:
+    Inference(z_mean, z_stddev, z, logits).
+  """
+  z_mean, z_stddev = encode(images, hidden_units, latent_dim, keep_prob)
+  if noise is None:
+    noise = tf.random.normal(tf.shape(z_mean), seed=seed)
+  z = reparameterize(z_mean, z_stddev, noise)
+  logits = decode(z, hidden_units, int(images.shape[-1]), keep_prob)
+  return Inference(z_mean, z_stddev, z, logits)
+
+
+def bernoulli_log_likelihood(images, logits):
+  """log p(x | z) of the original, summed over pixels, never NaN or Inf.
+
+  The original computes, with y = clip(sigmoid(logits), 1e-8, 1 - 1e-8),
+
+      sum_i x_i log(1e-8 + y_i) + (1 - x_i) log(1e-8 + 1 - y_i).
+
+  In float32, 1 - 1e-8 == 1 and 1e-8 + 1 == 1, so once sigmoid saturates at
+  1.0 the second log is log(0) = -inf, and a pixel equal to 1 turns it into
+  0 * -inf = NaN. Here 1 - y is computed as sigmoid(-logits), which does not
+  round to 0, and clipped to [1e-8, 1 - 1e-8] like y: the same expression,
+  finite for all logits, and equal to the original wherever that is finite
+  (closer to its exact value, since 1 - y no longer loses digits near y = 1).
+
+  Args:
+    images: float32 [batch, pixels], values in [0, 1] (grey levels allowed).
+    logits: float32 [batch, pixels], decoder outputs before the sigmoid.
+
+  Returns:
+    float32 [batch].
+  """
+  prob_one = tf.clip_by_value(tf.sigmoid(logits), EPSILON, 1.0 - EPSILON)
+  prob_zero = tf.clip_by_value(tf.sigmoid(-logits), EPSILON, 1.0 - EPSILON)
+  return tf.reduce_sum(images * tf.log(EPSILON + prob_one)
+                       + (1.0 - images) * tf.log(EPSILON + prob_zero), axis=1)
+
+
+def gaussian_kl(z_mean, z_stddev):
+  """KL(N(mean, stddev^2) || N(0, I)) per example, as the original writes it.
+
+      KL = 0.5 * sum_j (stddev_j^2 + mean_j^2 - log(1e-8 + stddev_j^2) - 1)
+
+  (Kingma & Welling 2014, appendix B.) With t = log(1e-8 + stddev^2),
+  stddev^2 - 1 = expm1(t) - 1e-8, so the summand is mean^2 + expm1(t) - t
+  up to 1e-8: the result differs from the original's by latent_dim * 5e-9
+  nats, far below float32 resolution, and cannot go negative through the
+  cancellation stddev^2 - 1 - log(stddev^2) suffers near stddev = 1.
+
+  Args:
+    z_mean, z_stddev: float32 [batch, latent_dim].
+
+  Returns:
+    float32 [batch], >= 0.
+  """
+  log_variance = tf.log(EPSILON + tf.square(z_stddev))
+  return 0.5 * tf.reduce_sum(
+      tf.square(z_mean) + tf.math.expm1(log_variance) - log_variance, axis=1)
+
+
+def loss(images, inference_outputs):
+  """The negative ELBO and its two terms.
+
+  neg_elbo = -mean_batch(log p(x | z) - KL(q(z | x) || p(z))), one z per example.
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+    inference_outputs: the `Inference` built on `images`.
+
+  Returns:
+    LossTerms; the scalar tensors are named `reconstruction`, `kl_divergence`
+    and `neg_elbo` in the current name scope.
+  """
+  log_likelihood = bernoulli_log_likelihood(images, inference_outputs.logits)
+  kl = gaussian_kl(inference_outputs.z_mean, inference_outputs.z_stddev)
+  reconstruction = tf.negative(tf.reduce_mean(log_likelihood),
+                               name='reconstruction')
+  kl_divergence = tf.reduce_mean(kl, name='kl_divergence')
+  neg_elbo = tf.add(reconstruction, kl_divergence, name='neg_elbo')
+  return LossTerms(log_likelihood, kl, reconstruction, kl_divergence, neg_elbo)
+
+
+def add_loss_summaries(loss_terms, prefix):
+  """Adds scalar summaries `prefix/{neg_elbo,reconstruction,kl_divergence}`."""
+  for name in ('neg_elbo', 'reconstruction', 'kl_divergence'):
+    tf.summary.scalar('%s/%s' % (prefix, name), getattr(loss_terms, name))
+
+
+def make_optimizer(name, learning_rate):
+  """Returns the tf.compat.v1 optimizer called `name` (one of OPTIMIZERS)."""
+  if name == 'sgd':
+    return tf.train.GradientDescentOptimizer(learning_rate)
+  if name == 'adam':
+    return tf.train.AdamOptimizer(learning_rate)
+  if name == 'adagrad':
+    return tf.train.AdagradOptimizer(learning_rate)
+  if name == 'rmsprop':
+    return tf.train.RMSPropOptimizer(learning_rate)
+  if name == 'momentum':
+    return tf.train.MomentumOptimizer(learning_rate, momentum=0.9)
+  raise ValueError('Unknown optimizer %r; expected one of %s'
+                   % (name, ', '.join(OPTIMIZERS)))
+
+
+def training(neg_elbo, optimizer):
+  """Adds the step that minimizes `neg_elbo` and increments the global step.
+
+  Args:
+    neg_elbo: float32 [] to minimize.
+    optimizer: a tf.compat.v1 optimizer (see `make_optimizer`).
+
+  Returns:
+    train_op: runs one update.
+    global_step: int64 [] variable.
+  """
+  global_step = tf.train.get_or_create_global_step()
+  train_op = optimizer.minimize(neg_elbo, global_step=global_step)
+  return train_op, global_step

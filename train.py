@@ -1,0 +1,436 @@
+"""Trains the MLP variational autoencoder on MNIST TFRecords (tf.compat.v1 graph).
+
+Data flow: IDX files -> data_prep -> TFRecords -> input_pipeline (tf.data)
+-> model (graph) -> this session loop -> PNGs, checkpoints, summaries, metrics.
+
+Usage:
+  python train.py --mnist_dir ../shared/mnist --train_dir /tmp/run
+  python train.py --flagfile configs/original.flags --train_dir /tmp/run
+
+Re-running with the same --train_dir resumes from its latest checkpoint.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import json
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from data_prep import convert_to_records
+from data_prep import download
+from data_prep import idx
+import image_grids
+import input_pipeline
+import model
+
+flags.DEFINE_string('data_dir', None,
+                    help='Directory with train/validation/test.tfrecords. '
+                    'Default: data/<dataset>. Made from --mnist_dir (or '
+                    '--download) when the files are missing.')
+flags.DEFINE_string('train_dir', 'runs/vae',
+                    help='Directory for checkpoints, TensorBoard summaries, '
+                    'images/ and metrics.json. An existing checkpoint here is '
+                    'resumed.')
+flags.DEFINE_string('mnist_dir', None,
+                    help='Directory with the four MNIST IDX files (gzip or '
+                    'not), converted into --data_dir when that has no '
+                    'TFRecords.')
+flags.DEFINE_boolean('download', False,
+                     help='When --data_dir has no TFRecords and no --mnist_dir '
+                     'is given, download the IDX files (SHA256-verified) into '
+                     'DATA_DIR/raw.')
+flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
+                  help='Dataset to prepare when the TFRecords are missing.')
+flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
+                     help='When preparing TFRecords: leading training images '
+                     'held out as the validation split.')
+flags.DEFINE_integer('batch_size', 128, lower_bound=1,
+                     help='Training examples per step.')
+flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
+                  help='sgd is the original script\'s; adam is the upstream '
+                  'repository\'s; momentum uses 0.9.')
+flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
+                   help='Optimizer learning rate.')
+flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
+                     help='Train until the global step reaches this value.')
+flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+                     help='Number of dimensions in the latent code z.')
+flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
+                     help='Width of each of the two hidden layers of the '
+                     'encoder and of the decoder.')
+flags.DEFINE_float('keep_prob', 0.9,
+                   help='Dropout keep probability in (0, 1] after each hidden '
+                   'layer while training (1 = no dropout). Evaluation, '
+                   'reconstruction and sampling never use dropout.')
+flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
+                     help='Log losses and examples/s, and write scalar '
+                     'summaries, every this many steps.')
+flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
+                     help='Write reconstruction and prior-sample PNGs every '
+                     'this many steps (and at the end); 0 = only at the end.')
+flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
+                     help='Evaluate the negative ELBO on the validation set '
+                     'every this many steps; 0 = only at the end.')
+flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
+                     help='Save a checkpoint every this many steps (and at '
+                     'the end).')
+flags.DEFINE_integer('seed', 0, help='Seed of initialisation, dropout, z '
+                     'draws and the shuffle order.')
+flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
+                     help='Examples held by the shuffle buffer; 0 = the whole '
+                     'training set (a uniform shuffle every epoch).')
+flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
+                     help='Batch size of evaluation (does not change results).')
+flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
+                     help='Threads inside one op; 0 = TensorFlow picks.')
+flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
+                     help='Ops run in parallel; 0 = TensorFlow picks.')
+flags.register_validator('keep_prob', lambda value: 0.0 < value <= 1.0,
+                         message='--keep_prob must be in (0, 1]')
+
+FLAGS = flags.FLAGS
+
+NUM_GRID_IMAGES = 100
+# Prior draws for samples_step_*.png come from this fixed seed, not --seed, so
+# grids of different runs and of a resumed run show the same z.
+SAMPLE_GRID_SEED = 20
+EVAL_NOISE_SEED = 7
+IMAGES_SUBDIR = 'images'
+METRICS_FILE = 'metrics.json'
+
+
+class TrainingError(RuntimeError):
+  """Training cannot start or go on; the message says why."""
+
+
+def _join(directory, name):
+  return directory.rstrip('/') + '/' + name
+
+
+def _prepare_data(data_dir, mnist_dir, download_idx, dataset, validation_size):
+  """Makes the TFRecords if needed; returns {split: (path, num_examples)}."""
+  if not convert_to_records.tfrecords_exist(data_dir):
+    download_dir = _join(data_dir, 'raw') if download_idx and not mnist_dir else None
+    convert_to_records.prepare(data_dir, mnist_dir=mnist_dir,
+                               download_dir=download_dir, dataset=dataset,
+                               validation_size=validation_size)
+  splits = {}
+  for split, name in convert_to_records.SPLIT_FILES.items():
+    path = _join(data_dir, name)
+    splits[split] = (path, input_pipeline.inspect_records(path))
+  return splits
+
+
+def _latest_checkpoint_step(train_dir):
+  checkpoint = tf.train.latest_checkpoint(train_dir)
+  if checkpoint is None:
+    return checkpoint, 0
+  return checkpoint, int(tf.train.load_variable(checkpoint, 'global_step'))
+
+
+def _check_checkpoint_matches(checkpoint, variables):
+  """Raises TrainingError when `checkpoint` was written by another model size."""
+  saved = dict(tf.train.list_variables(checkpoint))
+  for variable in variables:
+    name = variable.op.name
+    shape = variable.shape.as_list()
+    if name not in saved:
+      raise TrainingError('Checkpoint %s has no variable %s: it was not written '
+                          'by this model. Use another --train_dir.'
+                          % (checkpoint, name))
+    if saved[name] != shape:
+      raise TrainingError(
+          'Checkpoint %s holds %s with shape %s, but --latent_dim/'
+          '--hidden_units ask for %s. Pass the flags it was trained with, or '
+          'use another --train_dir.' % (checkpoint, name, saved[name], shape))
+
+
+class _Evaluator(object):
+  """Deterministic negative ELBO over whole splits (dropout off).
+
+  One z per example, drawn by a stateless generator seeded with the batch
+  index, so the same weights always give the same numbers.
+  """
+
+  def __init__(self, split_paths, batch_size, hidden_units, latent_dim):
+    self._split_paths = split_paths
+    self._path = tf.placeholder(tf.string, [])
+    iterator = tf.data.make_initializable_iterator(
+        input_pipeline.eval_dataset(self._path, batch_size))
+    self._initializer = iterator.initializer
+    batch_index, images = iterator.get_next()
+    noise = tf.random.stateless_normal(
+        tf.stack([tf.shape(images)[0], latent_dim]),
+        seed=tf.stack([tf.constant(EVAL_NOISE_SEED, tf.int64), batch_index]))
+    outputs = model.inference(images, hidden_units, latent_dim, keep_prob=1.0,
+                              noise=noise)
+    terms = model.loss(images, outputs)
+    self._sums = {
+        'reconstruction': -tf.reduce_sum(tf.cast(terms.log_likelihood, tf.float64)),
+        'kl_divergence': tf.reduce_sum(tf.cast(terms.kl, tf.float64)),
+        'num_examples': tf.shape(images)[0],
+    }
+
+  def evaluate(self, session, split):
+    """Returns {neg_elbo, reconstruction, kl_divergence, num_examples}."""
+    session.run(self._initializer,
+                feed_dict={self._path: self._split_paths[split]})
+    totals = {key: 0 for key in self._sums}
+    while True:
+      try:
+        batch = session.run(self._sums)
+      except tf.errors.OutOfRangeError:
+        break
+      for key, value in batch.items():
+        totals[key] += value
+    count = max(int(totals['num_examples']), 1)
+    result = {key: float(totals[key] / count)
+              for key in ('reconstruction', 'kl_divergence')}
+    result['neg_elbo'] = result['reconstruction'] + result['kl_divergence']
+    result['num_examples'] = int(totals['num_examples'])
+    return result
+
+
+class _ImageWriter(object):
+  """Reconstructions of fixed test images and decodings of fixed prior draws."""
+
+  def __init__(self, fixed_images, hidden_units, latent_dim, images_dir):
+    self._images_dir = images_dir
+    self._fixed_images = fixed_images
+    self._prior_draws = np.random.RandomState(SAMPLE_GRID_SEED).standard_normal(
+        (NUM_GRID_IMAGES, latent_dim)).astype(np.float32)
+    # Fed, not constants: constants would copy them into every .meta file.
+    self._images = tf.placeholder(tf.float32, fixed_images.shape)
+    self._z = tf.placeholder(tf.float32, self._prior_draws.shape)
+    # Reconstructions decode the posterior mean: no sampling noise, so the
+    # grid changes only when the weights do.
+    z_mean, _ = model.encode(self._images, hidden_units, latent_dim)
+    output_size = fixed_images.shape[1]
+    self._reconstructions = model.probabilities(
+        model.decode(z_mean, hidden_units, output_size))
+    self._samples = model.probabilities(
+        model.decode(self._z, hidden_units, output_size))
+
+  def write_inputs(self):
+    path = _join(self._images_dir, 'inputs.png')
+    if not tf.io.gfile.exists(path):
+      image_grids.write_png(path, image_grids.sample_grid(self._fixed_images))
+
+  def write(self, session, step, summary_writer):
+    reconstructions, samples = session.run(
+        [self._reconstructions, self._samples],
+        feed_dict={self._images: self._fixed_images, self._z: self._prior_draws})
+    grids = {
+        'reconstructions': image_grids.reconstruction_grid(self._fixed_images,
+                                                           reconstructions),
+        'samples': image_grids.sample_grid(samples),
+    }
+    summary = tf.Summary()
+    for name, grid in grids.items():
+      png = image_grids.write_png(
+          _join(self._images_dir, '%s_step_%06d.png' % (name, step)), grid)
+      summary.value.add(tag='images/%s' % name, image=tf.Summary.Image(
+          height=grid.shape[0], width=grid.shape[1], colorspace=1,
+          encoded_image_string=png))
+    summary_writer.add_summary(summary, step)
+
+
+def _add_scalar_summaries(summary_writer, step, prefix, values):
+  summary = tf.Summary()
+  for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
+    summary.value.add(tag='%s/%s' % (prefix, key), simple_value=values[key])
+  summary_writer.add_summary(summary, step)
+
+
+def _write_json(path, content):
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    json.dump(content, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+
+
+def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False,
+                 dataset='mnist', validation_size=5000, batch_size=128, optimizer='sgd',
+                 learning_rate=0.001, max_steps=10000, latent_dim=20,
+                 hidden_units=500, keep_prob=0.9, log_every_n_steps=100,
+                 image_every_n_steps=1000, eval_every_n_steps=1000,
+                 save_checkpoint_steps=1000, seed=0, shuffle_buffer_size=0,
+                 eval_batch_size=1000, intra_op_threads=0, inter_op_threads=0):
+  """Trains (or resumes), writes images and checkpoints, evaluates at the end.
+
+  Arguments mirror the flags of the same names.
+
+  Returns:
+    The metrics dict also written to train_dir/metrics.json.
+  """
+  start_time = time.time()
+  config = {key: value for key, value in locals().items()
+            if key != 'start_time'}
+  data_dir = data_dir or 'data/' + dataset
+  splits = _prepare_data(data_dir, mnist_dir, download_idx, dataset,
+                         validation_size)
+  num_train = splits['train'][1]
+  if batch_size > num_train:
+    raise TrainingError('--batch_size=%d is larger than the %d examples of %s'
+                        % (batch_size, num_train, splits['train'][0]))
+  images_dir = _join(train_dir, IMAGES_SUBDIR)
+  try:
+    tf.io.gfile.makedirs(images_dir)
+  except tf.errors.OpError as e:
+    raise TrainingError('Cannot create --train_dir %s: %s'
+                        % (train_dir, e.message)) from e
+  checkpoint, initial_step = _latest_checkpoint_step(train_dir)
+  if checkpoint:
+    logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
+
+  fixed_images = input_pipeline.read_first_images(splits['test'][0],
+                                                  NUM_GRID_IMAGES)
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.set_random_seed(seed)
+    with tf.name_scope('input'):
+      # A resumed run continues with a new shuffle order rather than replaying
+      # the first epoch's.
+      dataset_train = input_pipeline.train_dataset(
+          splits['train'][0], batch_size, seed=seed + initial_step,
+          shuffle_buffer_size=shuffle_buffer_size or num_train)
+      images = tf.data.make_one_shot_iterator(dataset_train).get_next()
+    with tf.name_scope('train'):
+      outputs = model.inference(images, hidden_units, latent_dim, keep_prob)
+      loss_terms = model.loss(images, outputs)
+    model.add_loss_summaries(loss_terms, 'train')
+    train_op, global_step = model.training(
+        loss_terms.neg_elbo, model.make_optimizer(optimizer, learning_rate))
+    with tf.control_dependencies([train_op]):
+      step_after_update = global_step.read_value()
+    with tf.name_scope('eval'):
+      evaluator = _Evaluator(
+          {split: path for split, (path, count) in splits.items() if count},
+          eval_batch_size, hidden_units, latent_dim)
+    with tf.name_scope('images'):
+      image_writer = _ImageWriter(fixed_images, hidden_units, latent_dim,
+                                  images_dir)
+    if checkpoint:
+      _check_checkpoint_matches(checkpoint, tf.global_variables())
+    scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=5))
+    session_config = tf.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads,
+        inter_op_parallelism_threads=inter_op_threads)
+    summary_writer = tf.summary.FileWriterCache.get(train_dir)
+    image_writer.write_inputs()
+
+    train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
+                     'reconstruction': loss_terms.reconstruction,
+                     'kl_divergence': loss_terms.kl_divergence}
+    step = initial_step
+    last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
+    throughputs = []
+    with tf.train.MonitoredTrainingSession(
+        checkpoint_dir=train_dir, scaffold=scaffold,
+        hooks=[tf.train.StopAtStepHook(last_step=max_steps)],
+        save_checkpoint_steps=save_checkpoint_steps,
+        save_summaries_steps=log_every_n_steps, log_step_count_steps=0,
+        config=session_config) as session:
+      while not session.should_stop():
+        values = session.run(train_fetches)
+        step = int(values['step'])
+        if not np.isfinite(values['neg_elbo']):
+          raise TrainingError(
+              'The loss became %s at step %d (reconstruction %s, KL %s). The '
+              'learning rate (%g) is likely too high for --optimizer=%s. The '
+              'last checkpoint in %s was kept as it was.'
+              % (values['neg_elbo'], step, values['reconstruction'],
+                 values['kl_divergence'], learning_rate, optimizer, train_dir))
+        if step % log_every_n_steps == 0:
+          now = time.time()
+          examples_per_sec = ((step - last_log_step) * batch_size
+                              / max(now - last_log_time - side_work_sec, 1e-9))
+          throughputs.append(examples_per_sec)
+          logging.info('step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f), '
+                       '%.0f examples/s', step, values['neg_elbo'],
+                       values['reconstruction'], values['kl_divergence'],
+                       examples_per_sec)
+          last_log_time, last_log_step, side_work_sec = now, step, 0.0
+        side_start = time.time()
+        # run_step_fn hands over the raw session: hooks do not fire for these.
+        if image_every_n_steps and step % image_every_n_steps == 0:
+          session.run_step_fn(lambda step_context: image_writer.write(
+              step_context.session, step, summary_writer))
+        if eval_every_n_steps and step % eval_every_n_steps == 0 and splits[
+            'validation'][1]:
+          result = session.run_step_fn(lambda step_context: evaluator.evaluate(
+              step_context.session, 'validation'))
+          _add_scalar_summaries(summary_writer, step, 'validation', result)
+          logging.info('step %d: validation neg_elbo %.3f', step,
+                       result['neg_elbo'])
+        side_work_sec += time.time() - side_start
+
+    # The session above saved the final checkpoint on closing; evaluate
+    # exactly that checkpoint.
+    final_checkpoint = tf.train.latest_checkpoint(train_dir)
+    with tf.Session(config=session_config) as session:
+      scaffold.saver.restore(session, final_checkpoint)
+      step = int(session.run(global_step))
+      image_writer.write(session, step, summary_writer)
+      metrics = {'step': step, 'checkpoint': final_checkpoint}
+      for split in ('validation', 'test'):
+        if splits[split][1]:
+          metrics[split] = evaluator.evaluate(session, split)
+          _add_scalar_summaries(summary_writer, step, split, metrics[split])
+          logging.info('step %d: %s neg_elbo %.3f (reconstruction %.3f, '
+                       'kl %.3f) over %d examples', step, split,
+                       metrics[split]['neg_elbo'],
+                       metrics[split]['reconstruction'],
+                       metrics[split]['kl_divergence'],
+                       metrics[split]['num_examples'])
+    summary_writer.flush()
+  metrics['train_examples_per_sec'] = (float(np.median(throughputs))
+                                       if throughputs else None)
+  metrics['wall_time_sec'] = time.time() - start_time
+  metrics['config'] = config
+  _write_json(_join(train_dir, METRICS_FILE), metrics)
+  logging.info('Wrote %s', _join(train_dir, METRICS_FILE))
+  return metrics
+
+
+def main(argv):
+  del argv  # Unused.
+  # TensorFlow's logger has a handler of its own; absl's already prints.
+  tf.get_logger().handlers.clear()
+  try:
+    run_training(
+        train_dir=FLAGS.train_dir, data_dir=FLAGS.data_dir,
+        mnist_dir=FLAGS.mnist_dir, download_idx=FLAGS.download,
+        dataset=FLAGS.dataset, validation_size=FLAGS.validation_size,
+        batch_size=FLAGS.batch_size,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+        max_steps=FLAGS.max_steps, latent_dim=FLAGS.latent_dim,
+        hidden_units=FLAGS.hidden_units, keep_prob=FLAGS.keep_prob,
+        log_every_n_steps=FLAGS.log_every_n_steps,
+        image_every_n_steps=FLAGS.image_every_n_steps,
+        eval_every_n_steps=FLAGS.eval_every_n_steps,
+        save_checkpoint_steps=FLAGS.save_checkpoint_steps, seed=FLAGS.seed,
+        shuffle_buffer_size=FLAGS.shuffle_buffer_size,
+        eval_batch_size=FLAGS.eval_batch_size,
+        intra_op_threads=FLAGS.intra_op_threads,
+        inter_op_threads=FLAGS.inter_op_threads)
+  except (TrainingError, idx.IdxError, input_pipeline.RecordsError,
+          convert_to_records.ConversionError, download.DownloadError) as e:
+    logging.error('%s', e)
+    return 1
+  return 0
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
