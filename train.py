@@ -5,7 +5,7 @@ Data flow: IDX files -> data_prep -> TFRecords -> input_pipeline (tf.data)
 
 Usage:
   python train.py --mnist_dir ../shared/mnist --train_dir /tmp/run
-  python train.py --flagfile configs/original.flags --train_dir /tmp/run
+  python train.py --flagfile my_run.flags   # one --flag=value per line
 
 Re-running with the same --train_dir resumes from its latest checkpoint.
 """
@@ -301,7 +301,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
           splits['train'][0], batch_size, seed=seed + initial_step,
           shuffle_buffer_size=shuffle_buffer_size or num_train)
       images = tf.data.make_one_shot_iterator(dataset_train).get_next()
-    with tf.name_scope('train'):
+    with tf.name_scope('training_tower'):
       outputs = model.inference(images, hidden_units, latent_dim, keep_prob)
       loss_terms = model.loss(images, outputs)
     model.add_loss_summaries(loss_terms, 'train')

@@ -61,15 +61,16 @@ def read_idx_bytes(path):
 
 def _parse_header(data, path, expected_magic, num_dims):
   header_size = 4 * (1 + num_dims)
+  if len(data) >= 4:
+    magic = int(np.frombuffer(data, dtype='>i4', count=1)[0])
+    if magic != expected_magic:
+      raise IdxError('Invalid magic number %d in MNIST file %s (expected %d)'
+                     % (magic, path, expected_magic))
   if len(data) < header_size:
     raise IdxError('MNIST file %s is too short (%d bytes) to hold an IDX header'
                    % (path, len(data)))
-  header = np.frombuffer(data, dtype='>i4', count=1 + num_dims)
-  magic = int(header[0])
-  if magic != expected_magic:
-    raise IdxError('Invalid magic number %d in MNIST file %s (expected %d)'
-                   % (magic, path, expected_magic))
-  return [int(d) for d in header[1:]], header_size
+  dims = np.frombuffer(data, dtype='>i4', count=num_dims, offset=4)
+  return [int(d) for d in dims], header_size
 
 
 def _check_payload_size(data, path, header_size, dims):

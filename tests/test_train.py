@@ -1,0 +1,151 @@
+"""train.py as a real process: outputs, resume, reproducibility, clear errors."""
+
+import glob
+import json
+import os
+
+from PIL import Image
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import indexed_images, run_python, write_idx_dir
+
+SMALL_MODEL = ['--hidden_units', '32', '--latent_dim', '4', '--batch_size', '16',
+               '--validation_size', '10', '--log_every_n_steps', '5',
+               '--image_every_n_steps', '10', '--eval_every_n_steps', '10',
+               '--save_checkpoint_steps', '10', '--optimizer', 'adam']
+
+
+@pytest.fixture(scope='module')
+def idx_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('idx')
+  labels = np.arange(200, dtype=np.uint8) % 10
+  return write_idx_dir(directory, indexed_images(200), labels,
+                       indexed_images(120, offset=500), labels[:120])
+
+
+def _train(idx_dir, data_dir, train_dir, *extra):
+  return run_python(['train.py', '--mnist_dir', idx_dir, '--data_dir', str(data_dir),
+                     '--train_dir', str(train_dir)] + SMALL_MODEL + list(extra))
+
+
+def _metrics(train_dir):
+  with open(os.path.join(train_dir, 'metrics.json')) as f:
+    return json.load(f)
+
+
+def _png_size(path):
+  with Image.open(path) as image:
+    image.load()
+    return image.mode, image.size
+
+
+def _summary_tags(train_dir):
+  tags = set()
+  for events in glob.glob(os.path.join(train_dir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(events):
+      tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+@pytest.fixture(scope='module')
+def first_run(idx_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp('run')
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '20')
+  assert result.returncode == 0, result.stderr
+  return root, result
+
+
+def test_writes_pngs_checkpoint_events_and_metrics(first_run):
+  root, result = first_run
+  train_dir = str(root / 'train')
+  images = os.path.join(train_dir, 'images')
+  assert sorted(os.listdir(images)) == [
+      'inputs.png', 'reconstructions_step_000010.png',
+      'reconstructions_step_000020.png', 'samples_step_000010.png',
+      'samples_step_000020.png']
+  assert _png_size(os.path.join(images, 'reconstructions_step_000020.png')) == ('L', (606, 316))
+  assert _png_size(os.path.join(images, 'samples_step_000020.png')) == ('L', (298, 298))
+  assert _png_size(os.path.join(images, 'inputs.png')) == ('L', (298, 298))
+
+  checkpoint = tf.train.latest_checkpoint(train_dir)
+  assert checkpoint.endswith('model.ckpt-20')
+  assert tf.train.load_variable(checkpoint, 'global_step') == 20
+
+  tags = _summary_tags(train_dir)
+  assert {'train/neg_elbo', 'train/reconstruction', 'train/kl_divergence',
+          'validation/neg_elbo', 'test/neg_elbo', 'images/reconstructions',
+          'images/samples'} <= tags
+
+  metrics = _metrics(train_dir)
+  assert metrics['step'] == 20
+  assert metrics['validation']['num_examples'] == 10
+  assert metrics['test']['num_examples'] == 120
+  for split in ('validation', 'test'):
+    terms = metrics[split]
+    assert np.isfinite(terms['neg_elbo']) and terms['kl_divergence'] >= 0
+    assert terms['neg_elbo'] == pytest.approx(terms['reconstruction'] + terms['kl_divergence'])
+  assert metrics['config']['latent_dim'] == 4 and metrics['wall_time_sec'] > 0
+  assert 'step 20: test neg_elbo' in result.stderr
+  assert 'examples/s' in result.stderr
+  assert not glob.glob(os.path.join(train_dir, '**', '*.tmp'), recursive=True)
+
+
+def test_resumes_from_checkpoint(first_run, idx_dir):
+  root, _ = first_run
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '30')
+  assert result.returncode == 0, result.stderr
+  assert 'Resuming from' in result.stderr and '(step 20)' in result.stderr
+  assert 'step 25:' in result.stderr and 'step 5:' not in result.stderr
+  train_dir = str(root / 'train')
+  assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-30')
+  assert _metrics(train_dir)['step'] == 30
+  assert os.path.exists(os.path.join(train_dir, 'images', 'samples_step_000030.png'))
+
+
+def _loss_lines(log):
+  """The 'step N: neg_elbo ...' parts of a log, without the timing."""
+  return [line.split('] ', 1)[1].split('), ')[0] for line in log.splitlines()
+          if '] step ' in line]
+
+
+def test_same_seed_gives_identical_results(first_run, idx_dir):
+  root, first = first_run
+  again = _train(idx_dir, root / 'data', root / 'again', '--max_steps', '20')
+  assert again.returncode == 0, again.stderr
+  assert len(_loss_lines(first.stderr)) >= 6
+  assert _loss_lines(first.stderr) == _loss_lines(again.stderr)
+  other_seed = _train(idx_dir, root / 'data', root / 'other', '--max_steps', '20',
+                      '--seed', '1')
+  assert _loss_lines(other_seed.stderr) != _loss_lines(first.stderr)
+
+
+def test_checkpoint_of_another_model_size_is_refused(first_run, idx_dir):
+  root, _ = first_run
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40',
+                  '--latent_dim', '5')
+  assert result.returncode == 1
+  assert 'holds gaussian_encoder/mean/weights with shape [32, 4]' in result.stderr
+  assert 'Traceback' not in result.stderr
+  latest = tf.train.latest_checkpoint(str(root / 'train'))
+  assert tf.train.load_variable(latest, 'gaussian_encoder/mean/weights').shape == (32, 4)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--batch_size=0', 'flag --batch_size=0: 0 is not a positive integer'),
+    ('--keep_prob=1.5', '--keep_prob must be in (0, 1]'),
+    ('--optimizer=lbfgs', 'flag --optimizer=lbfgs: value should be one of'),
+])
+def test_out_of_range_flags(flag, message, tmp_path):
+  result = run_python(['train.py', '--train_dir', str(tmp_path), flag])
+  assert result.returncode != 0
+  assert message in result.stderr
+
+
+def test_missing_data_says_how_to_supply_it(tmp_path):
+  result = run_python(['train.py', '--data_dir', str(tmp_path / 'nothing'),
+                       '--train_dir', str(tmp_path / 'train')])
+  assert result.returncode == 1
+  assert 'pass --mnist_dir DIR' in result.stderr and '--download' in result.stderr
+  assert 'Traceback' not in result.stderr
