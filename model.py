@@ -27,6 +27,9 @@ ENCODER_SCOPE = 'gaussian_encoder'
 DECODER_SCOPE = 'bernoulli_decoder'
 
 OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
+# Messages of the numerics checks in `training`, for callers to recognise.
+NUMERICS_CHECK_LOSS = 'non-finite loss'
+NUMERICS_CHECK_GRADIENTS = 'non-finite gradient norm'
 
 Inference = collections.namedtuple(
     'Inference', ['z_mean', 'z_stddev', 'z', 'logits'])
@@ -243,6 +246,11 @@ def make_optimizer(name, learning_rate):
 def training(neg_elbo, optimizer):
   """Adds the step that minimizes `neg_elbo` and increments the global step.
 
+  The update is applied only when the loss and the gradients' global norm
+  are finite: otherwise the step fails with InvalidArgumentError ("...
+  Tensor had NaN values") before any variable changes, so a diverging run
+  never writes a NaN into a checkpoint.
+
   Args:
     neg_elbo: float32 [] to minimize.
     optimizer: a tf.compat.v1 optimizer (see `make_optimizer`).
@@ -252,5 +260,14 @@ def training(neg_elbo, optimizer):
     global_step: int64 [] variable.
   """
   global_step = tf.train.get_or_create_global_step()
-  train_op = optimizer.minimize(neg_elbo, global_step=global_step)
+  grads_and_vars = optimizer.compute_gradients(neg_elbo)
+  checks = [
+      tf.debugging.check_numerics(neg_elbo, NUMERICS_CHECK_LOSS),
+      tf.debugging.check_numerics(
+          tf.linalg.global_norm([grad for grad, _ in grads_and_vars]),
+          NUMERICS_CHECK_GRADIENTS),
+  ]
+  with tf.control_dependencies(checks):
+    grads_and_vars = [(tf.identity(grad), var) for grad, var in grads_and_vars]
+  train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
   return train_op, global_step

@@ -14,7 +14,10 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
+import collections
 import json
+import signal
+import threading
 import time
 
 from absl import app
@@ -108,6 +111,11 @@ METRICS_FILE = 'metrics.json'
 
 class TrainingError(RuntimeError):
   """Training cannot start or go on; the message says why."""
+
+
+# Errors whose message is the whole story: reported in one line, no traceback.
+EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
+                   convert_to_records.ConversionError, download.DownloadError)
 
 
 def _join(directory, name):
@@ -255,19 +263,134 @@ def _write_json(path, content):
   tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
-def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False,
-                 dataset='mnist', validation_size=5000, batch_size=128, optimizer='sgd',
-                 learning_rate=0.001, max_steps=10000, latent_dim=20,
-                 hidden_units=500, keep_prob=0.9, log_every_n_steps=100,
-                 image_every_n_steps=1000, eval_every_n_steps=1000,
-                 save_checkpoint_steps=1000, seed=0, shuffle_buffer_size=0,
-                 eval_batch_size=1000, intra_op_threads=0, inter_op_threads=0):
-  """Trains (or resumes), writes images and checkpoints, evaluates at the end.
+TrainingGraph = collections.namedtuple('TrainingGraph', [
+    'graph',          # the tf.Graph holding everything below.
+    'train_fetches',  # dict: the train step's new global step and loss terms.
+    'global_step',
+    'evaluator',      # _Evaluator over the validation and test splits.
+    'image_writer',   # _ImageWriter for the fixed grids.
+    'saver',
+])
 
-  Arguments mirror the flags of the same names.
+
+def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
+                         images_dir, batch_size, optimizer, learning_rate,
+                         latent_dim, hidden_units, keep_prob, seed,
+                         shuffle_buffer_size, eval_batch_size, initial_step=0):
+  """Builds input pipeline, training tower, train op, evaluator and image towers.
 
   Returns:
-    The metrics dict also written to train_dir/metrics.json.
+    A TrainingGraph.
+  """
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.set_random_seed(seed)
+    with tf.name_scope('input'):
+      # A resumed run continues with a new shuffle order rather than replaying
+      # the first epoch's.
+      images = tf.data.make_one_shot_iterator(input_pipeline.train_dataset(
+          train_path, batch_size, seed=seed + initial_step,
+          shuffle_buffer_size=shuffle_buffer_size or num_train)).get_next()
+    with tf.name_scope('training_tower'):
+      outputs = model.inference(images, hidden_units, latent_dim, keep_prob)
+      loss_terms = model.loss(images, outputs)
+    model.add_loss_summaries(loss_terms, 'train')
+    train_op, global_step = model.training(
+        loss_terms.neg_elbo, model.make_optimizer(optimizer, learning_rate))
+    with tf.control_dependencies([train_op]):
+      step_after_update = global_step.read_value()
+    with tf.name_scope('eval'):
+      evaluator = _Evaluator(eval_paths, eval_batch_size, hidden_units,
+                             latent_dim)
+    with tf.name_scope('images'):
+      image_writer = _ImageWriter(fixed_images, hidden_units, latent_dim,
+                                  images_dir)
+    saver = tf.train.Saver(max_to_keep=5)
+  train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
+                   'reconstruction': loss_terms.reconstruction,
+                   'kl_divergence': loss_terms.kl_divergence}
+  return TrainingGraph(graph, train_fetches, global_step, evaluator,
+                       image_writer, saver)
+
+
+class _StopSignals(object):
+  """Turns the first SIGTERM or SIGINT into a request to stop after this step.
+
+  Preemption sends SIGTERM and Ctrl-C sends SIGINT; either way the loop ends
+  at a step boundary, so the checkpoint saved on the way out is complete. A
+  second signal gets the default behaviour (it kills at once).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame  # Unused.
+    self.received = signal.Signals(signum)
+    signal.signal(signum, signal.SIG_DFL)
+    logging.warning('Received %s: saving a checkpoint after this step and '
+                    'exiting (send it again to stop at once).',
+                    self.received.name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _numerics_error(error, step, learning_rate, optimizer, train_dir):
+  """A TrainingError explaining a failed numerics check of `model.training`."""
+  what = ('loss' if model.NUMERICS_CHECK_LOSS in error.message
+          else 'gradients')
+  kind = 'NaN' if 'NaN' in error.message else 'Inf'
+  return TrainingError(
+      'The %s became %s at step %d; the update was not applied. Likely cause: '
+      'the learning rate (%g) is too high for --optimizer=%s. The last '
+      'checkpoint in %s is untouched: resume from it with a lower '
+      '--learning_rate.' % (what, kind, step, learning_rate, optimizer,
+                            train_dir))
+
+
+def _evaluate_splits(session, evaluator, splits, step, summary_writer):
+  """Negative ELBO of the validation and test splits, logged and summarised."""
+  results = {}
+  for split in ('validation', 'test'):
+    if not splits[split][1]:
+      continue
+    result = evaluator.evaluate(session, split)
+    _add_scalar_summaries(summary_writer, step, split, result)
+    logging.info('step %d: %s neg_elbo %.3f (reconstruction %.3f, kl %.3f) '
+                 'over %d examples', step, split, result['neg_elbo'],
+                 result['reconstruction'], result['kl_divergence'],
+                 result['num_examples'])
+    results[split] = result
+  return results
+
+
+def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False,
+                 dataset='mnist', validation_size=5000, batch_size=128,
+                 optimizer='sgd', learning_rate=0.001, max_steps=10000,
+                 latent_dim=20, hidden_units=500, keep_prob=0.9,
+                 log_every_n_steps=100, image_every_n_steps=1000,
+                 eval_every_n_steps=1000, save_checkpoint_steps=1000, seed=0,
+                 shuffle_buffer_size=0, eval_batch_size=1000,
+                 intra_op_threads=0, inter_op_threads=0):
+  """Trains (or resumes), writes images and checkpoints, evaluates at the end.
+
+  Arguments mirror the flags of the same names. SIGTERM or SIGINT stops the
+  run after the current step with a checkpoint and the metrics so far.
+
+  Returns:
+    The metrics dict also written to train_dir/metrics.json; its
+    'interrupted_by' names the signal that stopped the run, if one did.
   """
   start_time = time.time()
   config = {key: value for key, value in locals().items()
@@ -289,64 +412,44 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
   if checkpoint:
     logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
-  fixed_images = input_pipeline.read_first_images(splits['test'][0],
-                                                  NUM_GRID_IMAGES)
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.set_random_seed(seed)
-    with tf.name_scope('input'):
-      # A resumed run continues with a new shuffle order rather than replaying
-      # the first epoch's.
-      dataset_train = input_pipeline.train_dataset(
-          splits['train'][0], batch_size, seed=seed + initial_step,
-          shuffle_buffer_size=shuffle_buffer_size or num_train)
-      images = tf.data.make_one_shot_iterator(dataset_train).get_next()
-    with tf.name_scope('training_tower'):
-      outputs = model.inference(images, hidden_units, latent_dim, keep_prob)
-      loss_terms = model.loss(images, outputs)
-    model.add_loss_summaries(loss_terms, 'train')
-    train_op, global_step = model.training(
-        loss_terms.neg_elbo, model.make_optimizer(optimizer, learning_rate))
-    with tf.control_dependencies([train_op]):
-      step_after_update = global_step.read_value()
-    with tf.name_scope('eval'):
-      evaluator = _Evaluator(
-          {split: path for split, (path, count) in splits.items() if count},
-          eval_batch_size, hidden_units, latent_dim)
-    with tf.name_scope('images'):
-      image_writer = _ImageWriter(fixed_images, hidden_units, latent_dim,
-                                  images_dir)
+  graph = build_training_graph(
+      train_path=splits['train'][0], num_train=num_train,
+      eval_paths={split: path for split, (path, count) in splits.items()
+                  if count},
+      fixed_images=input_pipeline.read_first_images(splits['test'][0],
+                                                    NUM_GRID_IMAGES),
+      images_dir=images_dir, batch_size=batch_size, optimizer=optimizer,
+      learning_rate=learning_rate, latent_dim=latent_dim,
+      hidden_units=hidden_units, keep_prob=keep_prob, seed=seed,
+      shuffle_buffer_size=shuffle_buffer_size, eval_batch_size=eval_batch_size,
+      initial_step=initial_step)
+  session_config = tf.ConfigProto(
+      intra_op_parallelism_threads=intra_op_threads,
+      inter_op_parallelism_threads=inter_op_threads)
+  step = initial_step
+  values, last_validation = None, None
+  throughputs = []
+  with graph.graph.as_default(), _StopSignals() as stop_signals:
     if checkpoint:
       _check_checkpoint_matches(checkpoint, tf.global_variables())
-    scaffold = tf.train.Scaffold(saver=tf.train.Saver(max_to_keep=5))
-    session_config = tf.ConfigProto(
-        intra_op_parallelism_threads=intra_op_threads,
-        inter_op_parallelism_threads=inter_op_threads)
     summary_writer = tf.summary.FileWriterCache.get(train_dir)
-    image_writer.write_inputs()
-
-    train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
-                     'reconstruction': loss_terms.reconstruction,
-                     'kl_divergence': loss_terms.kl_divergence}
-    step = initial_step
+    graph.image_writer.write_inputs()
     last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
-    throughputs = []
     with tf.train.MonitoredTrainingSession(
-        checkpoint_dir=train_dir, scaffold=scaffold,
+        checkpoint_dir=train_dir, scaffold=tf.train.Scaffold(saver=graph.saver),
         hooks=[tf.train.StopAtStepHook(last_step=max_steps)],
         save_checkpoint_steps=save_checkpoint_steps,
         save_summaries_steps=log_every_n_steps, log_step_count_steps=0,
         config=session_config) as session:
-      while not session.should_stop():
-        values = session.run(train_fetches)
+      while not session.should_stop() and not stop_signals.received:
+        try:
+          values = session.run(graph.train_fetches)
+        except tf.errors.InvalidArgumentError as e:
+          if 'non-finite' not in e.message:
+            raise
+          raise _numerics_error(e, step + 1, learning_rate, optimizer,
+                                train_dir) from e
         step = int(values['step'])
-        if not np.isfinite(values['neg_elbo']):
-          raise TrainingError(
-              'The loss became %s at step %d (reconstruction %s, KL %s). The '
-              'learning rate (%g) is likely too high for --optimizer=%s. The '
-              'last checkpoint in %s was kept as it was.'
-              % (values['neg_elbo'], step, values['reconstruction'],
-                 values['kl_divergence'], learning_rate, optimizer, train_dir))
         if step % log_every_n_steps == 0:
           now = time.time()
           examples_per_sec = ((step - last_log_step) * batch_size
@@ -360,35 +463,40 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
         side_start = time.time()
         # run_step_fn hands over the raw session: hooks do not fire for these.
         if image_every_n_steps and step % image_every_n_steps == 0:
-          session.run_step_fn(lambda step_context: image_writer.write(
+          session.run_step_fn(lambda step_context: graph.image_writer.write(
               step_context.session, step, summary_writer))
-        if eval_every_n_steps and step % eval_every_n_steps == 0 and splits[
-            'validation'][1]:
-          result = session.run_step_fn(lambda step_context: evaluator.evaluate(
-              step_context.session, 'validation'))
-          _add_scalar_summaries(summary_writer, step, 'validation', result)
+        if (eval_every_n_steps and step % eval_every_n_steps == 0
+            and splits['validation'][1]):
+          last_validation = session.run_step_fn(
+              lambda step_context: graph.evaluator.evaluate(
+                  step_context.session, 'validation'))
+          last_validation['step'] = step
+          _add_scalar_summaries(summary_writer, step, 'validation',
+                                last_validation)
           logging.info('step %d: validation neg_elbo %.3f', step,
-                       result['neg_elbo'])
+                       last_validation['neg_elbo'])
         side_work_sec += time.time() - side_start
-
-    # The session above saved the final checkpoint on closing; evaluate
-    # exactly that checkpoint.
+    # Closing the session above saved a checkpoint of the last step.
     final_checkpoint = tf.train.latest_checkpoint(train_dir)
-    with tf.Session(config=session_config) as session:
-      scaffold.saver.restore(session, final_checkpoint)
-      step = int(session.run(global_step))
-      image_writer.write(session, step, summary_writer)
-      metrics = {'step': step, 'checkpoint': final_checkpoint}
-      for split in ('validation', 'test'):
-        if splits[split][1]:
-          metrics[split] = evaluator.evaluate(session, split)
-          _add_scalar_summaries(summary_writer, step, split, metrics[split])
-          logging.info('step %d: %s neg_elbo %.3f (reconstruction %.3f, '
-                       'kl %.3f) over %d examples', step, split,
-                       metrics[split]['neg_elbo'],
-                       metrics[split]['reconstruction'],
-                       metrics[split]['kl_divergence'],
-                       metrics[split]['num_examples'])
+
+    if stop_signals.received:
+      metrics = {'step': step, 'checkpoint': final_checkpoint,
+                 'interrupted_by': stop_signals.received.name,
+                 'last_minibatch': {key: float(value) for key, value
+                                    in (values or {}).items() if key != 'step'},
+                 'last_validation': last_validation}
+      logging.warning('Stopped by %s at step %d; checkpoint %s. Re-run the same '
+                      'command to resume.', stop_signals.received.name, step,
+                      final_checkpoint)
+    else:
+      # Evaluate exactly the checkpoint that was saved.
+      with tf.Session(config=session_config) as session:
+        graph.saver.restore(session, final_checkpoint)
+        step = int(session.run(graph.global_step))
+        graph.image_writer.write(session, step, summary_writer)
+        metrics = {'step': step, 'checkpoint': final_checkpoint}
+        metrics.update(_evaluate_splits(session, graph.evaluator, splits, step,
+                                        summary_writer))
     summary_writer.flush()
   metrics['train_examples_per_sec'] = (float(np.median(throughputs))
                                        if throughputs else None)
@@ -404,15 +512,14 @@ def main(argv):
   # TensorFlow's logger has a handler of its own; absl's already prints.
   tf.get_logger().handlers.clear()
   try:
-    run_training(
+    metrics = run_training(
         train_dir=FLAGS.train_dir, data_dir=FLAGS.data_dir,
         mnist_dir=FLAGS.mnist_dir, download_idx=FLAGS.download,
         dataset=FLAGS.dataset, validation_size=FLAGS.validation_size,
-        batch_size=FLAGS.batch_size,
-        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
-        max_steps=FLAGS.max_steps, latent_dim=FLAGS.latent_dim,
-        hidden_units=FLAGS.hidden_units, keep_prob=FLAGS.keep_prob,
-        log_every_n_steps=FLAGS.log_every_n_steps,
+        batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate, max_steps=FLAGS.max_steps,
+        latent_dim=FLAGS.latent_dim, hidden_units=FLAGS.hidden_units,
+        keep_prob=FLAGS.keep_prob, log_every_n_steps=FLAGS.log_every_n_steps,
         image_every_n_steps=FLAGS.image_every_n_steps,
         eval_every_n_steps=FLAGS.eval_every_n_steps,
         save_checkpoint_steps=FLAGS.save_checkpoint_steps, seed=FLAGS.seed,
@@ -420,10 +527,12 @@ def main(argv):
         eval_batch_size=FLAGS.eval_batch_size,
         intra_op_threads=FLAGS.intra_op_threads,
         inter_op_threads=FLAGS.inter_op_threads)
-  except (TrainingError, idx.IdxError, input_pipeline.RecordsError,
-          convert_to_records.ConversionError, download.DownloadError) as e:
-    logging.error('%s', e)
+  except EXPECTED_ERRORS as e:
+    # One line names the problem; --verbosity=1 adds the traceback.
+    logging.error('%s', e, exc_info=logging.level_debug())
     return 1
+  if metrics.get('interrupted_by'):
+    return 128 + signal.Signals[metrics['interrupted_by']].value
   return 0
 
 

@@ -6,6 +6,7 @@ or corrupt download never looks complete.
 """
 
 import hashlib
+import http.client
 import urllib.error
 import urllib.request
 
@@ -61,11 +62,17 @@ def sha256_of_file(path):
 def _fetch(url, destination, timeout_sec):
   """Streams `url` into `destination`; returns the SHA256 of what arrived."""
   digest = hashlib.sha256()
+  received = 0
   with urllib.request.urlopen(url, timeout=timeout_sec) as response, \
       tf.io.gfile.GFile(destination, 'wb') as out:
+    announced = response.headers.get('Content-Length')
     for chunk in iter(lambda: response.read(_CHUNK_BYTES), b''):
       digest.update(chunk)
       out.write(chunk)
+      received += len(chunk)
+  if announced is not None and received != int(announced):
+    raise ValueError('connection closed after %d of %s bytes'
+                     % (received, announced))
   return digest.hexdigest()
 
 
@@ -97,7 +104,8 @@ def download_file(filename, sha256, directory, mirrors, timeout_sec=60):
     logging.info('Downloading %s', url)
     try:
       got = _fetch(url, partial_path, timeout_sec)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError,
+            ValueError) as e:
       failures.append('%s: %s' % (url, e))
       continue
     if got != sha256:

@@ -4,6 +4,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -73,8 +74,46 @@ def mnist_dir():
   return SHARED_MNIST
 
 
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT)
+
+
 def run_python(args, timeout=300, cwd=REPO_ROOT):
   """Runs `python ARGS` as a real process; returns the CompletedProcess."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT)
-  return subprocess.run([sys.executable] + list(args), cwd=cwd, env=env,
+  return subprocess.run([sys.executable] + list(args), cwd=cwd, env=_env(),
                         capture_output=True, text=True, timeout=timeout)
+
+
+def start_python(args, log_path, cwd=REPO_ROOT):
+  """Starts `python ARGS` with stderr+stdout to log_path; returns the Popen."""
+  log = open(log_path, 'w')
+  return subprocess.Popen([sys.executable] + list(args), cwd=cwd, env=_env(),
+                          stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_log(process, log_path, pattern, timeout=120):
+  """Waits until log_path contains `pattern`; fails if the process ends first."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    with open(log_path) as f:
+      if pattern in f.read():
+        return
+    if process.poll() is not None:
+      raise AssertionError('process ended (%s) before logging %r:\n%s'
+                           % (process.returncode, pattern, open(log_path).read()))
+    time.sleep(0.05)
+  process.kill()
+  raise AssertionError('no %r in the log within %d s' % (pattern, timeout))
+
+
+def small_mnist_dir(mnist_dir, directory, num_train=2000, num_test=200):
+  """Writes IDX files holding the first examples of the real MNIST files."""
+  train_images, train_labels = idx.read_split(
+      idx.find_idx_file(mnist_dir, idx.TRAIN_IMAGES),
+      idx.find_idx_file(mnist_dir, idx.TRAIN_LABELS))
+  test_images, test_labels = idx.read_split(
+      idx.find_idx_file(mnist_dir, idx.TEST_IMAGES),
+      idx.find_idx_file(mnist_dir, idx.TEST_LABELS))
+  return write_idx_dir(directory, train_images[:num_train],
+                       train_labels[:num_train], test_images[:num_test],
+                       test_labels[:num_test])

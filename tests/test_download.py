@@ -85,3 +85,29 @@ def test_real_mnist_checksums_through_local_mirror(serve, tmp_path, mnist_dir):
                                         mirrors=['http://127.0.0.1:9/', url])
   assert sorted(os.listdir(directory)) == sorted(
       name + '.gz' for name in idx.STANDARD_FILES)
+
+
+def test_connection_dropped_mid_file_leaves_no_partial_file(tmp_path):
+  """A server that promises the whole file and hangs up halfway."""
+
+  class HalfHandler(http.server.BaseHTTPRequestHandler):
+
+    def do_GET(self):
+      self.send_response(200)
+      self.send_header('Content-Length', str(len(GOOD)))
+      self.end_headers()
+      self.wfile.write(GOOD[:len(GOOD) // 2])
+
+    def log_message(self, *args):
+      pass
+
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), HalfHandler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    with pytest.raises(download.DownloadError, match='connection closed after 20 of 40 bytes'):
+      download.download_file('file.gz', GOOD_SHA256, str(tmp_path / 'dl'),
+                             ['http://127.0.0.1:%d/' % server.server_address[1]])
+  finally:
+    server.shutdown()
+    server.server_close()
+  assert os.listdir(tmp_path / 'dl') == []
