@@ -33,73 +33,82 @@ import image_grids
 import input_pipeline
 import model
 
-flags.DEFINE_string('data_dir', None,
-                    help='Directory with train/validation/test.tfrecords. '
-                    'Default: data/<dataset>. Made from --mnist_dir (or '
-                    '--download) when the files are missing.')
-flags.DEFINE_string('train_dir', 'runs/vae',
-                    help='Directory for checkpoints, TensorBoard summaries, '
-                    'images/ and metrics.json. An existing checkpoint here is '
-                    'resumed.')
-flags.DEFINE_string('mnist_dir', None,
-                    help='Directory with the four MNIST IDX files (gzip or '
-                    'not), converted into --data_dir when that has no '
-                    'TFRecords.')
-flags.DEFINE_boolean('download', False,
-                     help='When --data_dir has no TFRecords and no --mnist_dir '
-                     'is given, download the IDX files (SHA256-verified) into '
-                     'DATA_DIR/raw.')
-flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
-                  help='Dataset to prepare when the TFRecords are missing.')
-flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
-                     help='When preparing TFRecords: leading training images '
-                     'held out as the validation split.')
-flags.DEFINE_integer('batch_size', 128, lower_bound=1,
-                     help='Training examples per step.')
-flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
-                  help='sgd is the original script\'s; adam is the upstream '
-                  'repository\'s; momentum uses 0.9.')
-flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
-                   help='Optimizer learning rate.')
-flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
-                     help='Train until the global step reaches this value.')
-flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
-                     help='Number of dimensions in the latent code z.')
-flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
-                     help='Width of each of the two hidden layers of the '
-                     'encoder and of the decoder.')
-flags.DEFINE_float('keep_prob', 0.9,
-                   help='Dropout keep probability in (0, 1] after each hidden '
-                   'layer while training (1 = no dropout). Evaluation, '
-                   'reconstruction and sampling never use dropout.')
-flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
-                     help='Log losses and examples/s, and write scalar '
-                     'summaries, every this many steps.')
-flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
-                     help='Write reconstruction and prior-sample PNGs every '
-                     'this many steps (and at the end); 0 = only at the end.')
-flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
-                     help='Evaluate the negative ELBO on the validation set '
-                     'every this many steps; 0 = only at the end.')
-flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
-                     help='Save a checkpoint every this many steps (and at '
-                     'the end).')
-flags.DEFINE_integer('seed', 0, help='Seed of initialisation, dropout, z '
-                     'draws and the shuffle order.')
-flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
-                     help='Examples held by the shuffle buffer; 0 = the whole '
-                     'training set (a uniform shuffle every epoch).')
-flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
-                     help='Batch size of evaluation (does not change results).')
-flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
-                     help='Threads inside one op; 0 = TensorFlow picks.')
-flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
-                     help='Ops run in parallel; 0 = TensorFlow picks.')
-flags.register_validator('keep_prob', lambda value: 0.0 < value <= 1.0,
-                         message='--keep_prob must be in (0, 1]')
+def define_flags():
+  """Defines train.py's flags (called by its entry point only, so that other
+  programs can import this module)."""
+  flags.DEFINE_string('data_dir', None,
+                      help='Directory with train/validation/test.tfrecords. '
+                      'Default: data/<dataset>. Made from --mnist_dir (or '
+                      '--download) when the files are missing.')
+  flags.DEFINE_string('train_dir', 'runs/vae',
+                      help='Directory for checkpoints, TensorBoard summaries, '
+                      'images/ and metrics.json. An existing checkpoint here is '
+                      'resumed.')
+  flags.DEFINE_string('mnist_dir', None,
+                      help='Directory with the four MNIST IDX files (gzip or '
+                      'not), converted into --data_dir when that has no '
+                      'TFRecords.')
+  flags.DEFINE_boolean('download', False,
+                       help='When --data_dir has no TFRecords and no --mnist_dir '
+                       'is given, download the IDX files (SHA256-verified) into '
+                       'DATA_DIR/raw.')
+  flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
+                    help='Dataset to prepare when the TFRecords are missing.')
+  flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
+                       help='When preparing TFRecords: leading training images '
+                       'held out as the validation split.')
+  flags.DEFINE_integer('batch_size', 128, lower_bound=1,
+                       help='Training examples per step.')
+  flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
+                    help='sgd is the original script\'s; adam is the upstream '
+                    'repository\'s; momentum uses 0.9.')
+  flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
+                     help='Optimizer learning rate.')
+  flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
+                       help='Train until the global step reaches this value.')
+  flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+                       help='Number of dimensions in the latent code z.')
+  flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
+                       help='Width of each of the two hidden layers of the '
+                       'encoder and of the decoder.')
+  flags.DEFINE_float('keep_prob', 0.9,
+                     help='Dropout keep probability in (0, 1] after each hidden '
+                     'layer while training (1 = no dropout). Evaluation, '
+                     'reconstruction and sampling never use dropout.')
+  flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
+                       help='Log losses and examples/s, and write scalar '
+                       'summaries, every this many steps.')
+  flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
+                       help='Write reconstruction and prior-sample PNGs every '
+                       'this many steps (and at the end); 0 = only at the end.')
+  flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
+                       help='Evaluate the negative ELBO on the validation set '
+                       'every this many steps; 0 = only at the end.')
+  flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
+                       help='Save a checkpoint every this many steps (and at '
+                       'the end).')
+  flags.DEFINE_integer('seed', 0, help='Seed of initialisation, dropout, z '
+                       'draws and the shuffle order.')
+  flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
+                       help='Examples held by the shuffle buffer; 0 = the whole '
+                       'training set (a uniform shuffle every epoch).')
+  flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
+                       help='Batch size of evaluation (does not change results).')
+  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
+                       help='Threads inside one op; 0 = TensorFlow picks.')
+  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
+                       help='Ops run in parallel; 0 = TensorFlow picks.')
+  flags.DEFINE_enum('matmul_precision', 'float32', tuple(MATMUL_DTYPES),
+                    help='bfloat16: training multiplies in bfloat16 (variables, '
+                    'loss and evaluation stay float32). Faster only on CPUs '
+                    'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
+  flags.register_validator('keep_prob', lambda value: 0.0 < value <= 1.0,
+                           message='--keep_prob must be in (0, 1]')
+
 
 FLAGS = flags.FLAGS
 
+MATMUL_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16}
 NUM_GRID_IMAGES = 100
 # Prior draws for samples_step_*.png come from this fixed seed, not --seed, so
 # grids of different runs and of a resumed run show the same z.
@@ -118,20 +127,17 @@ EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
                    convert_to_records.ConversionError, download.DownloadError)
 
 
-def _join(directory, name):
-  return directory.rstrip('/') + '/' + name
-
 
 def _prepare_data(data_dir, mnist_dir, download_idx, dataset, validation_size):
   """Makes the TFRecords if needed; returns {split: (path, num_examples)}."""
   if not convert_to_records.tfrecords_exist(data_dir):
-    download_dir = _join(data_dir, 'raw') if download_idx and not mnist_dir else None
+    download_dir = os.path.join(data_dir, 'raw') if download_idx and not mnist_dir else None
     convert_to_records.prepare(data_dir, mnist_dir=mnist_dir,
                                download_dir=download_dir, dataset=dataset,
                                validation_size=validation_size)
   splits = {}
   for split, name in convert_to_records.SPLIT_FILES.items():
-    path = _join(data_dir, name)
+    path = os.path.join(data_dir, name)
     splits[split] = (path, input_pipeline.inspect_records(path))
   return splits
 
@@ -227,7 +233,7 @@ class _ImageWriter(object):
         model.decode(self._z, hidden_units, output_size))
 
   def write_inputs(self):
-    path = _join(self._images_dir, 'inputs.png')
+    path = os.path.join(self._images_dir, 'inputs.png')
     if not tf.io.gfile.exists(path):
       image_grids.write_png(path, image_grids.sample_grid(self._fixed_images))
 
@@ -243,7 +249,7 @@ class _ImageWriter(object):
     summary = tf.Summary()
     for name, grid in grids.items():
       png = image_grids.write_png(
-          _join(self._images_dir, '%s_step_%06d.png' % (name, step)), grid)
+          os.path.join(self._images_dir, '%s_step_%06d.png' % (name, step)), grid)
       summary.value.add(tag='images/%s' % name, image=tf.Summary.Image(
           height=grid.shape[0], width=grid.shape[1], colorspace=1,
           encoded_image_string=png))
@@ -276,8 +282,15 @@ TrainingGraph = collections.namedtuple('TrainingGraph', [
 def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
                          images_dir, batch_size, optimizer, learning_rate,
                          latent_dim, hidden_units, keep_prob, seed,
-                         shuffle_buffer_size, eval_batch_size, initial_step=0):
+                         shuffle_buffer_size, eval_batch_size, initial_step=0,
+                         matmul_precision='float32', train_images_fn=None):
   """Builds input pipeline, training tower, train op, evaluator and image towers.
+
+  Args:
+    train_images_fn: builds the training batches, float32 [batch_size, 784];
+      None reads `train_path` through `input_pipeline.train_dataset` (the
+      benchmark passes an in-memory source to measure the pipeline's cost).
+    Others: as for `run_training`.
 
   Returns:
     A TrainingGraph.
@@ -286,13 +299,17 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
   with graph.as_default():
     tf.set_random_seed(seed)
     with tf.name_scope('input'):
-      # A resumed run continues with a new shuffle order rather than replaying
-      # the first epoch's.
-      images = tf.data.make_one_shot_iterator(input_pipeline.train_dataset(
-          train_path, batch_size, seed=seed + initial_step,
-          shuffle_buffer_size=shuffle_buffer_size or num_train)).get_next()
+      if train_images_fn:
+        images = train_images_fn()
+      else:
+        # A resumed run continues with a new shuffle order rather than
+        # replaying the first epoch's.
+        images = tf.data.make_one_shot_iterator(input_pipeline.train_dataset(
+            train_path, batch_size, seed=seed + initial_step,
+            shuffle_buffer_size=shuffle_buffer_size or num_train)).get_next()
     with tf.name_scope('training_tower'):
-      outputs = model.inference(images, hidden_units, latent_dim, keep_prob)
+      outputs = model.inference(images, hidden_units, latent_dim, keep_prob,
+                                matmul_dtype=MATMUL_DTYPES[matmul_precision])
       loss_terms = model.loss(images, outputs)
     model.add_loss_summaries(loss_terms, 'train')
     train_op, global_step = model.training(
@@ -311,6 +328,18 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
                    'kl_divergence': loss_terms.kl_divergence}
   return TrainingGraph(graph, train_fetches, global_step, evaluator,
                        image_writer, saver)
+
+
+def monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
+                      log_every_n_steps, session_config):
+  """The MonitoredTrainingSession of a run: restores or initialises, then
+  saves checkpoints and summaries as it goes, and stops at max_steps."""
+  return tf.train.MonitoredTrainingSession(
+      checkpoint_dir=train_dir, scaffold=tf.train.Scaffold(saver=graph.saver),
+      hooks=[tf.train.StopAtStepHook(last_step=max_steps)],
+      save_checkpoint_steps=save_checkpoint_steps,
+      save_summaries_steps=log_every_n_steps, log_step_count_steps=0,
+      config=session_config)
 
 
 class _StopSignals(object):
@@ -382,7 +411,8 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                  log_every_n_steps=100, image_every_n_steps=1000,
                  eval_every_n_steps=1000, save_checkpoint_steps=1000, seed=0,
                  shuffle_buffer_size=0, eval_batch_size=1000,
-                 intra_op_threads=0, inter_op_threads=0):
+                 intra_op_threads=0, inter_op_threads=0,
+                 matmul_precision='float32'):
   """Trains (or resumes), writes images and checkpoints, evaluates at the end.
 
   Arguments mirror the flags of the same names. SIGTERM or SIGINT stops the
@@ -402,7 +432,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
   if batch_size > num_train:
     raise TrainingError('--batch_size=%d is larger than the %d examples of %s'
                         % (batch_size, num_train, splits['train'][0]))
-  images_dir = _join(train_dir, IMAGES_SUBDIR)
+  images_dir = os.path.join(train_dir, IMAGES_SUBDIR)
   try:
     tf.io.gfile.makedirs(images_dir)
   except tf.errors.OpError as e:
@@ -422,7 +452,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
       learning_rate=learning_rate, latent_dim=latent_dim,
       hidden_units=hidden_units, keep_prob=keep_prob, seed=seed,
       shuffle_buffer_size=shuffle_buffer_size, eval_batch_size=eval_batch_size,
-      initial_step=initial_step)
+      initial_step=initial_step, matmul_precision=matmul_precision)
   session_config = tf.ConfigProto(
       intra_op_parallelism_threads=intra_op_threads,
       inter_op_parallelism_threads=inter_op_threads)
@@ -435,12 +465,8 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
     summary_writer = tf.summary.FileWriterCache.get(train_dir)
     graph.image_writer.write_inputs()
     last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
-    with tf.train.MonitoredTrainingSession(
-        checkpoint_dir=train_dir, scaffold=tf.train.Scaffold(saver=graph.saver),
-        hooks=[tf.train.StopAtStepHook(last_step=max_steps)],
-        save_checkpoint_steps=save_checkpoint_steps,
-        save_summaries_steps=log_every_n_steps, log_step_count_steps=0,
-        config=session_config) as session:
+    with monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
+                           log_every_n_steps, session_config) as session:
       while not session.should_stop() and not stop_signals.received:
         try:
           values = session.run(graph.train_fetches)
@@ -502,8 +528,8 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                                        if throughputs else None)
   metrics['wall_time_sec'] = time.time() - start_time
   metrics['config'] = config
-  _write_json(_join(train_dir, METRICS_FILE), metrics)
-  logging.info('Wrote %s', _join(train_dir, METRICS_FILE))
+  _write_json(os.path.join(train_dir, METRICS_FILE), metrics)
+  logging.info('Wrote %s', os.path.join(train_dir, METRICS_FILE))
   return metrics
 
 
@@ -526,7 +552,8 @@ def main(argv):
         shuffle_buffer_size=FLAGS.shuffle_buffer_size,
         eval_batch_size=FLAGS.eval_batch_size,
         intra_op_threads=FLAGS.intra_op_threads,
-        inter_op_threads=FLAGS.inter_op_threads)
+        inter_op_threads=FLAGS.inter_op_threads,
+        matmul_precision=FLAGS.matmul_precision)
   except EXPECTED_ERRORS as e:
     # One line names the problem; --verbosity=1 adds the traceback.
     logging.error('%s', e, exc_info=logging.level_debug())
@@ -538,6 +565,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
+  define_flags()
   app.run(main)
 
 

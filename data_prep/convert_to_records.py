@@ -43,9 +43,6 @@ class ConversionError(ValueError):
   """The requested conversion contradicts what is already on disk."""
 
 
-def _join(directory, name):
-  return directory.rstrip('/') + '/' + name
-
 
 def _write_records(images, labels, path):
   """Writes one split through a temporary name, renamed when complete."""
@@ -71,7 +68,7 @@ def _write_records(images, labels, path):
 
 def read_info(output_dir):
   """Returns the parsed dataset_info.json of `output_dir`, or None."""
-  path = _join(output_dir, INFO_FILE)
+  path = os.path.join(output_dir, INFO_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
@@ -84,7 +81,7 @@ def tfrecords_exist(output_dir):
   Files only ever appear by rename after being fully written, so existence
   means complete (also for the classic script's output, which has no info).
   """
-  return all(tf.io.gfile.exists(_join(output_dir, name))
+  return all(tf.io.gfile.exists(os.path.join(output_dir, name))
              for name in SPLIT_FILES.values())
 
 
@@ -142,12 +139,12 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
   }
   tf.io.gfile.makedirs(output_dir)
   # A stale info file must not vouch for new, partly written records.
-  if tf.io.gfile.exists(_join(output_dir, INFO_FILE)):
-    tf.io.gfile.remove(_join(output_dir, INFO_FILE))
+  if tf.io.gfile.exists(os.path.join(output_dir, INFO_FILE)):
+    tf.io.gfile.remove(os.path.join(output_dir, INFO_FILE))
   for split, (images, labels) in splits.items():
-    _write_records(images, labels, _join(output_dir, SPLIT_FILES[split]))
+    _write_records(images, labels, os.path.join(output_dir, SPLIT_FILES[split]))
     logging.info('Wrote %d examples to %s', len(images),
-                 _join(output_dir, SPLIT_FILES[split]))
+                 os.path.join(output_dir, SPLIT_FILES[split]))
 
   info = {
       'dataset': dataset,
@@ -158,7 +155,7 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
       'source_files': {name: os.path.basename(path)
                        for name, path in paths.items()},
   }
-  info_path = _join(output_dir, INFO_FILE)
+  info_path = os.path.join(output_dir, INFO_FILE)
   with tf.io.gfile.GFile(info_path + '.tmp', 'w') as f:
     json.dump(info, f, indent=2)
   tf.io.gfile.rename(info_path + '.tmp', info_path, overwrite=True)
@@ -222,14 +219,15 @@ def main(argv):
   download_dir = None
   mnist_dir = FLAGS.mnist_dir
   if FLAGS.download:
-    download_dir = mnist_dir or _join(FLAGS.output_dir, 'raw')
+    download_dir = mnist_dir or os.path.join(FLAGS.output_dir, 'raw')
     mnist_dir = None
   try:
     prepare(FLAGS.output_dir, mnist_dir=mnist_dir, download_dir=download_dir,
             dataset=FLAGS.dataset, validation_size=FLAGS.validation_size,
             overwrite=FLAGS.overwrite)
   except (idx.IdxError, ConversionError, download.DownloadError) as e:
-    logging.error('%s', e)
+    # One line names the problem; --verbosity=1 adds the traceback.
+    logging.error('%s', e, exc_info=logging.level_debug())
     return 1
   return 0
 

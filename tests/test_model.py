@@ -189,3 +189,30 @@ def test_each_optimizer_steps_and_lowers_the_loss(optimizer):
 def test_unknown_optimizer_is_named():
   with pytest.raises(ValueError, match="Unknown optimizer 'lbfgs'"):
     model.make_optimizer('lbfgs', 0.1)
+
+
+def test_dropout_keeps_the_requested_fraction_scaled_up():
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    ones = tf.ones([128, 501])  # Odd size: the last 16-bit draw is half used.
+    dropped = model._dropout(ones, keep_prob=0.9)
+    with tf.Session() as session:
+      values = np.concatenate([session.run(dropped).ravel() for _ in range(20)])
+  kept = values[values != 0]
+  assert abs(kept.size / values.size - 0.9) < 0.002
+  np.testing.assert_allclose(kept, 65536.0 / round(0.9 * 65536), rtol=1e-6)
+  assert abs(values.mean() - 1.0) < 0.003  # Inverted dropout keeps the mean.
+
+
+def test_bfloat16_matmuls_keep_float32_variables_and_close_values():
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    images = tf.constant(np.random.RandomState(0).rand(8, 784), tf.float32)
+    noise = tf.zeros([8, 20])
+    full = model.inference(images, 500, 20, noise=noise)
+    half = model.inference(images, 500, 20, noise=noise, matmul_dtype=tf.bfloat16)
+    assert {v.dtype.base_dtype for v in tf.global_variables()} == {tf.float32}
+    assert half.logits.dtype == tf.float32
+    full_logits, half_logits = _run([full.logits, half.logits])
+  assert not np.array_equal(full_logits, half_logits)  # It did round.
+  np.testing.assert_allclose(half_logits, full_logits, atol=0.1)
