@@ -17,6 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 import collections
 import json
 import signal
+import sys
 import threading
 import time
 
@@ -29,6 +30,7 @@ import tensorflow.compat.v1 as tf
 from data_prep import convert_to_records
 from data_prep import download
 from data_prep import idx
+import cluster
 import image_grids
 import input_pipeline
 import model
@@ -102,6 +104,26 @@ def define_flags():
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
                     'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
+  flags.DEFINE_string('ps_hosts', '',
+                      help='Cluster: comma-separated host:port of the parameter '
+                      'servers (or give TF_CONFIG instead of these four flags).')
+  flags.DEFINE_string('worker_hosts', '',
+                      help='Cluster: comma-separated host:port of the workers; '
+                      'worker 0 is the chief.')
+  flags.DEFINE_string('job_name', '', help='Cluster: ps or worker.')
+  flags.DEFINE_integer('task_index', 0, lower_bound=0,
+                       help='Cluster: index of this task within its job.')
+  flags.DEFINE_boolean('sync_replicas', False,
+                       help='Cluster: aggregate gradients of '
+                       '--replicas_to_aggregate workers per update '
+                       '(SyncReplicasOptimizer) instead of asynchronous updates.')
+  flags.DEFINE_integer('replicas_to_aggregate', 0, lower_bound=0,
+                       help='With --sync_replicas: gradients per update; 0 = '
+                       'the number of workers.')
+  flags.DEFINE_string('buckets', None,
+                      help='Alibaba PAI\'s name for --data_dir.')
+  flags.DEFINE_string('checkpointDir', None,
+                      help='Alibaba PAI\'s name for --train_dir.')
   flags.register_validator('keep_prob', lambda value: 0.0 < value <= 1.0,
                            message='--keep_prob must be in (0, 1]')
 
@@ -124,7 +146,8 @@ class TrainingError(RuntimeError):
 
 # Errors whose message is the whole story: reported in one line, no traceback.
 EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
-                   convert_to_records.ConversionError, download.DownloadError)
+                   convert_to_records.ConversionError, download.DownloadError,
+                   cluster.ClusterError)
 
 
 
@@ -276,6 +299,9 @@ TrainingGraph = collections.namedtuple('TrainingGraph', [
     'evaluator',      # _Evaluator over the validation and test splits.
     'image_writer',   # _ImageWriter for the fixed grids.
     'saver',
+    'uninitialized',  # names of variables not yet initialised (cluster).
+    'sync_hook',      # SyncReplicasOptimizer's session hook, or None.
+    'release_tokens', # lets sync workers blocked at the end finish, or None.
 ])
 
 
@@ -283,21 +309,28 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
                          images_dir, batch_size, optimizer, learning_rate,
                          latent_dim, hidden_units, keep_prob, seed,
                          shuffle_buffer_size, eval_batch_size, initial_step=0,
-                         matmul_precision='float32', train_images_fn=None):
+                         matmul_precision='float32', train_images_fn=None,
+                         role=None, sync_replicas=False,
+                         replicas_to_aggregate=0):
   """Builds input pipeline, training tower, train op, evaluator and image towers.
 
   Args:
     train_images_fn: builds the training batches, float32 [batch_size, 784];
       None reads `train_path` through `input_pipeline.train_dataset` (the
       benchmark passes an in-memory source to measure the pipeline's cost).
+    role: a cluster.ClusterRole for between-graph replication (variables on
+      the parameter servers, this worker's share of the data), or None.
+    sync_replicas, replicas_to_aggregate: aggregate the gradients of this
+      many workers (default all) per update, with SyncReplicasOptimizer.
     Others: as for `run_training`.
 
   Returns:
     A TrainingGraph.
   """
   graph = tf.Graph()
-  with graph.as_default():
+  with graph.as_default(), tf.device(_device_function(role)):
     tf.set_random_seed(seed)
+    num_shards = role.num_workers if role else 1
     with tf.name_scope('input'):
       if train_images_fn:
         images = train_images_fn()
@@ -306,14 +339,25 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
         # replaying the first epoch's.
         images = tf.data.make_one_shot_iterator(input_pipeline.train_dataset(
             train_path, batch_size, seed=seed + initial_step,
-            shuffle_buffer_size=shuffle_buffer_size or num_train)).get_next()
+            shuffle_buffer_size=shuffle_buffer_size or num_train,
+            num_shards=num_shards,
+            shard_index=role.worker_index if role else 0)).get_next()
     with tf.name_scope('training_tower'):
       outputs = model.inference(images, hidden_units, latent_dim, keep_prob,
                                 matmul_dtype=MATMUL_DTYPES[matmul_precision])
       loss_terms = model.loss(images, outputs)
     model.add_loss_summaries(loss_terms, 'train')
-    train_op, global_step = model.training(
-        loss_terms.neg_elbo, model.make_optimizer(optimizer, learning_rate))
+    optimizer_op = model.make_optimizer(optimizer, learning_rate)
+    sync_hook = release_tokens = None
+    if sync_replicas:
+      optimizer_op = tf.train.SyncReplicasOptimizer(
+          optimizer_op, replicas_to_aggregate=replicas_to_aggregate or num_shards,
+          total_num_replicas=num_shards)
+    train_op, global_step = model.training(loss_terms.neg_elbo, optimizer_op)
+    if sync_replicas:
+      sync_hook = optimizer_op.make_session_run_hook(role is None or role.is_chief)
+      if role is None or role.is_chief:
+        release_tokens = optimizer_op.get_init_tokens_op(num_tokens=num_shards)
     with tf.control_dependencies([train_op]):
       step_after_update = global_step.read_value()
     with tf.name_scope('eval'):
@@ -323,23 +367,43 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
       image_writer = _ImageWriter(fixed_images, hidden_units, latent_dim,
                                   images_dir)
     saver = tf.train.Saver(max_to_keep=5)
+    uninitialized = None
+    if role and not role.is_chief:
+      uninitialized = tf.report_uninitialized_variables(tf.global_variables())
   train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
                    'reconstruction': loss_terms.reconstruction,
                    'kl_divergence': loss_terms.kl_divergence}
   return TrainingGraph(graph, train_fetches, global_step, evaluator,
-                       image_writer, saver)
+                       image_writer, saver, uninitialized, sync_hook,
+                       release_tokens)
+
+
+def _device_function(role):
+  """Variables on the parameter servers, everything else on this worker."""
+  if role is None:
+    return None
+  return tf.train.replica_device_setter(
+      cluster=tf.train.ClusterSpec(role.cluster),
+      worker_device=cluster.device_of(role))
 
 
 def monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
-                      log_every_n_steps, session_config):
+                      log_every_n_steps, session_config, master='',
+                      is_chief=True):
   """The MonitoredTrainingSession of a run: restores or initialises, then
-  saves checkpoints and summaries as it goes, and stops at max_steps."""
+  saves checkpoints and summaries as it goes (chief only), and stops at
+  max_steps."""
+  hooks = [tf.train.StopAtStepHook(last_step=max_steps)]
+  if graph.sync_hook:
+    hooks.append(graph.sync_hook)
   return tf.train.MonitoredTrainingSession(
-      checkpoint_dir=train_dir, scaffold=tf.train.Scaffold(saver=graph.saver),
-      hooks=[tf.train.StopAtStepHook(last_step=max_steps)],
+      master=master, is_chief=is_chief, checkpoint_dir=train_dir,
+      scaffold=tf.train.Scaffold(saver=graph.saver), hooks=hooks,
       save_checkpoint_steps=save_checkpoint_steps,
       save_summaries_steps=log_every_n_steps, log_step_count_steps=0,
-      config=session_config)
+      # SyncReplicasOptimizer's queue runner would hold a closing session
+      # for the default 120 s.
+      stop_grace_period_secs=5, config=session_config)
 
 
 class _StopSignals(object):
@@ -404,6 +468,78 @@ def _evaluate_splits(session, evaluator, splits, step, summary_writer):
   return results
 
 
+def _crossed(previous_step, step, every):
+  """True when a multiple of `every` lies in (previous_step, step].
+
+  In a cluster the global step moves by more than one between this worker's
+  steps, so `step % every == 0` would miss most multiples.
+  """
+  return bool(every) and step // every > previous_step // every
+
+
+def run_parameter_server(role, session_config):
+  """Serves variables until every training task has reported that it is done.
+
+  A ps blocked in `server.join()` ignores SIGINT and never ends by itself;
+  here it waits on a queue the workers enqueue into when they finish, so the
+  whole job exits with status 0 on its own.
+  """
+  server = tf.train.Server(tf.train.ClusterSpec(role.cluster), job_name='ps',
+                           task_index=role.task_index, config=session_config)
+  # The dequeue below blocks inside TensorFlow, where Python handlers never
+  # run: let SIGINT and SIGTERM act at once, as for any server process.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  logging.info('Parameter server %d serving at %s; waiting for %d workers.',
+               role.task_index, role.cluster['ps'][role.task_index],
+               role.num_workers)
+  with tf.Graph().as_default():
+    done = _done_queue(role.task_index, role.num_workers).dequeue()
+    with tf.Session(server.target, config=session_config) as session:
+      for finished in range(1, role.num_workers + 1):
+        worker = session.run(done)
+        logging.info('Parameter server %d: worker %d is done (%d of %d).',
+                     role.task_index, worker, finished, role.num_workers)
+  return {'job': 'ps', 'task_index': role.task_index}
+
+
+def _done_queue(ps_index, num_workers):
+  with tf.device('/job:ps/task:%d' % ps_index):
+    return tf.FIFOQueue(num_workers, tf.int32, shared_name='done_queue_%d' % ps_index)
+
+
+def _report_done(role, server, session_config):
+  """Tells every parameter server that this training task has finished."""
+  with tf.Graph().as_default():
+    reports = [_done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
+               for ps_index in range(len(role.cluster['ps']))]
+    with tf.Session(server.target, config=session_config) as session:
+      session.run(reports)
+
+
+def _wait_for_chief(graph, server, session_config, timeout_sec=600):
+  """Polls until the chief has initialised the variables on the ps.
+
+  Without this a non-chief's session manager looks once and then sleeps 30 s.
+  """
+  deadline = time.time() + timeout_sec
+  with tf.Session(server.target, graph=graph.graph, config=session_config) as session:
+    while session.run(graph.uninitialized).size:
+      if time.time() > deadline:
+        raise TrainingError('The chief did not initialise the model within %d s'
+                            % timeout_sec)
+      time.sleep(0.25)
+
+
+def _wait_for_tfrecords(data_dir, timeout_sec=600):
+  """Non-chief workers leave data preparation to the chief, and wait for it."""
+  deadline = time.time() + timeout_sec
+  while not convert_to_records.tfrecords_exist(data_dir):
+    if time.time() > deadline:
+      raise TrainingError('No TFRecords appeared in %s within %d s (the chief '
+                          'prepares them)' % (data_dir, timeout_sec))
+    time.sleep(1.0)
+
+
 def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False,
                  dataset='mnist', validation_size=5000, batch_size=128,
                  optimizer='sgd', learning_rate=0.001, max_steps=10000,
@@ -412,20 +548,43 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                  eval_every_n_steps=1000, save_checkpoint_steps=1000, seed=0,
                  shuffle_buffer_size=0, eval_batch_size=1000,
                  intra_op_threads=0, inter_op_threads=0,
-                 matmul_precision='float32'):
+                 matmul_precision='float32', role=None, sync_replicas=False,
+                 replicas_to_aggregate=0):
   """Trains (or resumes), writes images and checkpoints, evaluates at the end.
 
-  Arguments mirror the flags of the same names. SIGTERM or SIGINT stops the
-  run after the current step with a checkpoint and the metrics so far.
+  Arguments mirror the flags of the same names; `role` (a
+  cluster.ClusterRole, None for a single process) makes this process a
+  parameter server, the chief, or another worker of a cluster. SIGTERM or
+  SIGINT stops the run after the current step with a checkpoint and the
+  metrics so far.
 
   Returns:
-    The metrics dict also written to train_dir/metrics.json; its
-    'interrupted_by' names the signal that stopped the run, if one did.
+    The metrics dict also written to train_dir/metrics.json (by the chief);
+    its 'interrupted_by' names the signal that stopped the run, if one did.
   """
   start_time = time.time()
   config = {key: value for key, value in locals().items()
-            if key != 'start_time'}
+            if key not in ('start_time', 'role')}
+  session_config = tf.ConfigProto(
+      intra_op_parallelism_threads=intra_op_threads,
+      inter_op_parallelism_threads=inter_op_threads)
+  if role and role.job_name == 'ps':
+    return run_parameter_server(role, session_config)
+  is_chief = role is None or role.is_chief
+  server = None
+  if role:
+    # Talk to the parameter servers and to this task only: a chief must not
+    # wait for workers that have not started.
+    session_config.device_filters.extend(['/job:ps', cluster.device_of(role)])
+    server = tf.train.Server(tf.train.ClusterSpec(role.cluster),
+                             job_name=role.job_name, task_index=role.task_index,
+                             config=session_config)
+    logging.info('Worker %d of %d (%s), chief: %s.', role.worker_index,
+                 role.num_workers, cluster.device_of(role), is_chief)
+
   data_dir = data_dir or 'data/' + dataset
+  if not is_chief:
+    _wait_for_tfrecords(data_dir)
   splits = _prepare_data(data_dir, mnist_dir, download_idx, dataset,
                          validation_size)
   num_train = splits['train'][1]
@@ -439,7 +598,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
     raise TrainingError('Cannot create --train_dir %s: %s'
                         % (train_dir, e.message)) from e
   checkpoint, initial_step = _latest_checkpoint_step(train_dir)
-  if checkpoint:
+  if checkpoint and is_chief:
     logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
   graph = build_training_graph(
@@ -452,21 +611,26 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
       learning_rate=learning_rate, latent_dim=latent_dim,
       hidden_units=hidden_units, keep_prob=keep_prob, seed=seed,
       shuffle_buffer_size=shuffle_buffer_size, eval_batch_size=eval_batch_size,
-      initial_step=initial_step, matmul_precision=matmul_precision)
-  session_config = tf.ConfigProto(
-      intra_op_parallelism_threads=intra_op_threads,
-      inter_op_parallelism_threads=inter_op_threads)
+      initial_step=initial_step, matmul_precision=matmul_precision, role=role,
+      sync_replicas=sync_replicas, replicas_to_aggregate=replicas_to_aggregate)
   step = initial_step
   values, last_validation = None, None
   throughputs = []
+  local_steps = 0
   with graph.graph.as_default(), _StopSignals() as stop_signals:
     if checkpoint:
       _check_checkpoint_matches(checkpoint, tf.global_variables())
-    summary_writer = tf.summary.FileWriterCache.get(train_dir)
-    graph.image_writer.write_inputs()
+    summary_writer = None
+    if is_chief:
+      summary_writer = tf.summary.FileWriterCache.get(train_dir)
+      graph.image_writer.write_inputs()
+    else:
+      _wait_for_chief(graph, server, session_config)
     last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
     with monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
-                           log_every_n_steps, session_config) as session:
+                           log_every_n_steps, session_config,
+                           master=server.target if server else '',
+                           is_chief=is_chief) as session:
       while not session.should_stop() and not stop_signals.received:
         try:
           values = session.run(graph.train_fetches)
@@ -475,8 +639,9 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
             raise
           raise _numerics_error(e, step + 1, learning_rate, optimizer,
                                 train_dir) from e
-        step = int(values['step'])
-        if step % log_every_n_steps == 0:
+        previous_step, step = step, int(values['step'])
+        local_steps += 1
+        if _crossed(previous_step, step, log_every_n_steps):
           now = time.time()
           examples_per_sec = ((step - last_log_step) * batch_size
                               / max(now - last_log_time - side_work_sec, 1e-9))
@@ -486,12 +651,14 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                        values['reconstruction'], values['kl_divergence'],
                        examples_per_sec)
           last_log_time, last_log_step, side_work_sec = now, step, 0.0
+        if not is_chief:
+          continue
         side_start = time.time()
         # run_step_fn hands over the raw session: hooks do not fire for these.
-        if image_every_n_steps and step % image_every_n_steps == 0:
+        if _crossed(previous_step, step, image_every_n_steps):
           session.run_step_fn(lambda step_context: graph.image_writer.write(
               step_context.session, step, summary_writer))
-        if (eval_every_n_steps and step % eval_every_n_steps == 0
+        if (_crossed(previous_step, step, eval_every_n_steps)
             and splits['validation'][1]):
           last_validation = session.run_step_fn(
               lambda step_context: graph.evaluator.evaluate(
@@ -502,6 +669,19 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
           logging.info('step %d: validation neg_elbo %.3f', step,
                        last_validation['neg_elbo'])
         side_work_sec += time.time() - side_start
+      if graph.release_tokens is not None:
+        # Synchronous workers still waiting for a token would block forever.
+        session.run_step_fn(
+            lambda step_context: step_context.session.run(graph.release_tokens))
+    if role:
+      logging.info('Worker %d ran %d local steps; global step %d.',
+                   role.worker_index, local_steps, step)
+    if not is_chief:
+      if not stop_signals.received:
+        _report_done(role, server, session_config)
+      return {'job': role.job_name, 'task_index': role.task_index,
+              'local_steps': local_steps, 'step': step,
+              'interrupted_by': stop_signals.received and stop_signals.received.name}
     # Closing the session above saved a checkpoint of the last step.
     final_checkpoint = tf.train.latest_checkpoint(train_dir)
 
@@ -516,16 +696,20 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                       final_checkpoint)
     else:
       # Evaluate exactly the checkpoint that was saved.
-      with tf.Session(config=session_config) as session:
+      with tf.Session(server.target if server else '',
+                      config=session_config) as session:
         graph.saver.restore(session, final_checkpoint)
         step = int(session.run(graph.global_step))
         graph.image_writer.write(session, step, summary_writer)
         metrics = {'step': step, 'checkpoint': final_checkpoint}
         metrics.update(_evaluate_splits(session, graph.evaluator, splits, step,
                                         summary_writer))
+      if role:
+        _report_done(role, server, session_config)
     summary_writer.flush()
   metrics['train_examples_per_sec'] = (float(np.median(throughputs))
                                        if throughputs else None)
+  metrics['local_steps'] = local_steps
   metrics['wall_time_sec'] = time.time() - start_time
   metrics['config'] = config
   _write_json(os.path.join(train_dir, METRICS_FILE), metrics)
@@ -533,13 +717,31 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
   return metrics
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, except that flags this program does not define are
+  returned, to be logged, instead of being fatal: job launchers such as PAI
+  add their own (--tables, --outputs, ...)."""
+  try:
+    return FLAGS(argv, known_only=True)
+  except flags.Error as error:
+    sys.stderr.write('FATAL Flags parsing error: %s\nPass --helpshort or '
+                     '--helpfull to see help on flags.\n' % error)
+    sys.exit(1)
+
+
 def main(argv):
-  del argv  # Unused.
   # TensorFlow's logger has a handler of its own; absl's already prints.
   tf.get_logger().handlers.clear()
+  if argv[1:]:
+    logging.warning('Ignoring arguments this program does not use: %s',
+                    ' '.join(argv[1:]))
   try:
+    role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
+                                FLAGS.worker_hosts, FLAGS.job_name,
+                                FLAGS.task_index)
     metrics = run_training(
-        train_dir=FLAGS.train_dir, data_dir=FLAGS.data_dir,
+        train_dir=FLAGS.checkpointDir or FLAGS.train_dir,
+        data_dir=FLAGS.data_dir or FLAGS.buckets,
         mnist_dir=FLAGS.mnist_dir, download_idx=FLAGS.download,
         dataset=FLAGS.dataset, validation_size=FLAGS.validation_size,
         batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer,
@@ -553,7 +755,9 @@ def main(argv):
         eval_batch_size=FLAGS.eval_batch_size,
         intra_op_threads=FLAGS.intra_op_threads,
         inter_op_threads=FLAGS.inter_op_threads,
-        matmul_precision=FLAGS.matmul_precision)
+        matmul_precision=FLAGS.matmul_precision, role=role,
+        sync_replicas=FLAGS.sync_replicas,
+        replicas_to_aggregate=FLAGS.replicas_to_aggregate)
   except EXPECTED_ERRORS as e:
     # One line names the problem; --verbosity=1 adds the traceback.
     logging.error('%s', e, exc_info=logging.level_debug())
@@ -566,7 +770,7 @@ def main(argv):
 def run():
   """Console-script entry point."""
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

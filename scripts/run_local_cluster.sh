@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Runs train.py as a TensorFlow cluster (parameter servers + workers) on 127.0.0.1,
+# for trying and testing between-graph replication on one machine.
+#
+# Usage:
+#   scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- --mnist_dir ../shared/mnist \
+#       --train_dir /tmp/cluster --max_steps 2000 --optimizer adam
+#
+# Each process gets a free port and the classic flags (--ps_hosts, --worker_hosts,
+# --job_name, --task_index; worker 0 is the chief); its log lines are prefixed with
+# its role. The launcher waits for the workers (the parameter servers end when every
+# worker reports done), prints each exit status, and stops everything it started on
+# Ctrl-C, SIGTERM, or when any process fails. Exit status: 0 when all exited 0.
+set -uo pipefail
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+
+num_ps=1
+num_workers=2
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --num_ps) num_ps=$2; shift 2 ;;
+    --num_ps=*) num_ps=${1#*=}; shift ;;
+    --num_workers) num_workers=$2; shift 2 ;;
+    --num_workers=*) num_workers=${1#*=}; shift ;;
+    --) shift; break ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_local_cluster.sh: unknown option $1 (train.py flags go after --)" >&2; exit 2 ;;
+  esac
+done
+if ! [[ $num_ps =~ ^[1-9][0-9]*$ && $num_workers =~ ^[1-9][0-9]*$ ]]; then
+  echo "run_local_cluster.sh: --num_ps and --num_workers must be positive integers" >&2
+  exit 2
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-python}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+# Free ports, chosen by the kernel.
+read -ra ports <<< "$("$python" -c '
+import socket, sys
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in sockets))
+' $((num_ps + num_workers)))"
+ps_hosts=$(printf '127.0.0.1:%s,' "${ports[@]:0:num_ps}"); ps_hosts=${ps_hosts%,}
+worker_hosts=$(printf '127.0.0.1:%s,' "${ports[@]:num_ps}"); worker_hosts=${worker_hosts%,}
+
+declare -A pid_of
+start() {  # start NAME JOB INDEX
+  local name=$1 job=$2 index=$3
+  "$python" "$repo/train.py" --ps_hosts="$ps_hosts" --worker_hosts="$worker_hosts" \
+    --job_name="$job" --task_index="$index" "${train_flags[@]}" \
+    > >(sed -u "s/^/[$name] /") 2>&1 &
+  pid_of[$name]=$!
+}
+
+stop_all() {
+  local name
+  for name in "${!pid_of[@]}"; do kill -TERM "${pid_of[$name]}" 2>/dev/null; done
+  sleep 2
+  for name in "${!pid_of[@]}"; do kill -KILL "${pid_of[$name]}" 2>/dev/null; done
+}
+trap 'echo "[launcher] interrupted: stopping all processes" >&2; stop_all; exit 130' INT
+trap 'echo "[launcher] terminated: stopping all processes" >&2; stop_all; exit 143' TERM
+
+train_flags=("$@")
+echo "[launcher] ps: $ps_hosts  workers: $worker_hosts"
+for ((i = 0; i < num_ps; i++)); do start "ps$i" ps "$i"; done
+for ((i = 0; i < num_workers; i++)); do start "worker$i" worker "$i"; done
+
+failed=0
+declare -A status_of
+remaining=$num_workers
+while ((remaining > 0)); do
+  wait -n -p finished_pid "${pid_of[@]}" 2>/dev/null
+  code=$?
+  for name in "${!pid_of[@]}"; do
+    if [[ ${pid_of[$name]} == "$finished_pid" && -z ${status_of[$name]:-} ]]; then
+      status_of[$name]=$code
+      echo "[launcher] $name exited with status $code"
+      [[ $name == worker* ]] && remaining=$((remaining - 1))
+      if ((code != 0)); then failed=1; fi
+    fi
+  done
+  if ((failed)); then
+    echo "[launcher] a process failed: stopping the others" >&2
+    stop_all
+    break
+  fi
+done
+
+# Parameter servers end by themselves once every worker reported done.
+for ((i = 0; i < num_ps; i++)); do
+  name="ps$i"
+  [[ -n ${status_of[$name]:-} ]] && continue
+  for _ in $(seq 1 100); do kill -0 "${pid_of[$name]}" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "${pid_of[$name]}" 2>/dev/null; then
+    echo "[launcher] $name still running after its workers ended: stopping it" >&2
+    kill -TERM "${pid_of[$name]}"
+    failed=1
+  fi
+  wait "${pid_of[$name]}"
+  status_of[$name]=$?
+  echo "[launcher] $name exited with status ${status_of[$name]}"
+  ((status_of[$name] != 0)) && failed=1
+done
+exit $failed
