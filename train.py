@@ -329,7 +329,9 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
   """
   graph = tf.Graph()
   with graph.as_default(), tf.device(_device_function(role)):
-    tf.set_random_seed(seed)
+    # Each worker of a cluster draws its own dropout masks and z noise; the
+    # chief's (worker 0) seed also initialises the variables.
+    tf.set_random_seed(seed + (role.worker_index if role else 0))
     num_shards = role.num_workers if role else 1
     with tf.name_scope('input'):
       if train_images_fn:
