@@ -150,7 +150,6 @@ EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
                    cluster.ClusterError)
 
 
-
 def _prepare_data(data_dir, mnist_dir, download_idx, dataset, validation_size):
   """Makes the TFRecords if needed; returns {split: (path, num_examples)}."""
   if not convert_to_records.tfrecords_exist(data_dir):
@@ -328,7 +327,7 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
     A TrainingGraph.
   """
   graph = tf.Graph()
-  with graph.as_default(), tf.device(_device_function(role)):
+  with graph.as_default(), tf.device(cluster.device_function(role)):
     # Each worker of a cluster draws its own dropout masks and z noise; the
     # chief's (worker 0) seed also initialises the variables.
     tf.set_random_seed(seed + (role.worker_index if role else 0))
@@ -378,15 +377,6 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
   return TrainingGraph(graph, train_fetches, global_step, evaluator,
                        image_writer, saver, uninitialized, sync_hook,
                        release_tokens)
-
-
-def _device_function(role):
-  """Variables on the parameter servers, everything else on this worker."""
-  if role is None:
-    return None
-  return tf.train.replica_device_setter(
-      cluster=tf.train.ClusterSpec(role.cluster),
-      worker_device=cluster.device_of(role))
 
 
 def monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
@@ -479,59 +469,6 @@ def _crossed(previous_step, step, every):
   return bool(every) and step // every > previous_step // every
 
 
-def run_parameter_server(role, session_config):
-  """Serves variables until every training task has reported that it is done.
-
-  A ps blocked in `server.join()` ignores SIGINT and never ends by itself;
-  here it waits on a queue the workers enqueue into when they finish, so the
-  whole job exits with status 0 on its own.
-  """
-  server = tf.train.Server(tf.train.ClusterSpec(role.cluster), job_name='ps',
-                           task_index=role.task_index, config=session_config)
-  # The dequeue below blocks inside TensorFlow, where Python handlers never
-  # run: let SIGINT and SIGTERM act at once, as for any server process.
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
-  logging.info('Parameter server %d serving at %s; waiting for %d workers.',
-               role.task_index, role.cluster['ps'][role.task_index],
-               role.num_workers)
-  with tf.Graph().as_default():
-    done = _done_queue(role.task_index, role.num_workers).dequeue()
-    with tf.Session(server.target, config=session_config) as session:
-      for finished in range(1, role.num_workers + 1):
-        worker = session.run(done)
-        logging.info('Parameter server %d: worker %d is done (%d of %d).',
-                     role.task_index, worker, finished, role.num_workers)
-  return {'job': 'ps', 'task_index': role.task_index}
-
-
-def _done_queue(ps_index, num_workers):
-  with tf.device('/job:ps/task:%d' % ps_index):
-    return tf.FIFOQueue(num_workers, tf.int32, shared_name='done_queue_%d' % ps_index)
-
-
-def _report_done(role, server, session_config):
-  """Tells every parameter server that this training task has finished."""
-  with tf.Graph().as_default():
-    reports = [_done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
-               for ps_index in range(len(role.cluster['ps']))]
-    with tf.Session(server.target, config=session_config) as session:
-      session.run(reports)
-
-
-def _wait_for_chief(graph, server, session_config, timeout_sec=600):
-  """Polls until the chief has initialised the variables on the ps.
-
-  Without this a non-chief's session manager looks once and then sleeps 30 s.
-  """
-  deadline = time.time() + timeout_sec
-  with tf.Session(server.target, graph=graph.graph, config=session_config) as session:
-    while session.run(graph.uninitialized).size:
-      if time.time() > deadline:
-        raise TrainingError('The chief did not initialise the model within %d s'
-                            % timeout_sec)
-      time.sleep(0.25)
-
-
 def _wait_for_tfrecords(data_dir, timeout_sec=600):
   """Non-chief workers leave data preparation to the chief, and wait for it."""
   deadline = time.time() + timeout_sec
@@ -571,7 +508,8 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
       intra_op_parallelism_threads=intra_op_threads,
       inter_op_parallelism_threads=inter_op_threads)
   if role and role.job_name == 'ps':
-    return run_parameter_server(role, session_config)
+    cluster.run_parameter_server(role, session_config)
+    return {'job': 'ps', 'task_index': role.task_index}
   is_chief = role is None or role.is_chief
   server = None
   if role:
@@ -627,7 +565,8 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
       summary_writer = tf.summary.FileWriterCache.get(train_dir)
       graph.image_writer.write_inputs()
     else:
-      _wait_for_chief(graph, server, session_config)
+      cluster.wait_for_initialization(graph.graph, graph.uninitialized,
+                                      server.target, session_config)
     last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
     with monitored_session(graph, train_dir, max_steps, save_checkpoint_steps,
                            log_every_n_steps, session_config,
@@ -680,7 +619,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                    role.worker_index, local_steps, step)
     if not is_chief:
       if not stop_signals.received:
-        _report_done(role, server, session_config)
+        cluster.report_done(role, server.target, session_config)
       return {'job': role.job_name, 'task_index': role.task_index,
               'local_steps': local_steps, 'step': step,
               'interrupted_by': stop_signals.received and stop_signals.received.name}
@@ -707,7 +646,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
         metrics.update(_evaluate_splits(session, graph.evaluator, splits, step,
                                         summary_writer))
       if role:
-        _report_done(role, server, session_config)
+        cluster.report_done(role, server.target, session_config)
     summary_writer.flush()
   metrics['train_examples_per_sec'] = (float(np.median(throughputs))
                                        if throughputs else None)

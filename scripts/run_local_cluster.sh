@@ -58,9 +58,22 @@ start() {  # start NAME JOB INDEX
 }
 
 stop_all() {
+  # Workers first: on SIGTERM the chief saves a checkpoint, which needs the
+  # parameter servers, so they go last.
   local name
+  for name in "${!pid_of[@]}"; do
+    [[ $name == worker* ]] && kill -TERM "${pid_of[$name]}" 2>/dev/null
+  done
+  for _ in $(seq 1 300); do
+    local alive=0
+    for name in "${!pid_of[@]}"; do
+      [[ $name == worker* ]] && kill -0 "${pid_of[$name]}" 2>/dev/null && alive=1
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
   for name in "${!pid_of[@]}"; do kill -TERM "${pid_of[$name]}" 2>/dev/null; done
-  sleep 2
+  sleep 1
   for name in "${!pid_of[@]}"; do kill -KILL "${pid_of[$name]}" 2>/dev/null; done
 }
 trap 'echo "[launcher] interrupted: stopping all processes" >&2; stop_all; exit 130' INT

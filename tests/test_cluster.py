@@ -187,3 +187,30 @@ def test_training_into_ram_filesystem(small_idx_dir, tmp_path):
   assert 'samples_step_000006.png' in images and 'reconstructions_step_000003.png' in images
   assert tf.io.gfile.exists('ram://vae_test/train/metrics.json')
   assert not os.path.exists('ram:')
+
+
+def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_path):
+  log_path = str(tmp_path / 'log')
+  command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
+             '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
+             '--train_dir', str(tmp_path / 'train'), '--max_steps', '100000'] + SMALL
+  env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
+  with open(log_path, 'w') as log:
+    launcher = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+  try:
+    wait_for_log(launcher, log_path, 'step 200:', timeout=120)
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=60) == 130
+  finally:
+    if launcher.poll() is None:
+      launcher.kill()
+  log = open(log_path).read()
+  assert '[launcher] interrupted: stopping all processes' in log
+  # The chief stopped at a step boundary and saved it, the ps still up.
+  assert 'Stopped by SIGTERM' in log
+  step = int(tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / 'train')),
+                                    'global_step'))
+  assert step >= 200
+  leftover = subprocess.run(['pgrep', '-f', str(tmp_path / 'train')], capture_output=True)
+  assert leftover.stdout == b'', 'processes left running: %r' % leftover.stdout

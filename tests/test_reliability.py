@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (indexed_images, run_python, small_mnist_dir, start_python,
-                      wait_for_log, write_idx_dir)
+from conftest import run_python, small_mnist_dir, start_python, wait_for_log
 from data_prep import convert_to_records, idx
 
 FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
