@@ -51,9 +51,9 @@ def define_flags():
                       'not), converted into --data_dir when that has no '
                       'TFRecords.')
   flags.DEFINE_boolean('download', False,
-                       help='When --data_dir has no TFRecords and no --mnist_dir '
-                       'is given, download the IDX files (SHA256-verified) into '
-                       'DATA_DIR/raw.')
+                       help='When --data_dir has no TFRecords, first download '
+                       'the IDX files that are missing (SHA256-verified) into '
+                       '--mnist_dir, or DATA_DIR/raw.')
   flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
                     help='Dataset to prepare when the TFRecords are missing.')
   flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
@@ -153,9 +153,8 @@ EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
 def _prepare_data(data_dir, mnist_dir, download_idx, dataset, validation_size):
   """Makes the TFRecords if needed; returns {split: (path, num_examples)}."""
   if not convert_to_records.tfrecords_exist(data_dir):
-    download_dir = os.path.join(data_dir, 'raw') if download_idx and not mnist_dir else None
     convert_to_records.prepare(data_dir, mnist_dir=mnist_dir,
-                               download_dir=download_dir, dataset=dataset,
+                               download_idx=download_idx, dataset=dataset,
                                validation_size=validation_size)
   splits = {}
   for split, name in convert_to_records.SPLIT_FILES.items():

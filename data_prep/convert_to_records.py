@@ -163,15 +163,15 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
   return info
 
 
-def prepare(output_dir, mnist_dir=None, download_dir=None, dataset='mnist',
+def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
             validation_size=5000, overwrite=False, mirrors=None):
   """Makes sure `output_dir` holds the TFRecords, converting or downloading.
 
   Args:
     output_dir: where the TFRecords go.
-    mnist_dir: directory with the IDX files; None to download them.
-    download_dir: where downloads go when `mnist_dir` is None (default:
-      `output_dir/raw`); None with `mnist_dir` None means no download.
+    mnist_dir: directory with the IDX files.
+    download_idx: first download (and verify) the IDX files that are not
+      already in `mnist_dir` (default for downloads: `output_dir/raw`).
     dataset, validation_size, overwrite: as for `convert`.
     mirrors: base URLs overriding the built-in mirror list.
 
@@ -180,13 +180,14 @@ def prepare(output_dir, mnist_dir=None, download_dir=None, dataset='mnist',
   """
   if tfrecords_exist(output_dir) and not overwrite:
     return convert(mnist_dir, output_dir, validation_size, dataset, overwrite)
+  if download_idx:
+    mnist_dir = download.download_dataset(
+        dataset, mnist_dir or os.path.join(output_dir, 'raw'), mirrors)
   if mnist_dir is None:
-    if download_dir is None:
-      raise ConversionError(
-          'No TFRecords in %s and no IDX files to make them from: pass '
-          '--mnist_dir DIR (a directory with the four %s files) or --download.'
-          % (output_dir, ', '.join(idx.STANDARD_FILES)))
-    mnist_dir = download.download_dataset(dataset, download_dir, mirrors)
+    raise ConversionError(
+        'No TFRecords in %s and no IDX files to make them from: pass '
+        '--mnist_dir DIR (a directory with the four %s files) or --download.'
+        % (output_dir, ', '.join(idx.STANDARD_FILES)))
   return convert(mnist_dir, output_dir, validation_size, dataset, overwrite)
 
 
@@ -216,15 +217,10 @@ def define_flags():
 
 def main(argv):
   del argv  # Unused.
-  download_dir = None
-  mnist_dir = FLAGS.mnist_dir
-  if FLAGS.download:
-    download_dir = mnist_dir or os.path.join(FLAGS.output_dir, 'raw')
-    mnist_dir = None
   try:
-    prepare(FLAGS.output_dir, mnist_dir=mnist_dir, download_dir=download_dir,
-            dataset=FLAGS.dataset, validation_size=FLAGS.validation_size,
-            overwrite=FLAGS.overwrite)
+    prepare(FLAGS.output_dir, mnist_dir=FLAGS.mnist_dir,
+            download_idx=FLAGS.download, dataset=FLAGS.dataset,
+            validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite)
   except (idx.IdxError, ConversionError, download.DownloadError) as e:
     # One line names the problem; --verbosity=1 adds the traceback.
     logging.error('%s', e, exc_info=logging.level_debug())

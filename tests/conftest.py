@@ -117,3 +117,14 @@ def small_mnist_dir(mnist_dir, directory, num_train=2000, num_test=200):
   return write_idx_dir(directory, train_images[:num_train],
                        train_labels[:num_train], test_images[:num_test],
                        test_labels[:num_test])
+
+
+@pytest.fixture(scope='session')
+def small_mnist_records(mnist_dir, tmp_path_factory):
+  """TFRecords of the first 1,800 / 200 / 200 real MNIST images."""
+  from data_prep import convert_to_records
+  root = tmp_path_factory.mktemp('small_mnist')
+  records = str(root / 'records')
+  convert_to_records.convert(small_mnist_dir(mnist_dir, root / 'idx'), records,
+                             validation_size=200)
+  return records

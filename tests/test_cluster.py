@@ -11,8 +11,7 @@ import pytest
 import tensorflow as tf
 
 import cluster
-from conftest import (REPO_ROOT, run_python, small_mnist_dir, start_python,
-                      wait_for_log)
+from conftest import REPO_ROOT, run_python, start_python, wait_for_log
 from data_prep import convert_to_records
 
 PS = ['127.0.0.1:2222']
@@ -66,13 +65,9 @@ SMALL = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '32',
          '--save_checkpoint_steps', '20', '--eval_batch_size', '200']
 
 
-@pytest.fixture(scope='module')
-def data_dir(mnist_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp('cluster_data')
-  records = str(root / 'records')
-  convert_to_records.convert(small_mnist_dir(mnist_dir, root / 'idx'), records,
-                             validation_size=200)
-  return records
+@pytest.fixture
+def data_dir(small_mnist_records):
+  return small_mnist_records
 
 
 def _launch(data_dir, train_dir, extra=(), timeout=240):

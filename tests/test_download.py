@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from data_prep import download, idx
+from data_prep import convert_to_records, download, idx
 
 
 @pytest.fixture
@@ -111,3 +111,12 @@ def test_connection_dropped_mid_file_leaves_no_partial_file(tmp_path):
     server.shutdown()
     server.server_close()
   assert os.listdir(tmp_path / 'dl') == []
+
+
+def test_prepare_downloads_then_converts(serve, tmp_path, mnist_dir):
+  url = serve(mnist_dir)
+  info = convert_to_records.prepare(str(tmp_path / 'data'), download_idx=True,
+                                    mirrors=[url])
+  assert info['num_examples'] == {'train': 55000, 'validation': 5000, 'test': 10000}
+  assert sorted(os.listdir(tmp_path / 'data' / 'raw')) == sorted(
+      name + '.gz' for name in idx.STANDARD_FILES)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_python, small_mnist_dir, start_python, wait_for_log
+from conftest import run_python, start_python, wait_for_log
 from data_prep import convert_to_records, idx
 
 FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
@@ -20,14 +20,9 @@ FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
         '--eval_every_n_steps', '0', '--eval_batch_size', '200']
 
 
-@pytest.fixture(scope='module')
-def data_dir(mnist_dir, tmp_path_factory):
-  """TFRecords of 1,800 / 200 / 200 real MNIST images."""
-  root = tmp_path_factory.mktemp('data')
-  records = str(root / 'records')
-  convert_to_records.convert(small_mnist_dir(mnist_dir, root / 'idx'), records,
-                             validation_size=200)
-  return records
+@pytest.fixture
+def data_dir(small_mnist_records):
+  return small_mnist_records
 
 
 def _train_args(data_dir, train_dir, *extra):
