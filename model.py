@@ -254,6 +254,38 @@ def loss(images, inference_outputs):
   return LossTerms(log_likelihood, kl, reconstruction, kl_divergence, neg_elbo)
 
 
+def log_importance_weights(images, z_mean, z_stddev, noise, hidden_units):
+  """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for K draws of z.
+
+  log(mean_k w_k) is the importance-weighted bound on log p(x) of Burda et
+  al. (2015, eq. 8); it tightens as K grows, and with K = 1 its expectation
+  is the ELBO. log p(x | z) is the same clipped Bernoulli likelihood as in
+  `loss`, so the two estimates are of the same model.
+
+  Args:
+    images: float32 [batch, pixels] in [0, 1].
+    z_mean, z_stddev: float32 [batch, latent_dim], the encoder's outputs.
+    noise: float32 [K, batch, latent_dim] standard normal draws.
+    hidden_units: decoder width.
+
+  Returns:
+    float32 [K, batch].
+  """
+  num_draws, batch = tf.shape(noise)[0], tf.shape(images)[0]
+  latent_dim = int(noise.shape[-1])
+  z = z_mean[None] + z_stddev[None] * noise
+  logits = decode(tf.reshape(z, [-1, latent_dim]), hidden_units,
+                  int(images.shape[-1]))
+  log_likelihood = tf.reshape(
+      bernoulli_log_likelihood(tf.tile(images, [num_draws, 1]), logits),
+      [num_draws, batch])
+  log_2pi = math.log(2.0 * math.pi)
+  log_prior = -0.5 * tf.reduce_sum(tf.square(z) + log_2pi, axis=-1)
+  log_posterior = (-0.5 * tf.reduce_sum(tf.square(noise) + log_2pi, axis=-1)
+                   - tf.reduce_sum(tf.log(z_stddev), axis=-1)[None])
+  return log_likelihood + log_prior - log_posterior
+
+
 def add_loss_summaries(loss_terms, prefix):
   """Adds scalar summaries `prefix/{neg_elbo,reconstruction,kl_divergence}`."""
   for name in ('neg_elbo', 'reconstruction', 'kl_divergence'):

@@ -1,0 +1,141 @@
+"""Evaluation: the graph's ELBO and importance-weighted bound against NumPy,
+and evaluate.py as a real process."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from conftest import run_python
+import model
+
+
+def _softplus(x):
+  return np.logaddexp(0.0, x)
+
+
+def _elu(x):
+  return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def _numpy_model(weights, images, noise):
+  """An independent float64 implementation of encoder, decoder and both bounds."""
+  def dense(x, scope):
+    return x @ weights[scope + '/weights'] + weights[scope + '/biases']
+  hidden = _elu(dense(images, 'gaussian_encoder/fc1'))
+  hidden = np.tanh(dense(hidden, 'gaussian_encoder/fc2'))
+  mean = dense(hidden, 'gaussian_encoder/mean')
+  stddev = 1e-6 + _softplus(dense(hidden, 'gaussian_encoder/stddev'))
+  z = mean[None] + stddev[None] * noise                      # [K, B, D]
+  hidden = np.tanh(dense(z, 'bernoulli_decoder/fc1'))
+  hidden = _elu(dense(hidden, 'bernoulli_decoder/fc2'))
+  y = 1.0 / (1.0 + np.exp(-dense(hidden, 'bernoulli_decoder/output')))
+  y = np.clip(y, 1e-8, 1 - 1e-8)
+  log_px_z = np.sum(images * np.log(1e-8 + y) + (1 - images) * np.log(1e-8 + 1 - y), -1)
+  kl = 0.5 * np.sum(stddev ** 2 + mean ** 2 - np.log(1e-8 + stddev ** 2) - 1, -1)
+  log_pz = np.sum(-0.5 * (z ** 2 + np.log(2 * np.pi)), -1)
+  log_qz = np.sum(-0.5 * (noise ** 2 + np.log(2 * np.pi)) - np.log(stddev)[None], -1)
+  log_w = log_px_z + log_pz - log_qz
+  iw_bound = np.log(np.mean(np.exp(log_w - log_w.max(0)), 0)) + log_w.max(0)
+  return {'elbo': np.mean(log_px_z, 0) - kl, 'kl': kl, 'log_w': log_w, 'iw_bound': iw_bound}
+
+
+def test_graph_matches_independent_numpy_implementation():
+  rng = np.random.RandomState(0)
+  images = rng.rand(6, 784).astype(np.float32)
+  images[:, :300] = np.round(images[:, :300])
+  noise = rng.randn(50, 6, 3).astype(np.float32)
+  with tf.Graph().as_default():
+    tf.set_random_seed(3)
+    images_t, noise_t = tf.constant(images), tf.constant(noise)
+    z_mean, z_stddev = model.encode(images_t, 16, 3)
+    log_w = model.log_importance_weights(images_t, z_mean, z_stddev, noise_t, 16)
+    z = z_mean[None] + z_stddev[None] * noise_t
+    logits = model.decode(tf.reshape(z, [-1, 3]), 16, 784)
+    log_px_z = tf.reshape(model.bernoulli_log_likelihood(tf.tile(images_t, [50, 1]),
+                                                         logits), [50, 6])
+    kl = model.gaussian_kl(z_mean, z_stddev)
+    elbo = tf.reduce_mean(log_px_z, 0) - kl
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      got = session.run({'elbo': elbo, 'kl': kl, 'log_w': log_w})
+      weights = {var.op.name: value.astype(np.float64)
+                 for var, value in zip(tf.global_variables(),
+                                       session.run(tf.global_variables()))}
+  expected = _numpy_model(weights, images.astype(np.float64), noise.astype(np.float64))
+  np.testing.assert_allclose(got['kl'], expected['kl'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got['elbo'], expected['elbo'], rtol=1e-5)
+  np.testing.assert_allclose(got['log_w'], expected['log_w'], rtol=1e-5)
+  # The importance-weighted bound is tighter than the ELBO (same draws).
+  assert (expected['iw_bound'] >= expected['elbo'] - 1e-9).all()
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, small_mnist_records):
+  train_dir = tmp_path_factory.mktemp('evaluate') / 'train'
+  result = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
+                       str(train_dir), '--max_steps', '60', '--hidden_units', '32',
+                       '--latent_dim', '4', '--batch_size', '32', '--optimizer', 'adam',
+                       '--save_checkpoint_steps', '30'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return small_mnist_records, train_dir
+
+
+def _evaluate(data_dir, train_dir, output, *extra):
+  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
+                       '--output', str(output), '--iw_samples', '40'] + list(extra))
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(output) as f:
+    return json.load(f)
+
+
+def test_evaluate_is_deterministic_and_chunk_size_free(trained, tmp_path):
+  data_dir, train_dir = trained
+  first = _evaluate(data_dir, train_dir, tmp_path / 'a.json', '--iw_chunk', '7')
+  second = _evaluate(data_dir, train_dir, tmp_path / 'b.json', '--iw_chunk', '40')
+  for key in ('neg_elbo', 'reconstruction', 'kl_divergence', 'iw_nll'):
+    assert first[key] == pytest.approx(second[key], rel=1e-6), key
+  assert first['step'] == 60 and first['num_examples'] == 200
+  assert first['iw_nll'] < first['neg_elbo']
+  assert first['neg_elbo'] == pytest.approx(first['reconstruction'] + first['kl_divergence'])
+
+
+def test_more_samples_tighten_the_bound(trained, tmp_path):
+  data_dir, train_dir = trained
+  one = _evaluate(data_dir, train_dir, tmp_path / 'a.json', '--iw_samples', '1')
+  many = _evaluate(data_dir, train_dir, tmp_path / 'b.json', '--iw_samples', '200')
+  assert many['iw_nll'] < one['iw_nll'] - 0.1
+
+
+def test_watch_evaluates_every_checkpoint_then_times_out(trained, tmp_path):
+  data_dir, train_dir = trained
+  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
+                       '--iw_samples', '0', '--split', 'validation', '--watch',
+                       '--watch_timeout_sec', '2'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.exists(os.path.join(train_dir, 'eval_validation_step_000060.json'))
+  assert 'validation step 60: neg_elbo' in result.stderr
+
+
+def test_no_checkpoint_is_a_clear_error(small_mnist_records, tmp_path):
+  result = run_python(['evaluate.py', '--data_dir', small_mnist_records,
+                       '--train_dir', str(tmp_path)])
+  assert result.returncode == 1
+  assert 'No checkpoint in %s' % tmp_path in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('preset, optimizer, max_steps', [
+    ('original', 'sgd', 10000), ('upstream', 'adam', 8580), ('long', 'adam', 42900)])
+def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
+  """train.py parses each preset (and a flag given after it wins)."""
+  result = run_python(['train.py', '--flagfile', 'configs/%s.flags' % preset,
+                       '--train_dir', str(tmp_path), '--data_dir', str(tmp_path / 'none'),
+                       '--batch_size', '0'])
+  assert 'flag --batch_size=0' in result.stderr  # Parsed up to the override.
+  assert 'Ignoring arguments' not in result.stderr  # No unknown flag inside.
+  with open(os.path.join('configs', '%s.flags' % preset)) as f:
+    text = f.read()
+  assert '--optimizer=%s' % optimizer in text and '--max_steps=%d' % max_steps in text
