@@ -11,7 +11,9 @@ round and reporting medians (a noisy machine slows all of them alike):
   4. the plain TF2 peer of bench/tf2_peer.py;
   5. the ceiling: the matrix multiplies of one step alone (forward and both
      backward products of every layer);
-  6. MNIST -> TFRecords conversion, and evaluation throughput;
+  6. MNIST -> TFRecords conversion, evaluation throughput, and the time of
+     evaluate.py's k=1000 importance-weighted NLL of the test set (timed on
+     500 images and scaled, as the whole takes minutes);
   7. peak RSS of a real train.py process.
 
 Usage:
@@ -42,6 +44,7 @@ import tensorflow.compat.v1 as tf
 from bench import tf2_peer
 from data_prep import convert_to_records
 from data_prep import idx
+import evaluate
 import input_pipeline
 import train
 
@@ -207,6 +210,19 @@ class MatmulCeiling(object):
     return _timed(run, self._steps * self._batch_size)
 
 
+def _importance_weighted_test_seconds(checkpoint_dir, test_path, num_images,
+                                      num_test, iw_samples):
+  """Seconds evaluate.py needs for the k-sample importance-weighted NLL of the
+  whole test set, timed on its first `num_images` images and scaled."""
+  checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
+  evaluator = evaluate.Evaluator(500, 20, num_samples=1, iw_samples=iw_samples,
+                                 iw_chunk=100, batch_size=100, seed=0)
+  images = input_pipeline.read_first_images(test_path, num_images)
+  start = time.perf_counter()
+  evaluator.evaluate(checkpoint, images)
+  return (time.perf_counter() - start) * num_test / len(images)
+
+
 def _train_images(path):
   batches = [images for images in tf.data.TFRecordDataset(path).batch(10000).map(
       lambda records: input_pipeline.parse_batch(records)[0])]
@@ -283,6 +299,10 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
   for contender in contenders.values():
     if isinstance(contender, ProjectLoop):
       contender.close()
+  iw_samples = 20 if smoke else 1000
+  iw_sec = _importance_weighted_test_seconds(
+      os.path.join(work, 'sgd'), splits['test'][0], 50 if smoke else 500,
+      splits['test'][1], iw_samples)
   rss_mib = _peak_rss_of_training(data_dir, os.path.join(work, 'rss'),
                                   steps=5 if smoke else 300)
   return {
@@ -292,7 +312,8 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
       'conversion_sec': conversion_sec,
       'conversion_records_per_sec': num_records / conversion_sec,
       'evaluation_examples_per_sec': evaluation,
-      'iw_nll_test_sec': None,  # evaluate.py (importance-weighted NLL) not built yet.
+      'iw_nll_test_sec': iw_sec,
+      'iw_samples': iw_samples,
       'train_peak_rss_mib': rss_mib,
       'machine': {'cpu_count': os.cpu_count(), 'cpu_flags': _cpu_flags(),
                   'tensorflow': tf.version.VERSION, 'python': platform.python_version()},
@@ -315,6 +336,8 @@ def format_report(results):
           results['conversion_sec'], results['conversion_records_per_sec']),
       'evaluation (negative ELBO, test set): %.0f examples/s' %
       results['evaluation_examples_per_sec'],
+      'importance-weighted NLL of the test set, k=%d (evaluate.py): %.0f s '
+      '(timed on part of it, scaled)' % (results['iw_samples'], results['iw_nll_test_sec']),
       'peak RSS of train.py: %.0f MiB' % results['train_peak_rss_mib'],
       'CPU: %d cores, %s; TensorFlow %s' % (
           results['machine']['cpu_count'], ' '.join(results['machine']['cpu_flags']),

@@ -21,4 +21,5 @@ def test_smoke_run_measures_everything(tmp_path):
   assert results['conversion_records_per_sec'] > 0
   assert results['evaluation_examples_per_sec'] > 0
   assert 100 < results['train_peak_rss_mib'] < 4096
+  assert results['iw_nll_test_sec'] > 0 and results['iw_samples'] == 20
   assert 'TFRecord loop / TF2 peer >= 1.2' in result.stdout
