@@ -64,6 +64,9 @@ def define_flags():
   flags.DEFINE_integer('batch_size', 100, lower_bound=1,
                        help='Examples per batch.')
   flags.DEFINE_integer('seed', 0, help='Seed of the draws of z.')
+  flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
+                    help='As the model was trained: none (grey levels) or a '
+                    'binarized mode (evaluates on the static binary sample).')
   flags.DEFINE_string('output', None,
                       help='JSON file for the results; default: '
                       'TRAIN_DIR/eval_<split>_step_<N>.json.')
@@ -155,11 +158,11 @@ class Evaluator(object):
     return result
 
 
-def load_split(data_dir, split):
+def load_split(data_dir, split, binarize='none'):
   """All images of a split: float32 [n, 784] in [0, 1]."""
   path = os.path.join(data_dir, convert_to_records.SPLIT_FILES[split])
   count = input_pipeline.inspect_records(path)
-  return input_pipeline.read_first_images(path, count)
+  return input_pipeline.read_first_images(path, count, binarize)
 
 
 def _write_json(path, content):
@@ -170,9 +173,10 @@ def _write_json(path, content):
 
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
-                   seed=0, output=None, watch=False, watch_timeout_sec=600):
+                   seed=0, output=None, watch=False, watch_timeout_sec=600,
+                   binarize='none'):
   """Evaluates one checkpoint (or, with watch, each new one); returns results."""
-  images = load_split(data_dir, split)
+  images = load_split(data_dir, split, binarize)
   if watch:
     checkpoints = tf.train.checkpoints_iterator(train_dir,
                                                 timeout=watch_timeout_sec)
@@ -193,7 +197,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
       # Training deletes old checkpoints (it keeps five) while we watch.
       logging.warning('%s disappeared before it was evaluated; skipped.', path)
       continue
-    result['split'] = split
+    result.update(split=split, binarize=binarize)
     logging.info('%s step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s '
                  'over %d examples', split, result['step'], result['neg_elbo'],
                  result['reconstruction'], result['kl_divergence'],
@@ -215,7 +219,8 @@ def main(argv):
                    num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
                    iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
                    seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
-                   watch_timeout_sec=FLAGS.watch_timeout_sec)
+                   watch_timeout_sec=FLAGS.watch_timeout_sec,
+                   binarize=FLAGS.binarize)
   except (EvaluationError, input_pipeline.RecordsError) as e:
     logging.error('%s', e, exc_info=logging.level_debug())
     return 1

@@ -9,6 +9,7 @@ order, every example exactly once). Both yield float32 [batch, 784].
 import tensorflow as tf
 
 IMAGE_SIZE = 28 * 28
+BINARIZE_MODES = ('none', 'static', 'dynamic')
 
 _FEATURES = {
     'image_raw': tf.io.FixedLenFeature([], tf.string),
@@ -43,13 +44,51 @@ def normalize(images):
   return tf.cast(images, tf.float32) * (1.0 / 255.0)
 
 
-def _images_only(serialized):
-  images, _ = parse_batch(serialized)
-  return normalize(images)
+def binarize_static(images, serialized):
+  """One fixed Bernoulli(pixel) sample per image: the same binary image in
+  every epoch, in evaluation and in every process, because each image's draws
+  are seeded by a hash of its serialized record.
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+    serialized: string [batch], the records the images came from.
+
+  Returns:
+    float32 [batch, 784] in {0, 1}.
+  """
+  seeds = tf.strings.to_hash_bucket_fast(serialized, 2**62)
+  uniforms = tf.map_fn(
+      lambda seed: tf.random.stateless_uniform([IMAGE_SIZE],
+                                               tf.stack([seed, seed // 3])),
+      seeds, fn_output_signature=tf.float32)
+  return tf.cast(uniforms < images, tf.float32)
+
+
+def binarize_dynamic(images, seed):
+  """A fresh Bernoulli(pixel) sample each time: float32 [batch, 784] in {0, 1}."""
+  return tf.cast(tf.random.uniform(tf.shape(images), seed=seed) < images,
+                 tf.float32)
+
+
+def _images_fn(binarize, seed=None):
+  """serialized [batch] -> float32 [batch, 784], binarized as asked."""
+  if binarize not in BINARIZE_MODES:
+    raise ValueError('binarize must be one of %s, not %r'
+                     % (BINARIZE_MODES, binarize))
+
+  def images_of(serialized):
+    images = normalize(parse_batch(serialized)[0])
+    if binarize == 'static':
+      return binarize_static(images, serialized)
+    if binarize == 'dynamic':
+      return binarize_dynamic(images, seed)
+    return images
+  return images_of
+
 
 
 def train_dataset(path, batch_size, seed, shuffle_buffer_size,
-                  num_shards=1, shard_index=0):
+                  num_shards=1, shard_index=0, binarize='none'):
   """Endless, shuffled training batches.
 
   Args:
@@ -61,6 +100,8 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
       examples gives a uniform shuffle of the whole set each epoch.
     num_shards, shard_index: read only every num_shards-th example, starting
       at shard_index (each worker of a cluster reads its own part).
+    binarize: 'none' (grey levels, the original's), 'static' (one fixed
+      Bernoulli sample per image) or 'dynamic' (a new sample every time).
 
   Returns:
     A tf.data.Dataset of float32 [batch_size, 784].
@@ -72,7 +113,7 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
                             reshuffle_each_iteration=True)
   dataset = dataset.repeat()
   dataset = dataset.batch(batch_size, drop_remainder=True)
-  dataset = dataset.map(_images_only)
+  dataset = dataset.map(_images_fn(binarize, seed))
   return dataset.prefetch(2).with_options(_quiet_options())
 
 
@@ -88,13 +129,15 @@ def _quiet_options():
   return options
 
 
-def eval_dataset(path, batch_size):
+def eval_dataset(path, batch_size, binarize='none'):
   """Every example of `path` exactly once, in file order.
 
   Args:
     path: a TFRecord file name; may be a string tensor (a placeholder lets
       one iterator serve every split).
     batch_size: examples per batch; the last batch may be smaller.
+    binarize: 'none', or either binarized mode, which evaluates on the static
+      sample so that results are reproducible.
 
   Returns:
     A tf.data.Dataset of (batch_index: int64 [], images: float32 [<=batch, 784]);
@@ -102,13 +145,16 @@ def eval_dataset(path, batch_size):
     not depend on how often it has run.
   """
   dataset = tf.data.TFRecordDataset(path).batch(batch_size)
-  dataset = dataset.map(_images_only, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(_images_fn('none' if binarize == 'none' else 'static'),
+                        num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
 
 
-def read_first_images(path, count):
-  """Eagerly reads the first `count` images of `path`: float32 [count, 784]."""
-  for images in tf.data.TFRecordDataset(path).batch(count).map(_images_only):
+def read_first_images(path, count, binarize='none'):
+  """Eagerly reads the first `count` images of `path`: float32 [count, 784]
+  (binarized with the static sample unless binarize is 'none')."""
+  images_of = _images_fn('none' if binarize == 'none' else 'static')
+  for images in tf.data.TFRecordDataset(path).batch(count).map(images_of):
     return images.numpy()
   raise RecordsError('%s holds no records' % path)
 

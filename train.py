@@ -100,6 +100,10 @@ def define_flags():
                        help='Threads inside one op; 0 = TensorFlow picks.')
   flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
                        help='Ops run in parallel; 0 = TensorFlow picks.')
+  flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
+                    help='none: grey levels, as the original; static: one fixed '
+                    'Bernoulli sample per image; dynamic: a new sample per use '
+                    'in training (evaluation then uses the static sample).')
   flags.DEFINE_enum('matmul_precision', 'float32', tuple(MATMUL_DTYPES),
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
@@ -194,11 +198,12 @@ class _Evaluator(object):
   index, so the same weights always give the same numbers.
   """
 
-  def __init__(self, split_paths, batch_size, hidden_units, latent_dim):
+  def __init__(self, split_paths, batch_size, hidden_units, latent_dim,
+               binarize='none'):
     self._split_paths = split_paths
     self._path = tf.placeholder(tf.string, [])
     iterator = tf.data.make_initializable_iterator(
-        input_pipeline.eval_dataset(self._path, batch_size))
+        input_pipeline.eval_dataset(self._path, batch_size, binarize))
     self._initializer = iterator.initializer
     batch_index, images = iterator.get_next()
     noise = tf.random.stateless_normal(
@@ -309,7 +314,7 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
                          shuffle_buffer_size, eval_batch_size, initial_step=0,
                          matmul_precision='float32', train_images_fn=None,
                          role=None, sync_replicas=False,
-                         replicas_to_aggregate=0):
+                         replicas_to_aggregate=0, binarize='none'):
   """Builds input pipeline, training tower, train op, evaluator and image towers.
 
   Args:
@@ -341,7 +346,8 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
             train_path, batch_size, seed=seed + initial_step,
             shuffle_buffer_size=shuffle_buffer_size or num_train,
             num_shards=num_shards,
-            shard_index=role.worker_index if role else 0)).get_next()
+            shard_index=role.worker_index if role else 0,
+            binarize=binarize)).get_next()
     with tf.name_scope('training_tower'):
       outputs = model.inference(images, hidden_units, latent_dim, keep_prob,
                                 matmul_dtype=MATMUL_DTYPES[matmul_precision])
@@ -362,7 +368,7 @@ def build_training_graph(*, train_path, num_train, eval_paths, fixed_images,
       step_after_update = global_step.read_value()
     with tf.name_scope('eval'):
       evaluator = _Evaluator(eval_paths, eval_batch_size, hidden_units,
-                             latent_dim)
+                             latent_dim, binarize)
     with tf.name_scope('images'):
       image_writer = _ImageWriter(fixed_images, hidden_units, latent_dim,
                                   images_dir)
@@ -487,7 +493,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                  shuffle_buffer_size=0, eval_batch_size=1000,
                  intra_op_threads=0, inter_op_threads=0,
                  matmul_precision='float32', role=None, sync_replicas=False,
-                 replicas_to_aggregate=0):
+                 replicas_to_aggregate=0, binarize='none'):
   """Trains (or resumes), writes images and checkpoints, evaluates at the end.
 
   Arguments mirror the flags of the same names; `role` (a
@@ -544,14 +550,15 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
       train_path=splits['train'][0], num_train=num_train,
       eval_paths={split: path for split, (path, count) in splits.items()
                   if count},
-      fixed_images=input_pipeline.read_first_images(splits['test'][0],
-                                                    NUM_GRID_IMAGES),
+      fixed_images=input_pipeline.read_first_images(
+          splits['test'][0], NUM_GRID_IMAGES, binarize),
       images_dir=images_dir, batch_size=batch_size, optimizer=optimizer,
       learning_rate=learning_rate, latent_dim=latent_dim,
       hidden_units=hidden_units, keep_prob=keep_prob, seed=seed,
       shuffle_buffer_size=shuffle_buffer_size, eval_batch_size=eval_batch_size,
       initial_step=initial_step, matmul_precision=matmul_precision, role=role,
-      sync_replicas=sync_replicas, replicas_to_aggregate=replicas_to_aggregate)
+      sync_replicas=sync_replicas, replicas_to_aggregate=replicas_to_aggregate,
+      binarize=binarize)
   step = initial_step
   values, last_validation = None, None
   throughputs = []
@@ -697,7 +704,8 @@ def main(argv):
         inter_op_threads=FLAGS.inter_op_threads,
         matmul_precision=FLAGS.matmul_precision, role=role,
         sync_replicas=FLAGS.sync_replicas,
-        replicas_to_aggregate=FLAGS.replicas_to_aggregate)
+        replicas_to_aggregate=FLAGS.replicas_to_aggregate,
+        binarize=FLAGS.binarize)
   except EXPECTED_ERRORS as e:
     # One line names the problem; --verbosity=1 adds the traceback.
     logging.error('%s', e, exc_info=logging.level_debug())

@@ -139,3 +139,18 @@ def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
   with open(os.path.join('configs', '%s.flags' % preset)) as f:
     text = f.read()
   assert '--optimizer=%s' % optimizer in text and '--max_steps=%d' % max_steps in text
+
+
+def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
+  train_dir = tmp_path / 'train'
+  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
+                        str(train_dir), '--max_steps', '20', '--hidden_units', '32',
+                        '--latent_dim', '4', '--batch_size', '32', '--binarize', 'dynamic'])
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  with open(train_dir / 'metrics.json') as f:
+    assert json.load(f)['config']['binarize'] == 'dynamic'
+  binary = _evaluate(small_mnist_records, train_dir, tmp_path / 'b.json', '--binarize', 'static')
+  grey = _evaluate(small_mnist_records, train_dir, tmp_path / 'g.json')
+  assert binary['binarize'] == 'static' and grey['binarize'] == 'none'
+  assert binary['neg_elbo'] != grey['neg_elbo']
+  assert np.isfinite(binary['neg_elbo']) and np.isfinite(binary['iw_nll'])

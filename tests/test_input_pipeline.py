@@ -118,3 +118,39 @@ def test_inspect_rejects_bad_records(records, tmp_path, damage, message):
   with pytest.raises(input_pipeline.RecordsError, match=message) as error:
     input_pipeline.inspect_records(path)
   assert 'bad.tfrecords' in str(error.value)
+
+
+def _epochs_by_index(path, binarize, batches):
+  dataset = input_pipeline.train_dataset(path, 8, seed=1, shuffle_buffer_size=1000,
+                                         binarize=binarize)
+  return np.concatenate([batch.numpy() for batch in dataset.take(batches)])
+
+
+def test_static_binarization_is_one_fixed_sample_per_image(records):
+  grey = input_pipeline.read_first_images(records['train'], 48)
+  first = input_pipeline.read_first_images(records['train'], 48, 'static')
+  assert set(np.unique(first)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(first, input_pipeline.read_first_images(
+      records['train'], 48, 'static'))
+  # Bernoulli(pixel): the mean of the sample follows the grey levels.
+  assert abs(first.mean() - grey.mean()) < 0.01
+  # In training, an image binarizes the same way in every epoch, whatever its
+  # place in the shuffled batches (its index pixels are binary now, so match
+  # the binarized images against the evaluation-order ones).
+  trained = _epochs_by_index(records['train'], 'static', 12)  # 2 epochs of 48
+  rows = {row.tobytes() for row in first}
+  assert all(row.tobytes() in rows for row in trained)
+
+
+def test_dynamic_binarization_draws_anew(records):
+  trained = _epochs_by_index(records['train'], 'dynamic', 12)
+  assert set(np.unique(trained)) <= {0.0, 1.0}
+  static_rows = {row.tobytes() for row in
+                 input_pipeline.read_first_images(records['train'], 48, 'static')}
+  assert sum(row.tobytes() in static_rows for row in trained) < 3
+
+
+def test_unknown_binarize_mode_is_named():
+  with pytest.raises(ValueError, match="binarize must be one of"):
+    input_pipeline.train_dataset('x', 8, seed=0, shuffle_buffer_size=10,
+                                 binarize='otsu')
