@@ -1,0 +1,182 @@
+"""Writes REPRODUCTION.md and its figures from the runs of scripts/reproduce.sh.
+
+Reads RUNS_DIR/<preset>/seed<N>/ (train.py's metrics.json, event files and
+images; evaluate.py's eval_validation.json and eval_test.json) and, when
+present, RUNS_DIR/latent2/seed0 (a 2-d latent model, for the manifold).
+
+Usage:
+  python report.py --runs_dir runs/reproduce --data_dir data/mnist --report_dir reproduction
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import glob
+import json
+import platform
+import shutil
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import figures
+import input_pipeline
+import model
+
+FLAGS = flags.FLAGS
+LATENT2 = 'latent2'
+
+
+def define_flags():
+  flags.DEFINE_string('runs_dir', 'runs/reproduce', help='What reproduce.sh wrote.')
+  flags.DEFINE_string('data_dir', 'data/mnist', help='The TFRecords (for the 2-d figures).')
+  flags.DEFINE_string('report_dir', 'reproduction',
+                      help='Where REPRODUCTION.md and the figures go.')
+  flags.DEFINE_string('command', '', help='The command that made the runs, quoted in the report.')
+
+
+def _load_json(path):
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _scalars(train_dir, tag):
+  steps, values = [], []
+  for events in sorted(glob.glob(os.path.join(train_dir, 'events.out.tfevents.*'))):
+    for event in tf.train.summary_iterator(events):
+      for value in event.summary.value:
+        if value.tag == tag:
+          steps.append(event.step)
+          values.append(value.simple_value)
+  order = np.argsort(steps, kind='stable')
+  return np.asarray(steps)[order], np.asarray(values)[order]
+
+
+def collect_runs(runs_dir):
+  """{preset: [run dict, ...]} with each run's metrics and evaluations."""
+  presets = {}
+  for run_dir in sorted(glob.glob(os.path.join(runs_dir, '*', 'seed*'))):
+    preset = os.path.basename(os.path.dirname(run_dir))
+    try:
+      run = {'dir': run_dir, 'metrics': _load_json(os.path.join(run_dir, 'metrics.json')),
+             'test': _load_json(os.path.join(run_dir, 'eval_test.json')),
+             'validation': _load_json(os.path.join(run_dir, 'eval_validation.json'))}
+    except (tf.errors.NotFoundError, FileNotFoundError):
+      continue  # Not finished.
+    presets.setdefault(preset, []).append(run)
+  return presets
+
+
+def _mean_spread(values):
+  values = np.asarray(values, float)
+  return '%.2f &plusmn; %.2f (%.2f-%.2f)' % (values.mean(), values.std(ddof=1) if len(values) > 1
+                                             else 0.0, values.min(), values.max())
+
+
+def summary_table(presets):
+  lines = ['| preset | seeds | test -ELBO (mean &plusmn; sd, range) | test NLL, k=%s '
+           '| validation -ELBO | steps | training wall time |' % _iw_samples(presets),
+           '|---|---|---|---|---|---|---|']
+  for preset, runs in presets.items():
+    lines.append('| %s | %d | %s | %s | %.2f | %d | %.0f s |' % (
+        preset, len(runs), _mean_spread([r['test']['neg_elbo'] for r in runs]),
+        _mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
+        np.mean([r['validation']['neg_elbo'] for r in runs]),
+        runs[0]['metrics']['step'],
+        np.mean([r['metrics']['wall_time_sec'] for r in runs])))
+  return '\n'.join(lines)
+
+
+def _iw_samples(presets):
+  counts = {r['test'].get('iw_samples') for runs in presets.values() for r in runs}
+  return '/'.join(str(c) for c in sorted(counts, key=str))
+
+
+def latent2_figures(run_dir, data_dir, report_dir):
+  """The manifold and the posterior means of a 2-d latent model; paths written."""
+  checkpoint = tf.train.latest_checkpoint(run_dir)
+  hidden_units, latent_dim = dict(tf.train.list_variables(checkpoint))[
+      'gaussian_encoder/mean/weights']
+  if latent_dim != 2:
+    return []
+  test_path = os.path.join(data_dir, 'test.tfrecords')
+  images = input_pipeline.read_first_images(test_path, input_pipeline.inspect_records(test_path))
+  labels = np.concatenate([
+      batch['label'].numpy() for batch in tf.data.TFRecordDataset(test_path).batch(10000).map(
+          lambda r: tf.io.parse_example(r, {'label': tf.io.FixedLenFeature([], tf.int64)}))])
+  with tf.Graph().as_default(), tf.Session() as session:
+    z = tf.placeholder(tf.float32, [None, 2])
+    decoded = model.probabilities(model.decode(z, hidden_units, input_pipeline.IMAGE_SIZE))
+    x = tf.placeholder(tf.float32, [None, input_pipeline.IMAGE_SIZE])
+    z_mean, _ = model.encode(x, hidden_units, 2)
+    tf.train.Saver().restore(session, checkpoint)
+    grid = figures.manifold_grid(session.run(decoded, {z: figures.manifold_latents()}))
+    means = session.run(z_mean, {x: images})
+  manifold = os.path.join(report_dir, 'manifold_latent2.png')
+  scatter = os.path.join(report_dir, 'posterior_means_latent2.png')
+  figures.write_rgb_png(manifold, np.stack([grid] * 3, axis=-1))
+  figures.write_rgb_png(scatter, figures.posterior_scatter(means, labels))
+  return [manifold, scatter]
+
+
+def write_report(runs_dir, data_dir, report_dir, command=''):
+  """Writes report_dir/REPRODUCTION.md and figures; returns the report's path."""
+  tf.io.gfile.makedirs(report_dir)
+  presets = collect_runs(runs_dir)
+  latent2 = presets.pop(LATENT2, None)
+  sections = ['# Reproduction of the MLP VAE results', '',
+              'Made by `%s`.' % (command or 'scripts/reproduce.sh'), '',
+              'Machine: %d cores, %s, Python %s, TensorFlow %s. Negative ELBO and '
+              'NLL in nats per image over all examples of the split, dropout off '
+              '(evaluate.py).' % (os.cpu_count(), platform.machine(),
+                                   platform.python_version(), tf.version.VERSION),
+              '', summary_table(presets), '']
+  for preset, runs in presets.items():
+    curves = {}
+    for run in runs:
+      seed = os.path.basename(run['dir'])
+      curves['minibatch, %s' % seed] = _scalars(run['dir'], 'train/neg_elbo')
+      curves['validation, %s' % seed] = _scalars(run['dir'], 'validation/neg_elbo')
+    curve_path = os.path.join(report_dir, 'curve_%s.png' % preset)
+    sections.append('## %s' % preset)
+    if figures.training_curves(curve_path, curves, 'preset %s' % preset):
+      sections.append('![training curve](%s)' % os.path.basename(curve_path))
+    else:
+      sections.append('(training curves need matplotlib: pip install -e \'.[plots]\')')
+    images_dir = os.path.join(runs[0]['dir'], 'images')
+    step = runs[0]['metrics']['step']
+    for kind in ('reconstructions', 'samples'):
+      source = os.path.join(images_dir, '%s_step_%06d.png' % (kind, step))
+      if os.path.exists(source):
+        target = os.path.join(report_dir, '%s_%s.png' % (preset, kind))
+        shutil.copyfile(source, target)
+        sections.append('![%s](%s)' % (kind, os.path.basename(target)))
+    sections.append('')
+  if latent2:
+    paths = latent2_figures(latent2[0]['dir'], data_dir, report_dir)
+    if paths:
+      sections += ['## 2-d latent space (upstream preset, --latent_dim 2)', '',
+                   'Test -ELBO %.2f. Left: decoder means over a 20x20 grid of the '
+                   'Gaussian inverse CDF (Kingma & Welling 2014, Figure 4). Right: '
+                   'posterior means of the test set by digit.'
+                   % latent2[0]['test']['neg_elbo'], '']
+      sections += ['![%s](%s)' % (os.path.basename(p), os.path.basename(p)) for p in paths]
+  path = os.path.join(report_dir, 'REPRODUCTION.md')
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    f.write('\n'.join(sections) + '\n')
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  print(summary_table(presets))
+  return path
+
+
+def main(argv):
+  del argv  # Unused.
+  write_report(FLAGS.runs_dir, FLAGS.data_dir, FLAGS.report_dir, FLAGS.command)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,37 @@
+"""scripts/reproduce.sh end to end in its smoke mode, and the report's figures."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import REPO_ROOT
+import figures
+
+
+def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
+  env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      ['bash', 'scripts/reproduce.sh', '--smoke', '--data_dir', small_mnist_records,
+       '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'report')],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = (tmp_path / 'report' / 'REPRODUCTION.md').read_text()
+  row = [line for line in report.splitlines() if line.startswith('| original |')]
+  assert len(row) == 1 and '| 2 |' in row[0] and '| 30 |' in row[0]
+  for name in ('original_reconstructions.png', 'original_samples.png',
+               'manifold_latent2.png', 'posterior_means_latent2.png'):
+    assert (tmp_path / 'report' / name).exists(), name
+  with Image.open(tmp_path / 'report' / 'manifold_latent2.png') as manifold:
+    assert manifold.size == (560, 560)
+  for seed in ('seed0', 'seed1'):
+    assert (tmp_path / 'runs' / 'original' / seed / 'eval_test.json').exists()
+
+
+def test_manifold_latents_cover_the_prior_evenly():
+  latents = figures.manifold_latents(20)
+  assert latents.shape == (400, 2)
+  np.testing.assert_allclose(latents.mean(axis=0), 0.0, atol=1e-6)
+  assert latents[0, 0] < latents[1, 0] and latents[0, 1] > latents[20, 1]
