@@ -31,6 +31,7 @@ from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import atomic_files
 from data_prep import convert_to_records
 import input_pipeline
 import model
@@ -165,12 +166,6 @@ def load_split(data_dir, split, binarize='none'):
   return input_pipeline.read_first_images(path, count, binarize)
 
 
-def _write_json(path, content):
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
-
-
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
                    seed=0, output=None, watch=False, watch_timeout_sec=600,
@@ -203,7 +198,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                  result['reconstruction'], result['kl_divergence'],
                  ', iw_nll %.3f (k=%d)' % (result['iw_nll'], iw_samples)
                  if iw_samples else '', result['num_examples'])
-    _write_json(output or os.path.join(
+    atomic_files.write_json(output or os.path.join(
         train_dir, 'eval_%s_step_%06d.json' % (split, result['step'])), result)
     print(json.dumps(result, sort_keys=True))
     results.append(result)

@@ -10,8 +10,8 @@ import statistics
 
 import numpy as np
 from PIL import Image, ImageDraw
-import tensorflow as tf
 
+import atomic_files
 import image_grids
 
 # Ten distinguishable colours, one per digit (Tableau 10).
@@ -64,9 +64,7 @@ def posterior_scatter(means, labels, size=600, radius=1):
 def write_rgb_png(path, pixels):
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format='PNG')
-  with tf.io.gfile.GFile(path + '.tmp', 'wb') as f:
-    f.write(buffer.getvalue())
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  atomic_files.write(path, buffer.getvalue())
 
 
 def training_curves(path, curves, title):
@@ -91,7 +89,5 @@ def training_curves(path, curves, title):
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', bbox_inches='tight')
   pyplot.close(figure)
-  with tf.io.gfile.GFile(path + '.tmp', 'wb') as f:
-    f.write(buffer.getvalue())
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  atomic_files.write(path, buffer.getvalue())
   return True

@@ -8,7 +8,8 @@ import io
 
 import numpy as np
 from PIL import Image
-import tensorflow as tf
+
+import atomic_files
 
 IMAGE_SIDE = 28
 PAD = 2
@@ -65,8 +66,5 @@ def encode_png(grid):
 def write_png(path, grid):
   """Writes `grid` as a PNG at `path` atomically; returns the PNG bytes."""
   png = encode_png(grid)
-  partial_path = path + '.tmp'
-  with tf.io.gfile.GFile(partial_path, 'wb') as f:
-    f.write(png)
-  tf.io.gfile.rename(partial_path, path, overwrite=True)
+  atomic_files.write(path, png)
   return png

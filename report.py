@@ -22,6 +22,7 @@ from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import atomic_files
 import figures
 import input_pipeline
 import model
@@ -165,9 +166,7 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
                    % latent2[0]['test']['neg_elbo'], '']
       sections += ['![%s](%s)' % (os.path.basename(p), os.path.basename(p)) for p in paths]
   path = os.path.join(report_dir, 'REPRODUCTION.md')
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    f.write('\n'.join(sections) + '\n')
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  atomic_files.write(path, '\n'.join(sections) + '\n')
   print(summary_table(presets))
   return path
 

@@ -15,7 +15,6 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
 import collections
-import json
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ import tensorflow.compat.v1 as tf
 from data_prep import convert_to_records
 from data_prep import download
 from data_prep import idx
+import atomic_files
 import cluster
 import image_grids
 import input_pipeline
@@ -287,12 +287,6 @@ def _add_scalar_summaries(summary_writer, step, prefix, values):
   for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
     summary.value.add(tag='%s/%s' % (prefix, key), simple_value=values[key])
   summary_writer.add_summary(summary, step)
-
-
-def _write_json(path, content):
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
 TrainingGraph = collections.namedtuple('TrainingGraph', [
@@ -659,7 +653,7 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
   metrics['local_steps'] = local_steps
   metrics['wall_time_sec'] = time.time() - start_time
   metrics['config'] = config
-  _write_json(os.path.join(train_dir, METRICS_FILE), metrics)
+  atomic_files.write_json(os.path.join(train_dir, METRICS_FILE), metrics)
   logging.info('Wrote %s', os.path.join(train_dir, METRICS_FILE))
   return metrics
 

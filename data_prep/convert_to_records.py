@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+import atomic_files
 from data_prep import download
 from data_prep import idx
 
@@ -57,13 +58,12 @@ def _write_records(images, labels, path):
   label_value.append(0)
   image_value = features['image_raw'].bytes_list.value
   image_value.append(b'')
-  partial_path = path + '.tmp'
-  with tf.io.TFRecordWriter(partial_path) as writer:
+  with atomic_files.partial_path(path) as partial, \
+      tf.io.TFRecordWriter(partial) as writer:
     for image, label in zip(images, labels):
       label_value[0] = int(label)
       image_value[0] = image.tobytes()
       writer.write(example.SerializeToString(deterministic=True))
-  tf.io.gfile.rename(partial_path, path, overwrite=True)
 
 
 def read_info(output_dir):
@@ -155,10 +155,7 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
       'source_files': {name: os.path.basename(path)
                        for name, path in paths.items()},
   }
-  info_path = os.path.join(output_dir, INFO_FILE)
-  with tf.io.gfile.GFile(info_path + '.tmp', 'w') as f:
-    json.dump(info, f, indent=2)
-  tf.io.gfile.rename(info_path + '.tmp', info_path, overwrite=True)
+  atomic_files.write_json(os.path.join(output_dir, INFO_FILE), info)
   logging.info('Converted %s in %.2f s.', mnist_dir, time.time() - start)
   return info
 
