@@ -5,7 +5,9 @@ follow the classic TF1 tutorial contract:
 
   inference()  encoder -> reparameterized z -> decoder logits
   loss()       per-example and mean reconstruction, KL and negative ELBO
-  training()   the optimizer step and the global step
+  training()   the optimizer step and the global step, refusing non-finite
+               updates
+  log_importance_weights()  the terms of the importance-weighted bound
 
 The network is the original one (hwalsuklee/tensorflow-mnist-VAE and the TF1
 script this project reproduces): a Gaussian MLP encoder
