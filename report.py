@@ -104,10 +104,11 @@ def latent2_figures(run_dir, data_dir, report_dir):
   if latent_dim != 2:
     return []
   test_path = os.path.join(data_dir, 'test.tfrecords')
-  images = input_pipeline.read_first_images(test_path, input_pipeline.inspect_records(test_path))
-  labels = np.concatenate([
-      batch['label'].numpy() for batch in tf.data.TFRecordDataset(test_path).batch(10000).map(
-          lambda r: tf.io.parse_example(r, {'label': tf.io.FixedLenFeature([], tf.int64)}))])
+  batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(
+      input_pipeline.parse_batch))
+  images = np.concatenate([input_pipeline.normalize(pixels).numpy()
+                           for pixels, _ in batches])
+  labels = np.concatenate([labels.numpy() for _, labels in batches])
   with tf.Graph().as_default(), tf.Session() as session:
     z = tf.placeholder(tf.float32, [None, 2])
     decoded = model.probabilities(model.decode(z, hidden_units, input_pipeline.IMAGE_SIZE))
