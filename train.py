@@ -538,7 +538,11 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                         % (train_dir, e.message)) from e
   checkpoint, initial_step = _latest_checkpoint_step(train_dir)
   if checkpoint and is_chief:
-    logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
+    if initial_step >= max_steps:
+      logging.info('%s is already at step %d >= --max_steps=%d: evaluating it '
+                   'without training.', checkpoint, initial_step, max_steps)
+    else:
+      logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
   graph = build_training_graph(
       train_path=splits['train'][0], num_train=num_train,
@@ -572,7 +576,10 @@ def run_training(*, train_dir, data_dir=None, mnist_dir=None, download_idx=False
                            log_every_n_steps, session_config,
                            master=server.target if server else '',
                            is_chief=is_chief) as session:
-      while not session.should_stop() and not stop_signals.received:
+      # StopAtStepHook only looks after a step, so a run restored at
+      # max_steps would otherwise train one step past it.
+      while (step < max_steps and not session.should_stop()
+             and not stop_signals.received):
         try:
           values = session.run(graph.train_fetches)
         except tf.errors.InvalidArgumentError as e:

@@ -8,8 +8,9 @@
 #   scripts/reproduce.sh --seeds 5 --presets "original upstream"
 #   scripts/reproduce.sh --smoke                      # tiny runs: checks the pipeline
 #
-# Re-running resumes: finished trainings are only re-evaluated if their
-# evaluation files are missing. About 2 hours on 2 cores with the defaults.
+# Re-running resumes: interrupted trainings continue from their checkpoint;
+# finished ones are not re-run, only evaluated if their evaluation files are
+# missing. About 2 hours on 2 cores with the defaults.
 set -euo pipefail
 
 MNIST_DIR=../shared/mnist
@@ -45,13 +46,27 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
 
+# True when train.py finished DIR: its metrics.json holds the final test
+# evaluation and no interruption. Re-running train.py would overwrite the
+# wall time the report shows with that of a run that only evaluates.
+training_finished() {  # DIR
+  "$python" -c 'import json, sys
+metrics = json.load(open(sys.argv[1]))
+sys.exit(0 if "test" in metrics and not metrics.get("interrupted_by") else 1)' \
+    "$1/metrics.json" 2>/dev/null
+}
+
 train_and_evaluate() {  # NAME SEED [train.py flags...]
   local name=$1 seed=$2
   shift 2
   local dir="$RUNS_DIR/$name/seed$seed"
   echo "== $name, seed $seed -> $dir"
-  "$python" train.py --mnist_dir="$MNIST_DIR" --data_dir="$DATA_DIR" --train_dir="$dir" \
-    --seed="$seed" "$@" "${EXTRA[@]}"
+  if training_finished "$dir"; then
+    echo "   already trained (its metrics.json has the final evaluation): not re-run"
+  else
+    "$python" train.py --mnist_dir="$MNIST_DIR" --data_dir="$DATA_DIR" --train_dir="$dir" \
+      --seed="$seed" "$@" "${EXTRA[@]}"
+  fi
   local split
   for split in validation test; do
     [[ -f "$dir/eval_$split.json" ]] && continue

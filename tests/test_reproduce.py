@@ -13,10 +13,10 @@ import figures
 
 def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
   env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run(
-      ['bash', 'scripts/reproduce.sh', '--smoke', '--data_dir', small_mnist_records,
-       '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'report')],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  command = ['bash', 'scripts/reproduce.sh', '--smoke', '--data_dir', small_mnist_records,
+             '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'report')]
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   report = (tmp_path / 'report' / 'REPRODUCTION.md').read_text()
   row = [line for line in report.splitlines() if line.startswith('| original |')]
@@ -28,6 +28,14 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
     assert manifold.size == (560, 560)
   for seed in ('seed0', 'seed1'):
     assert (tmp_path / 'runs' / 'original' / seed / 'eval_test.json').exists()
+
+  # A second run resumes: nothing is trained again, the report is rewritten.
+  again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count('already trained') == 3, again.stdout
+  assert 'Resuming from' not in again.stderr
+  assert (tmp_path / 'report' / 'REPRODUCTION.md').read_text() == report
 
 
 def test_manifold_latents_cover_the_prior_evenly():

@@ -104,6 +104,19 @@ def test_resumes_from_checkpoint(first_run, idx_dir):
   assert os.path.exists(os.path.join(train_dir, 'images', 'samples_step_000030.png'))
 
 
+def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir):
+  root, _ = first_run
+  train_dir = str(root / 'train')
+  before = _metrics(train_dir)
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '30')
+  assert result.returncode == 0, result.stderr
+  assert 'already at step 30 >= --max_steps=30' in result.stderr
+  assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-30')
+  after = _metrics(train_dir)
+  assert after['step'] == 30 and after['local_steps'] == 0
+  assert after['test']['neg_elbo'] == pytest.approx(before['test']['neg_elbo'], rel=1e-6)
+
+
 def _loss_lines(log):
   """The 'step N: neg_elbo ...' parts of a log, without the timing."""
   return [line.split('] ', 1)[1].split('), ')[0] for line in log.splitlines()
