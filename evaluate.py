@@ -65,9 +65,10 @@ def define_flags():
   flags.DEFINE_integer('batch_size', 100, lower_bound=1,
                        help='Examples per batch.')
   flags.DEFINE_integer('seed', 0, help='Seed of the draws of z.')
-  flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
+  flags.DEFINE_enum('binarize', None, input_pipeline.BINARIZE_MODES,
                     help='As the model was trained: none (grey levels) or a '
-                    'binarized mode (evaluates on the static binary sample).')
+                    'binarized mode (evaluates on the static binary sample). '
+                    'Default: the mode in TRAIN_DIR/metrics.json, else none.')
   flags.DEFINE_string('output', None,
                       help='JSON file for the results; default: '
                       'TRAIN_DIR/eval_<split>_step_<N>.json.')
@@ -90,6 +91,10 @@ def model_size(checkpoint):
     raise EvaluationError('%s holds no VAE of this project (no '
                           'gaussian_encoder/mean/weights)' % checkpoint)
   return hidden_units, latent_dim
+
+
+# A k=1000 evaluation of the test set takes minutes: say how far it is.
+PROGRESS_EVERY_SEC = 30
 
 
 class Evaluator(object):
@@ -131,7 +136,12 @@ class Evaluator(object):
     with self.graph.as_default():  # Restoring builds ops in the graph.
       self.saver.restore(self.session, checkpoint)
     sums = {'reconstruction': 0.0, 'kl_divergence': 0.0, 'iw_nll': 0.0}
+    last_progress = start
     for batch_index, begin in enumerate(range(0, len(images), self.batch_size)):
+      if begin and time.time() - last_progress >= PROGRESS_EVERY_SEC:
+        last_progress = time.time()
+        logging.info('%d of %d examples, about %.0f s left.', begin, len(images),
+                     (last_progress - start) * (len(images) - begin) / begin)
       batch = images[begin:begin + self.batch_size]
       terms = self.session.run(self.elbo_terms, {
           self.images: batch,
@@ -166,11 +176,29 @@ def load_split(data_dir, split, binarize='none'):
   return input_pipeline.read_first_images(path, count, binarize)
 
 
+def trained_binarize_mode(train_dir):
+  """The --binarize a finished run in train_dir was trained with ('none' when
+  it does not say): evaluating a binarized model on grey levels, or the other
+  way round, gives numbers that look plausible and mean nothing."""
+  path = os.path.join(train_dir, 'metrics.json')
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      mode = json.load(f).get('config', {}).get('binarize', 'none')
+  except (tf.errors.NotFoundError, ValueError):
+    logging.info('No readable %s: evaluating grey levels (pass --binarize if '
+                 'the model was trained binarized).', path)
+    return 'none'
+  logging.info('Evaluating with --binarize=%s, as %s says.', mode, path)
+  return mode
+
+
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
                    seed=0, output=None, watch=False, watch_timeout_sec=600,
-                   binarize='none'):
-  """Evaluates one checkpoint (or, with watch, each new one); returns results."""
+                   binarize=None):
+  """Evaluates one checkpoint (or, with watch, each new one); returns results.
+  binarize None means as the run in train_dir was trained."""
+  binarize = binarize or trained_binarize_mode(train_dir)
   images = load_split(data_dir, split, binarize)
   if watch:
     checkpoints = tf.train.checkpoints_iterator(train_dir,

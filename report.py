@@ -12,10 +12,8 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
-import glob
 import json
 import platform
-import shutil
 
 from absl import app
 from absl import flags
@@ -29,6 +27,7 @@ import model
 
 FLAGS = flags.FLAGS
 LATENT2 = 'latent2'
+PRESET_ORDER = ('original', 'upstream', 'long')
 
 
 def define_flags():
@@ -46,7 +45,7 @@ def _load_json(path):
 
 def _scalars(train_dir, tag):
   steps, values = [], []
-  for events in sorted(glob.glob(os.path.join(train_dir, 'events.out.tfevents.*'))):
+  for events in sorted(tf.io.gfile.glob(os.path.join(train_dir, 'events.out.tfevents.*'))):
     for event in tf.train.summary_iterator(events):
       for value in event.summary.value:
         if value.tag == tag:
@@ -56,10 +55,20 @@ def _scalars(train_dir, tag):
   return np.asarray(steps)[order], np.asarray(values)[order]
 
 
+def _run_order(run_dir):
+  """The presets in the order of the README (then any other, by name), and
+  seeds by number (seed10 after seed9)."""
+  preset = os.path.basename(os.path.dirname(run_dir))
+  rank = PRESET_ORDER.index(preset) if preset in PRESET_ORDER else len(PRESET_ORDER)
+  seed = os.path.basename(run_dir)[len('seed'):]
+  return rank, preset, int(seed) if seed.isdigit() else -1, seed
+
+
 def collect_runs(runs_dir):
   """{preset: [run dict, ...]} with each run's metrics and evaluations."""
   presets = {}
-  for run_dir in sorted(glob.glob(os.path.join(runs_dir, '*', 'seed*'))):
+  run_dirs = tf.io.gfile.glob(os.path.join(runs_dir, '*', 'seed*'))
+  for run_dir in sorted(run_dirs, key=_run_order):
     preset = os.path.basename(os.path.dirname(run_dir))
     try:
       run = {'dir': run_dir, 'metrics': _load_json(os.path.join(run_dir, 'metrics.json')),
@@ -73,8 +82,10 @@ def collect_runs(runs_dir):
 
 def _mean_spread(values):
   values = np.asarray(values, float)
-  return '%.2f &plusmn; %.2f (%.2f-%.2f)' % (values.mean(), values.std(ddof=1) if len(values) > 1
-                                             else 0.0, values.min(), values.max())
+  if len(values) == 1:
+    return '%.2f' % values[0]  # One seed has no spread to show.
+  return '%.2f &plusmn; %.2f (%.2f-%.2f)' % (values.mean(), values.std(ddof=1),
+                                             values.min(), values.max())
 
 
 def summary_table(presets):
@@ -89,6 +100,44 @@ def summary_table(presets):
         runs[0]['metrics']['step'],
         np.mean([r['metrics']['wall_time_sec'] for r in runs])))
   return '\n'.join(lines)
+
+
+def binarized_notes(presets):
+  """A line for each preset trained on binarized pixels: its nats measure a
+  different data distribution from the grey-level rows."""
+  notes = []
+  for preset, runs in presets.items():
+    mode = runs[0]['metrics'].get('config', {}).get('binarize', 'none')
+    if mode != 'none':
+      notes += ['%s: trained with --binarize=%s and evaluated on the static binary '
+                'sample of each image; comparable with the binarized-MNIST '
+                'literature, not with the grey-level rows.' % (preset, mode), '']
+  return notes
+
+
+def per_run_table(presets):
+  lines = ['| preset | seed | test -ELBO | reconstruction | KL | test NLL | '
+           'validation -ELBO | training wall time |', '|---|---|---|---|---|---|---|---|']
+  for preset, runs in presets.items():
+    for run in runs:
+      test = run['test']
+      lines.append('| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f s |' % (
+          preset, os.path.basename(run['dir'])[len('seed'):], test['neg_elbo'],
+          test['reconstruction'], test['kl_divergence'], test.get('iw_nll', np.nan),
+          run['validation']['neg_elbo'], run['metrics']['wall_time_sec']))
+  return '\n'.join(lines)
+
+
+def _cpu_model():
+  """The processor's name from /proc/cpuinfo, or the platform's guess."""
+  try:
+    with tf.io.gfile.GFile('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except tf.errors.OpError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def _iw_samples(presets):
@@ -131,11 +180,15 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
   latent2 = presets.pop(LATENT2, None)
   sections = ['# Reproduction of the MLP VAE results', '',
               'Made by `%s`.' % (command or 'scripts/reproduce.sh'), '',
-              'Machine: %d cores, %s, Python %s, TensorFlow %s. Negative ELBO and '
+              'Machine: %d cores (%s), Python %s, TensorFlow %s. Negative ELBO and '
               'NLL in nats per image over all examples of the split, dropout off '
-              '(evaluate.py).' % (os.cpu_count(), platform.machine(),
+              '(evaluate.py). Wall time is that of train.py (with its periodic '
+              'validation and images) on a possibly shared machine: a rough '
+              'guide, not a benchmark.' % (os.cpu_count(), _cpu_model(),
                                    platform.python_version(), tf.version.VERSION),
-              '', summary_table(presets), '']
+              '', summary_table(presets), ''] + binarized_notes(presets) + [
+              '### Each run', '',
+              per_run_table(presets), '']
   for preset, runs in presets.items():
     curves = {}
     for run in runs:
@@ -152,9 +205,9 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
     step = runs[0]['metrics']['step']
     for kind in ('reconstructions', 'samples'):
       source = os.path.join(images_dir, '%s_step_%06d.png' % (kind, step))
-      if os.path.exists(source):
+      if tf.io.gfile.exists(source):
         target = os.path.join(report_dir, '%s_%s.png' % (preset, kind))
-        shutil.copyfile(source, target)
+        tf.io.gfile.copy(source, target, overwrite=True)
         sections.append('![%s](%s)' % (kind, os.path.basename(target)))
     sections.append('')
   if latent2:

@@ -150,7 +150,12 @@ def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   with open(train_dir / 'metrics.json') as f:
     assert json.load(f)['config']['binarize'] == 'dynamic'
   binary = _evaluate(small_mnist_records, train_dir, tmp_path / 'b.json', '--binarize', 'static')
-  grey = _evaluate(small_mnist_records, train_dir, tmp_path / 'g.json')
+  grey = _evaluate(small_mnist_records, train_dir, tmp_path / 'g.json', '--binarize', 'none')
+  as_trained = _evaluate(small_mnist_records, train_dir, tmp_path / 'd.json')
   assert binary['binarize'] == 'static' and grey['binarize'] == 'none'
+  # Without --binarize, the mode the run was trained with (from metrics.json);
+  # dynamic and static models are both evaluated on the static sample.
+  assert as_trained['binarize'] == 'dynamic'
+  assert as_trained['neg_elbo'] == binary['neg_elbo']
   assert binary['neg_elbo'] != grey['neg_elbo']
   assert np.isfinite(binary['neg_elbo']) and np.isfinite(binary['iw_nll'])

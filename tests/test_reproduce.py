@@ -19,8 +19,13 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   report = (tmp_path / 'report' / 'REPRODUCTION.md').read_text()
-  row = [line for line in report.splitlines() if line.startswith('| original |')]
-  assert len(row) == 1 and '| 2 |' in row[0] and '| 30 |' in row[0]
+  original = [line for line in report.splitlines() if line.startswith('| original |')]
+  summary = [line for line in original if '&plusmn;' in line]
+  assert len(summary) == 1 and '| 2 |' in summary[0] and '| 30 |' in summary[0]
+  per_run = [line.split(' | ')[1] for line in original if line not in summary]
+  assert per_run == ['0', '1']
+  assert 'upstream_binarized: trained with --binarize=dynamic' in report
+  assert 'Machine: %d cores (' % os.cpu_count() in report
   for name in ('original_reconstructions.png', 'original_samples.png',
                'manifold_latent2.png', 'posterior_means_latent2.png'):
     assert (tmp_path / 'report' / name).exists(), name
@@ -33,7 +38,7 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
   again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('already trained') == 3, again.stdout
+  assert again.stdout.count('already trained') == 4, again.stdout
   assert 'Resuming from' not in again.stderr
   assert (tmp_path / 'report' / 'REPRODUCTION.md').read_text() == report
 
