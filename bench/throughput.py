@@ -26,8 +26,6 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 import json
 import platform
@@ -41,12 +39,17 @@ from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from bench import tf2_peer
-from data_prep import convert_to_records
-from data_prep import idx
-import evaluate
-import input_pipeline
-import train
+from mnist_vae import checkpoints
+from mnist_vae import evaluate
+from mnist_vae import input_pipeline
+from mnist_vae import train
+from mnist_vae import training
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import idx
+from mnist_vae.data_prep import records
+import tf2_peer  # bench/tf2_peer.py, beside this script.
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string('mnist_dir', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'),
                     help='The four MNIST IDX files (converted, and timed).')
@@ -87,6 +90,14 @@ def _timed(function, count):
   return count / (time.perf_counter() - start)
 
 
+def _train_defaults():
+  """run_training's settings with train.py's default flag values."""
+  flag_values = flags.FlagValues()
+  train.define_flags(flag_values)
+  flag_values(['train.py'])
+  return train.settings_from_flags(flag_values)
+
+
 class ProjectLoop(object):
   """train.py's graph and session; feeds from TFRecords or from memory."""
 
@@ -96,19 +107,23 @@ class ProjectLoop(object):
     train_images_fn, self._load = None, None
     if memory_images is not None:
       train_images_fn = lambda: self._memory_batches(memory_images, batch_size)
-    self.graph = train.build_training_graph(
+    # train.py's defaults, from its own flag definitions.
+    settings = _train_defaults()
+    self.graph = training.build_training_graph(
         train_path=splits['train'][0], num_train=splits['train'][1],
         eval_paths={'test': splits['test'][0]},
-        fixed_images=np.zeros((100, 784), np.float32),
-        images_dir=os.path.join(work_dir, 'images'), batch_size=batch_size,
-        optimizer=optimizer, learning_rate=1e-3, latent_dim=20,
-        hidden_units=500, keep_prob=0.9, seed=0, shuffle_buffer_size=0,
-        eval_batch_size=1000, matmul_precision=matmul_precision,
+        fixed_images=np.zeros((100, records.IMAGE_PIXELS), np.float32),
+        model_size=settings['model_size'],
+        optimizer_settings=settings['optimizer_settings']._replace(
+            optimizer=optimizer),
+        step_settings=settings['step_settings']._replace(
+            batch_size=batch_size, matmul_precision=matmul_precision),
+        eval_batch_size=settings['eval_batch_size'],
         train_images_fn=train_images_fn)
     with self.graph.graph.as_default():
-      self.session = train.monitored_session(
-          self.graph, work_dir, max_steps=10**9, save_checkpoint_steps=1000,
-          log_every_n_steps=100, session_config=tf.ConfigProto())
+      self.session = training.monitored_session(
+          self.graph, work_dir, settings['schedule']._replace(max_steps=10**9),
+          tf.ConfigProto())
     if self._load:
       self.session.run_step_fn(lambda step_context: step_context.session.run(
           self._load[0], {self._load[1]: memory_images}))
@@ -215,7 +230,8 @@ def _importance_weighted_test_seconds(checkpoint_dir, test_path, num_images,
   """Seconds evaluate.py needs for the k-sample importance-weighted NLL of the
   whole test set, timed on its first `num_images` images and scaled."""
   checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
-  evaluator = evaluate.Evaluator(500, 20, num_samples=1, iw_samples=iw_samples,
+  evaluator = evaluate.Evaluator(checkpoints.model_size(checkpoint),
+                                 num_samples=1, iw_samples=iw_samples,
                                  iw_chunk=100, batch_size=100, seed=0)
   images = input_pipeline.read_first_images(test_path, num_images)
   start = time.perf_counter()
@@ -267,8 +283,8 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
   info = convert_to_records.convert(mnist_dir, data_dir, validation_size=validation_size)
   conversion_sec = time.perf_counter() - start
   num_records = sum(info['num_examples'].values())
-  splits = {split: (os.path.join(data_dir, name), info['num_examples'][split])
-            for split, name in convert_to_records.SPLIT_FILES.items()}
+  splits = {split: (records.split_path(data_dir, split),
+                    info['num_examples'][split]) for split in records.SPLITS}
   train_images = _train_images(splits['train'][0])
 
   contenders = {

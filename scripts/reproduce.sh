@@ -86,6 +86,6 @@ train_and_evaluate latent2 0 --flagfile=configs/upstream.flags --latent_dim=2
 # binarized-MNIST literature (evaluate.py reads the mode from metrics.json).
 train_and_evaluate upstream_binarized 0 --flagfile=configs/upstream.flags --binarize=dynamic
 
-"$python" report.py --runs_dir="$RUNS_DIR" --data_dir="$DATA_DIR" \
+"$python" -m reporting.report --runs_dir="$RUNS_DIR" --data_dir="$DATA_DIR" \
   --report_dir="$REPORT_DIR" --command="$command_line"
 echo "Wrote $REPORT_DIR/REPRODUCTION.md"

@@ -11,7 +11,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import pytest
 
-from data_prep import idx
+from mnist_vae.data_prep import idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.environ.get(
@@ -122,7 +122,7 @@ def small_mnist_dir(mnist_dir, directory, num_train=2000, num_test=200):
 @pytest.fixture(scope='session')
 def small_mnist_records(mnist_dir, tmp_path_factory):
   """TFRecords of the first 1,800 / 200 / 200 real MNIST images."""
-  from data_prep import convert_to_records
+  from mnist_vae.data_prep import convert_to_records
   root = tmp_path_factory.mktemp('small_mnist')
   records = str(root / 'records')
   convert_to_records.convert(small_mnist_dir(mnist_dir, root / 'idx'), records,

@@ -10,9 +10,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-import cluster
+from mnist_vae import cluster
 from conftest import REPO_ROOT, run_python, start_python, wait_for_log
-from data_prep import convert_to_records
+from mnist_vae.data_prep import convert_to_records
 
 PS = ['127.0.0.1:2222']
 WORKERS = ['127.0.0.1:2223', '127.0.0.1:2224']
@@ -169,7 +169,7 @@ def test_pai_flags_are_accepted(small_idx_dir, tmp_path):
 
 
 def test_training_into_ram_filesystem(small_idx_dir, tmp_path):
-  import train
+  from mnist_vae import train
   data = 'ram://vae_test/data'
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
   metrics = train.run_training(train_dir='ram://vae_test/train', data_dir=data,

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import indexed_images, run_python, write_idx_dir
-from data_prep import convert_to_records, idx
+from mnist_vae.data_prep import convert_to_records, idx
 
 # The classic convert_to_records.py schema, as its readers parse it.
 CLASSIC_FEATURES = {
@@ -127,12 +127,12 @@ def test_full_mnist_conversion(mnist_dir, tmp_path):
 
 def test_command_line_converts_and_reruns(mnist_dir, tmp_path):
   out = str(tmp_path / 'records')
-  first = run_python(['-m', 'data_prep.convert_to_records', '--mnist_dir',
+  first = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
                       mnist_dir, '--output_dir', out])
   assert first.returncode == 0, first.stderr
   with open(os.path.join(out, 'dataset_info.json')) as f:
     assert json.load(f)['num_examples']['train'] == 55000
-  second = run_python(['-m', 'data_prep.convert_to_records', '--mnist_dir',
+  second = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
                        mnist_dir, '--output_dir', out])
   assert second.returncode == 0
   assert 'already exist' in second.stderr
@@ -143,7 +143,7 @@ def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path):
   bad.mkdir()
   for name in idx.STANDARD_FILES:
     (bad / name).write_bytes(b'\x00\x00\x08\x01\x00\x00\x00\x00')
-  result = run_python(['-m', 'data_prep.convert_to_records', '--mnist_dir',
+  result = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
                        str(bad), '--output_dir', str(tmp_path / 'out')])
   assert result.returncode == 1
   assert 'Invalid magic number 2049 in MNIST file' in result.stderr

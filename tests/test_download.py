@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from data_prep import convert_to_records, download, idx
+from mnist_vae.data_prep import convert_to_records, download, idx
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import run_python
-import model
+from mnist_vae import model
 
 
 def _softplus(x):
@@ -50,10 +50,11 @@ def test_graph_matches_independent_numpy_implementation():
   with tf.Graph().as_default():
     tf.set_random_seed(3)
     images_t, noise_t = tf.constant(images), tf.constant(noise)
-    z_mean, z_stddev = model.encode(images_t, 16, 3)
-    log_w = model.log_importance_weights(images_t, z_mean, z_stddev, noise_t, 16)
+    size = model.ModelSize(hidden_units=16, latent_dim=3)
+    z_mean, z_stddev = model.encode(images_t, size)
+    log_w = model.log_importance_weights(images_t, z_mean, z_stddev, noise_t, size)
     z = z_mean[None] + z_stddev[None] * noise_t
-    logits = model.decode(tf.reshape(z, [-1, 3]), 16, 784)
+    logits = model.decode(tf.reshape(z, [-1, 3]), size)
     log_px_z = tf.reshape(model.bernoulli_log_likelihood(tf.tile(images_t, [50, 1]),
                                                          logits), [50, 6])
     kl = model.gaussian_kl(z_mean, z_stddev)

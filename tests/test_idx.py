@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import idx
+from mnist_vae.data_prep import idx
 
 
 def _write(path, data):

@@ -7,16 +7,17 @@ import pytest
 import tensorflow as tf
 
 from conftest import index_of
-import input_pipeline
-from data_prep import convert_to_records
+from mnist_vae import input_pipeline
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import records as record_files
 
 
 @pytest.fixture
 def records(small_idx_dir, tmp_path):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=12)
-  return {split: os.path.join(out, name)
-          for split, name in convert_to_records.SPLIT_FILES.items()}
+  return {split: record_files.split_path(out, split)
+          for split in record_files.SPLITS}
 
 
 def _train_indices(path, batch_size, seed, num_batches):

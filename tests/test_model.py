@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import model
+from mnist_vae import model
+
+ORIGINAL_SIZE = model.ModelSize(hidden_units=500, latent_dim=20)
 
 
 def _run(fetches, build_seed=0):
@@ -38,7 +40,7 @@ def _ours(function, *arrays):
 def test_shapes():
   with tf.Graph().as_default():
     images = tf.placeholder(tf.float32, [None, 784])
-    outputs = model.inference(images, hidden_units=7, latent_dim=3)
+    outputs = model.inference(images, model.ModelSize(hidden_units=7, latent_dim=3))
     terms = model.loss(images, outputs)
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
@@ -48,19 +50,19 @@ def test_shapes():
   assert inference_outputs.z_stddev.shape == (5, 3)
   assert inference_outputs.z.shape == (5, 3)
   assert inference_outputs.logits.shape == (5, 784)
-  assert loss_terms.log_likelihood.shape == (5,) and loss_terms.kl.shape == (5,)
+  assert loss_terms.log_likelihood.shape == (5,) and loss_terms.kl_per_example.shape == (5,)
   assert loss_terms.neg_elbo.shape == ()
   assert (inference_outputs.z_stddev >= 1e-6).all()
   np.testing.assert_allclose(
       loss_terms.neg_elbo,
-      -np.mean(loss_terms.log_likelihood - loss_terms.kl), rtol=1e-6)
+      -np.mean(loss_terms.log_likelihood - loss_terms.kl_per_example), rtol=1e-6)
   assert loss_terms.neg_elbo == pytest.approx(
       loss_terms.reconstruction + loss_terms.kl_divergence, rel=1e-6)
 
 
 def test_variables_are_the_originals():
   with tf.Graph().as_default():
-    model.inference(tf.zeros([2, 784]), hidden_units=500, latent_dim=20)
+    model.inference(tf.zeros([2, 784]), ORIGINAL_SIZE)
     shapes = {v.op.name: v.shape.as_list() for v in tf.trainable_variables()}
   assert shapes == {
       'gaussian_encoder/fc1/weights': [784, 500],
@@ -83,7 +85,7 @@ def test_variables_are_the_originals():
 def test_initialisation_matches_tf1_variance_scaling():
   with tf.Graph().as_default():
     tf.set_random_seed(1)
-    model.inference(tf.zeros([2, 784]), hidden_units=500, latent_dim=20)
+    model.inference(tf.zeros([2, 784]), ORIGINAL_SIZE)
     variables = {v.op.name: v for v in tf.trainable_variables()}
     values = _run(variables)
   for name, value in values.items():
@@ -156,8 +158,8 @@ def test_dropout_only_in_training_and_evaluation_deterministic():
     tf.set_random_seed(0)
     images = tf.constant(np.random.RandomState(0).rand(4, 784), tf.float32)
     noise = tf.constant(np.random.RandomState(1).randn(4, 20), tf.float32)
-    evaluation = model.inference(images, 500, 20, keep_prob=1.0, noise=noise)
-    training = model.inference(images, 500, 20, keep_prob=0.9, noise=noise)
+    evaluation = model.inference(images, ORIGINAL_SIZE, keep_prob=1.0, noise=noise)
+    training = model.inference(images, ORIGINAL_SIZE, keep_prob=0.9, noise=noise)
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       eval_runs = [session.run(evaluation.logits) for _ in range(2)]
@@ -172,7 +174,7 @@ def test_each_optimizer_steps_and_lowers_the_loss(optimizer):
     tf.set_random_seed(0)
     images = tf.constant(np.random.RandomState(0).rand(16, 784) > 0.7, tf.float32)
     noise = tf.zeros([16, 4])
-    terms = model.loss(images, model.inference(images, 32, 4, noise=noise))
+    terms = model.loss(images, model.inference(images, model.ModelSize(32, 4), noise=noise))
     learning_rate = {'sgd': 1e-3, 'momentum': 1e-3}.get(optimizer, 1e-2)
     train_op, global_step = model.training(
         terms.neg_elbo, model.make_optimizer(optimizer, learning_rate))
@@ -209,8 +211,9 @@ def test_bfloat16_matmuls_keep_float32_variables_and_close_values():
     tf.set_random_seed(0)
     images = tf.constant(np.random.RandomState(0).rand(8, 784), tf.float32)
     noise = tf.zeros([8, 20])
-    full = model.inference(images, 500, 20, noise=noise)
-    half = model.inference(images, 500, 20, noise=noise, matmul_dtype=tf.bfloat16)
+    full = model.inference(images, ORIGINAL_SIZE, noise=noise)
+    half = model.inference(images, ORIGINAL_SIZE, noise=noise,
+                           matmul_dtype=tf.bfloat16)
     assert {v.dtype.base_dtype for v in tf.global_variables()} == {tf.float32}
     assert half.logits.dtype == tf.float32
     full_logits, half_logits = _run([full.logits, half.logits])

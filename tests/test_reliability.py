@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_python, start_python, wait_for_log
-from data_prep import convert_to_records, idx
+from mnist_vae.data_prep import convert_to_records, idx
 
 FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
         '--optimizer', 'adam', '--validation_size', '200', '--log_every_n_steps', '25',
@@ -241,7 +241,7 @@ def test_kill_9_during_conversion_leaves_nothing_that_looks_complete(mnist_dir, 
   rng = np.random.RandomState(7)
   for attempt, delay in enumerate(rng.uniform(2.5, 5.0, 3)):
     log_path = str(tmp_path / ('log%d' % attempt))
-    process = start_python(['-m', 'data_prep.convert_to_records', '--mnist_dir',
+    process = start_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
                             mnist_dir, '--output_dir', str(out), '--overwrite'], log_path)
     # Somewhere in start-up, reading or writing (TensorFlow's import takes ~3 s).
     time.sleep(delay)
@@ -254,7 +254,7 @@ def test_kill_9_during_conversion_leaves_nothing_that_looks_complete(mnist_dir, 
         assert sum(1 for _ in tf.data.TFRecordDataset(str(out / name))) == count
     if (out / 'dataset_info.json').exists():
       assert all((out / name).exists() for name in expected)
-  result = run_python(['-m', 'data_prep.convert_to_records', '--mnist_dir',
+  result = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
                        mnist_dir, '--output_dir', str(out)])
   assert result.returncode == 0, result.stderr
   info = json.loads((out / 'dataset_info.json').read_text())

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import REPO_ROOT
-import figures
+from reporting import figures
 
 
 def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):

@@ -11,10 +11,10 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from mnist_vae.data_prep.records import IMAGE_SIDE
+
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
-IMAGE_ROWS = 28
-IMAGE_COLS = 28
 NUM_CLASSES = 10
 
 # The four standard file names, without the optional `.gz` suffix.
@@ -83,9 +83,9 @@ def _check_payload_size(data, path, header_size, dims):
 def parse_images(data, path):
   """Parses IDX image bytes into uint8 [num_images, 28, 28]."""
   dims, header_size = _parse_header(data, path, IMAGES_MAGIC, num_dims=3)
-  if dims[1:] != [IMAGE_ROWS, IMAGE_COLS]:
+  if dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
     raise IdxError('MNIST file %s holds %dx%d images, expected %dx%d'
-                   % (path, dims[1], dims[2], IMAGE_ROWS, IMAGE_COLS))
+                   % (path, dims[1], dims[2], IMAGE_SIDE, IMAGE_SIDE))
   _check_payload_size(data, path, header_size, dims)
   return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
 

@@ -11,10 +11,15 @@ Launchers describe a TensorFlow cluster in one of two ways:
   (worker 0 is the chief).
 
 `resolve_role` turns either into a ClusterRole; None means single-process.
-The rest is the runtime around between-graph replication: where ops go
-(`device_function`), the parameter server's life (`run_parameter_server`,
-ended by the workers' `report_done`), and a non-chief's wait for the chief
-(`wait_for_initialization`).
+The rest is the runtime around between-graph replication, so that train.py's
+loop reads the same for one process and for a cluster:
+
+  run_parameter_server()  a ps's whole life, ended by the workers' reports
+  Worker                  a training task's server, its waits for the chief
+                          (data, initialisation) and its report when done; a
+                          no-op for a single process
+  device_function()       variables on the parameter servers
+  synchronize()           SyncReplicasOptimizer and its session parts
 """
 
 import collections
@@ -24,6 +29,8 @@ import time
 
 from absl import logging
 import tensorflow.compat.v1 as tf
+
+from mnist_vae.data_prep import convert_to_records
 
 ClusterRole = collections.namedtuple('ClusterRole', [
     'cluster',       # dict job name -> list of 'host:port'.
@@ -152,22 +159,99 @@ def report_done(role, target, session_config):
       session.run(reports)
 
 
-def wait_for_initialization(graph, uninitialized, target, session_config,
-                            timeout_sec=600):
-  """Polls until the chief has initialised the variables on the ps.
 
-  Left to itself, a non-chief's session manager looks once and then sleeps
-  30 s before looking again.
+class Worker(object):
+  """This process's part in training: a cluster's training task, or (role
+  None) a single process, for which every call below does nothing.
 
-  Args:
-    graph: the training graph.
-    uninitialized: its `tf.report_uninitialized_variables()` op.
-    target: this task's server target.
+  Attributes:
+    role: the ClusterRole, or None.
+    is_chief: True for the task that initialises, saves and evaluates (a
+      single process is its own chief).
+    target: the session target ('' for a single process).
+    config: the session ConfigProto, with device filters in a cluster.
   """
-  deadline = time.time() + timeout_sec
-  with tf.Session(target, graph=graph, config=session_config) as session:
-    while session.run(uninitialized).size:
+
+  def __init__(self, role, config):
+    self.role = role
+    self.is_chief = role is None or role.is_chief
+    self.config = config
+    self.target = ''
+    if role is None:
+      return
+    # Talk to the parameter servers and to this task only: a chief must not
+    # wait for workers that have not started.
+    config.device_filters.extend(['/job:ps', device_of(role)])
+    self._server = tf.train.Server(
+        tf.train.ClusterSpec(role.cluster), job_name=role.job_name,
+        task_index=role.task_index, config=config)
+    self.target = self._server.target
+    logging.info('Worker %d of %d (%s), chief: %s.', role.worker_index,
+                 role.num_workers, device_of(role), self.is_chief)
+
+  def wait_for_data(self, data_dir, timeout_sec=600):
+    """Non-chief workers leave data preparation to the chief, and wait."""
+    if self.is_chief:
+      return
+    deadline = time.time() + timeout_sec
+    while not convert_to_records.tfrecords_exist(data_dir):
       if time.time() > deadline:
-        raise ClusterError('The chief did not initialise the model within %d s'
-                           % timeout_sec)
-      time.sleep(0.25)
+        raise ClusterError('No TFRecords appeared in %s within %d s (the chief '
+                           'prepares them)' % (data_dir, timeout_sec))
+      time.sleep(1.0)
+
+  def wait_for_chief(self, graph, timeout_sec=600):
+    """Non-chief workers poll until the chief has initialised the variables
+    on the ps (left to itself, a session manager looks once, then sleeps
+    30 s before looking again)."""
+    if self.is_chief:
+      return
+    deadline = time.time() + timeout_sec
+    with graph.as_default(), tf.device(device_function(self.role)):
+      uninitialized = tf.report_uninitialized_variables(tf.global_variables())
+    with tf.Session(self.target, graph=graph, config=self.config) as session:
+      while session.run(uninitialized).size:
+        if time.time() > deadline:
+          raise ClusterError('The chief did not initialise the model within '
+                             '%d s' % timeout_sec)
+        time.sleep(0.25)
+
+  def finish(self, local_steps, step):
+    """Logs this task's share and tells every parameter server it is done."""
+    if self.role is None:
+      return
+    logging.info('Worker %d ran %d local steps; global step %d.',
+                 self.role.worker_index, local_steps, step)
+    report_done(self.role, self.target, self.config)
+
+
+# --sync_replicas and --replicas_to_aggregate, as given.
+SyncReplicas = collections.namedtuple('SyncReplicas', [
+    'sync_replicas', 'replicas_to_aggregate'])
+
+
+class SyncReplicasParts(collections.namedtuple('SyncReplicasParts', [
+    'hook',            # SyncReplicasOptimizer's session hook.
+    'release_tokens',  # lets workers blocked at the end finish, or None.
+])):
+  """What a session needs to run a SyncReplicasOptimizer."""
+
+
+def synchronize(optimizer, sync_replicas, role):
+  """`optimizer` wrapped to aggregate replicas_to_aggregate (default: all)
+  workers' gradients per update: a SyncReplicasOptimizer."""
+  num_workers = role.num_workers if role else 1
+  return tf.train.SyncReplicasOptimizer(
+      optimizer,
+      replicas_to_aggregate=sync_replicas.replicas_to_aggregate or num_workers,
+      total_num_replicas=num_workers)
+
+
+def sync_parts(synced_optimizer, role):
+  """The SyncReplicasParts of a SyncReplicasOptimizer that has applied its
+  gradients."""
+  is_chief = role is None or role.is_chief
+  return SyncReplicasParts(
+      hook=synced_optimizer.make_session_run_hook(is_chief),
+      release_tokens=(synced_optimizer.get_init_tokens_op(
+          num_tokens=role.num_workers if role else 1) if is_chief else None))

@@ -20,10 +20,13 @@ from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import atomic_files
-import figures
-import input_pipeline
-import model
+from mnist_vae import checkpoints
+from mnist_vae import files
+from mnist_vae import images as image_grids
+from mnist_vae import input_pipeline
+from mnist_vae import model
+from mnist_vae.data_prep import records
+from reporting import figures
 
 FLAGS = flags.FLAGS
 LATENT2 = 'latent2'
@@ -148,11 +151,10 @@ def _iw_samples(presets):
 def latent2_figures(run_dir, data_dir, report_dir):
   """The manifold and the posterior means of a 2-d latent model; paths written."""
   checkpoint = tf.train.latest_checkpoint(run_dir)
-  hidden_units, latent_dim = dict(tf.train.list_variables(checkpoint))[
-      'gaussian_encoder/mean/weights']
-  if latent_dim != 2:
+  model_size = checkpoints.model_size(checkpoint)
+  if model_size.latent_dim != 2:
     return []
-  test_path = os.path.join(data_dir, 'test.tfrecords')
+  test_path = records.split_path(data_dir, 'test')
   batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(
       input_pipeline.parse_batch))
   images = np.concatenate([input_pipeline.normalize(pixels).numpy()
@@ -160,16 +162,16 @@ def latent2_figures(run_dir, data_dir, report_dir):
   labels = np.concatenate([labels.numpy() for _, labels in batches])
   with tf.Graph().as_default(), tf.Session() as session:
     z = tf.placeholder(tf.float32, [None, 2])
-    decoded = model.probabilities(model.decode(z, hidden_units, input_pipeline.IMAGE_SIZE))
-    x = tf.placeholder(tf.float32, [None, input_pipeline.IMAGE_SIZE])
-    z_mean, _ = model.encode(x, hidden_units, 2)
+    decoded = model.probabilities(model.decode(z, model_size))
+    x = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
+    z_mean, _ = model.encode(x, model_size)
     tf.train.Saver().restore(session, checkpoint)
     grid = figures.manifold_grid(session.run(decoded, {z: figures.manifold_latents()}))
     means = session.run(z_mean, {x: images})
   manifold = os.path.join(report_dir, 'manifold_latent2.png')
   scatter = os.path.join(report_dir, 'posterior_means_latent2.png')
-  figures.write_rgb_png(manifold, np.stack([grid] * 3, axis=-1))
-  figures.write_rgb_png(scatter, figures.posterior_scatter(means, labels))
+  image_grids.write_png(manifold, grid)
+  image_grids.write_png(scatter, figures.posterior_scatter(means, labels))
   return [manifold, scatter]
 
 
@@ -220,7 +222,7 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
                    % latent2[0]['test']['neg_elbo'], '']
       sections += ['![%s](%s)' % (os.path.basename(p), os.path.basename(p)) for p in paths]
   path = os.path.join(report_dir, 'REPRODUCTION.md')
-  atomic_files.write(path, '\n'.join(sections) + '\n')
+  files.write(path, '\n'.join(sections) + '\n')
   print(summary_table(presets))
   return path
 

@@ -6,15 +6,13 @@ pixels) -> `normalize` (uint8 -> float32 in [0, 1]), wrapped by
 order, every example exactly once). Both yield float32 [batch, 784].
 """
 
+import numpy as np
 import tensorflow as tf
 
-IMAGE_SIZE = 28 * 28
-BINARIZE_MODES = ('none', 'static', 'dynamic')
+from mnist_vae.data_prep import records
+from mnist_vae.data_prep.records import IMAGE_PIXELS
 
-_FEATURES = {
-    'image_raw': tf.io.FixedLenFeature([], tf.string),
-    'label': tf.io.FixedLenFeature([], tf.int64),
-}
+BINARIZE_MODES = ('none', 'static', 'dynamic')
 
 
 class RecordsError(ValueError):
@@ -33,10 +31,10 @@ def parse_batch(serialized):
     images: uint8 [batch, 784].
     labels: int64 [batch].
   """
-  features = tf.io.parse_example(serialized, _FEATURES)
-  images = tf.io.decode_raw(features['image_raw'], tf.uint8)
-  images = tf.reshape(images, [-1, IMAGE_SIZE])
-  return images, features['label']
+  features = tf.io.parse_example(serialized, records.parse_features())
+  images = tf.io.decode_raw(features[records.IMAGE_KEY], tf.uint8)
+  images = tf.reshape(images, [-1, IMAGE_PIXELS])
+  return images, features[records.LABEL_KEY]
 
 
 def normalize(images):
@@ -58,7 +56,7 @@ def binarize_static(images, serialized):
   """
   seeds = tf.strings.to_hash_bucket_fast(serialized, 2**62)
   uniforms = tf.map_fn(
-      lambda seed: tf.random.stateless_uniform([IMAGE_SIZE],
+      lambda seed: tf.random.stateless_uniform([IMAGE_PIXELS],
                                                tf.stack([seed, seed // 3])),
       seeds, fn_output_signature=tf.float32)
   return tf.cast(uniforms < images, tf.float32)
@@ -150,6 +148,16 @@ def eval_dataset(path, batch_size, binarize='none'):
   return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
 
 
+def read_split_images(path, binarize='none'):
+  """Every image of `path`, in order: float32 [n, 784] (n may be 0; binarized
+  with the static sample unless binarize is 'none')."""
+  images_of = _images_fn('none' if binarize == 'none' else 'static')
+  batches = [images.numpy() for images in
+             tf.data.TFRecordDataset(path).batch(10000).map(images_of)]
+  return (np.concatenate(batches) if batches
+          else np.zeros([0, IMAGE_PIXELS], np.float32))
+
+
 def read_first_images(path, count, binarize='none'):
   """Eagerly reads the first `count` images of `path`: float32 [count, 784]
   (binarized with the static sample unless binarize is 'none')."""
@@ -159,8 +167,11 @@ def read_first_images(path, count, binarize='none'):
   raise RecordsError('%s holds no records' % path)
 
 
-def inspect_records(path):
+def inspect_records(path, allow_empty=False):
   """Checks that `path` is a readable TFRecord file of 28x28x1 MNIST Examples.
+
+  An empty file is an error unless allow_empty (a validation split made with
+  --validation_size=0).
 
   Reads every record's framing (catching truncation and CRC errors) and parses
   the first one fully.
@@ -182,6 +193,8 @@ def inspect_records(path):
     raise RecordsError('%s is not a readable TFRecord file (truncated or '
                        'corrupt): %s' % (path, e.message.splitlines()[0])) from e
   if first is None:
+    if allow_empty:
+      return 0
     raise RecordsError('%s holds no records' % path)
   try:
     example = tf.train.Example.FromString(first.numpy())
@@ -189,14 +202,15 @@ def inspect_records(path):
     raise RecordsError('%s does not hold tf.train.Example records: %s'
                        % (path, e)) from e
   feature = example.features.feature
-  missing = [key for key in ('image_raw', 'label') if key not in feature]
+  missing = [key for key in (records.IMAGE_KEY, records.LABEL_KEY)
+             if key not in feature]
   if missing:
     raise RecordsError('%s is not in the MNIST schema: its records lack %s '
                        '(have %s)' % (path, ', '.join(missing),
                                       ', '.join(sorted(feature))))
-  image_bytes = feature['image_raw'].bytes_list.value
-  if len(image_bytes) != 1 or len(image_bytes[0]) != IMAGE_SIZE:
+  image_bytes = feature[records.IMAGE_KEY].bytes_list.value
+  if len(image_bytes) != 1 or len(image_bytes[0]) != IMAGE_PIXELS:
     raise RecordsError(
         '%s holds images of %d bytes; this model needs 28x28x1 = %d'
-        % (path, len(image_bytes[0]) if image_bytes else 0, IMAGE_SIZE))
+        % (path, len(image_bytes[0]) if image_bytes else 0, IMAGE_PIXELS))
   return count

@@ -13,7 +13,7 @@ import urllib.request
 from absl import logging
 import tensorflow as tf
 
-from data_prep import idx
+from mnist_vae.data_prep import idx
 
 # SHA256 of the published .gz archives (the MNIST ones match Yann LeCun's
 # md5s; the Fashion-MNIST ones match Zalando Research's md5s).

@@ -11,8 +11,8 @@ import statistics
 import numpy as np
 from PIL import Image, ImageDraw
 
-import atomic_files
-import image_grids
+from mnist_vae import files
+from mnist_vae import images
 
 # Ten distinguishable colours, one per digit (Tableau 10).
 DIGIT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
@@ -35,7 +35,7 @@ def manifold_latents(grid_size=20):
 
 def manifold_grid(decoded, grid_size=20):
   """Decoder means for `manifold_latents` -> one uint8 grid, no padding."""
-  return image_grids.tile(image_grids.to_uint8(decoded), grid_size, pad=0)
+  return images.tile(images.to_uint8(decoded), grid_size, pad=0)
 
 
 def posterior_scatter(means, labels, size=600, radius=1):
@@ -61,12 +61,6 @@ def posterior_scatter(means, labels, size=600, radius=1):
   return np.asarray(image)
 
 
-def write_rgb_png(path, pixels):
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format='PNG')
-  atomic_files.write(path, buffer.getvalue())
-
-
 def training_curves(path, curves, title):
   """Plots {label: (steps, values)} into a PNG; False when matplotlib is absent."""
   try:
@@ -89,5 +83,5 @@ def training_curves(path, curves, title):
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', bbox_inches='tight')
   pyplot.close(figure)
-  atomic_files.write(path, buffer.getvalue())
+  files.write(path, buffer.getvalue())
   return True

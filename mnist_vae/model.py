@@ -21,6 +21,8 @@ import math
 
 import tensorflow.compat.v1 as tf
 
+from mnist_vae.data_prep.records import IMAGE_PIXELS
+
 # Outputs of the decoder are clipped to [EPSILON, 1 - EPSILON] and EPSILON is
 # added inside each log, exactly as in the original.
 EPSILON = 1e-8
@@ -33,11 +35,17 @@ OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
 NUMERICS_CHECK_LOSS = 'non-finite loss'
 NUMERICS_CHECK_GRADIENTS = 'non-finite gradients'
 
+# The size of the network: everything a graph-building function needs to know
+# to create (or reuse) the variables of a checkpoint.
+ModelSize = collections.namedtuple(
+    'ModelSize', ['hidden_units', 'latent_dim', 'image_pixels'],
+    defaults=(IMAGE_PIXELS,))
+
 Inference = collections.namedtuple(
     'Inference', ['z_mean', 'z_stddev', 'z', 'logits'])
 LossTerms = collections.namedtuple('LossTerms', [
     'log_likelihood',  # float32 [batch]: log p(x | z), summed over pixels.
-    'kl',              # float32 [batch]: KL(q(z | x) || p(z)).
+    'kl_per_example',  # float32 [batch]: KL(q(z | x) || p(z)).
     'reconstruction',  # float32 []: mean over the batch of -log_likelihood.
     'kl_divergence',   # float32 []: mean over the batch of kl.
     'neg_elbo',        # float32 []: reconstruction + kl_divergence.
@@ -79,17 +87,23 @@ def dense(inputs, units, name, matmul_dtype=tf.float32):
 
 
 def _dropout(inputs, keep_prob):
-  """Inverted dropout: keeps each unit with probability ~keep_prob, scaled up.
+  """Inverted dropout: keeps each unit with probability keep_prob, scaled up.
 
   TF1's `tf.nn.dropout(x, 0.9)` meant *keep* 0.9 (TF2's means drop 0.9). The
   mask comes from 16-bit uniforms, two per 32-bit random draw, which halves
-  the random numbers generated: the four masks of a step take 1.08 ms instead
-  of tf.nn.dropout's 1.51 ms here (bench/throughput.py). The probability kept
-  is round(keep_prob * 65536) / 65536, within 8e-6 of keep_prob.
+  the random numbers generated (bench/throughput.py measures the masks). The
+  probability kept is then round(keep_prob * 65536) / 65536, within 8e-6 of
+  keep_prob; where that rounds to 0 or to 65536 (keep_prob below 2^-17 or
+  above 1 - 2^-17) 16 bits cannot express it, and a float32 uniform decides.
   """
-  if keep_prob >= 1.0:
+  if not 0.0 < keep_prob <= 1.0:
+    raise ValueError('keep_prob must be in (0, 1], not %r' % keep_prob)
+  if keep_prob == 1.0:
     return inputs
   threshold = int(round(keep_prob * 65536))
+  if not 0 < threshold < 65536:
+    keep = tf.random.uniform(tf.shape(inputs)) < keep_prob
+    return tf.where(keep, inputs * (1.0 / keep_prob), tf.zeros_like(inputs))
   size = tf.size(inputs)
   bits = tf.random.uniform([(size + 1) // 2], minval=-2**31, maxval=2**31 - 1,
                            dtype=tf.int32)
@@ -98,14 +112,13 @@ def _dropout(inputs, keep_prob):
   return tf.where(keep, inputs * (65536.0 / threshold), tf.zeros_like(inputs))
 
 
-def encode(images, hidden_units, latent_dim, keep_prob=1.0,
-           matmul_dtype=tf.float32):
+def encode(images, model_size, keep_prob=1.0, matmul_dtype=tf.float32):
   """Gaussian MLP encoder q(z | x).
 
   Args:
-    images: float32 [batch, 784] in [0, 1].
-    hidden_units: width of both hidden layers (500 in the original).
-    latent_dim: size of z (20 in the original).
+    images: float32 [batch, image_pixels] in [0, 1].
+    model_size: ModelSize; hidden_units is the width of both hidden layers
+      (500 in the original), latent_dim the size of z (20).
     keep_prob: dropout keep probability; 1.0 turns dropout off.
     matmul_dtype: see `dense`.
 
@@ -113,6 +126,7 @@ def encode(images, hidden_units, latent_dim, keep_prob=1.0,
     z_mean: float32 [batch, latent_dim].
     z_stddev: float32 [batch, latent_dim], at least 1e-6.
   """
+  hidden_units, latent_dim = model_size.hidden_units, model_size.latent_dim
   with tf.variable_scope(ENCODER_SCOPE, reuse=tf.AUTO_REUSE):
     hidden = _dropout(tf.nn.elu(
         dense(images, hidden_units, 'fc1', matmul_dtype)), keep_prob)
@@ -129,26 +143,25 @@ def reparameterize(z_mean, z_stddev, noise):
   return z_mean + z_stddev * noise
 
 
-def decode(z, hidden_units, output_size, keep_prob=1.0,
-           matmul_dtype=tf.float32):
+def decode(z, model_size, keep_prob=1.0, matmul_dtype=tf.float32):
   """Bernoulli MLP decoder p(x | z).
 
   Args:
     z: float32 [batch, latent_dim].
-    hidden_units: width of both hidden layers.
-    output_size: number of pixels (784).
+    model_size: ModelSize.
     keep_prob: dropout keep probability; 1.0 turns dropout off.
     matmul_dtype: see `dense`.
 
   Returns:
-    logits: float32 [batch, output_size]; see `probabilities`.
+    logits: float32 [batch, image_pixels]; see `probabilities`.
   """
+  hidden_units = model_size.hidden_units
   with tf.variable_scope(DECODER_SCOPE, reuse=tf.AUTO_REUSE):
     hidden = _dropout(tf.nn.tanh(
         dense(z, hidden_units, 'fc1', matmul_dtype)), keep_prob)
     hidden = _dropout(tf.nn.elu(
         dense(hidden, hidden_units, 'fc2', matmul_dtype)), keep_prob)
-    return dense(hidden, output_size, 'output', matmul_dtype)
+    return dense(hidden, model_size.image_pixels, 'output', matmul_dtype)
 
 
 def probabilities(logits):
@@ -156,16 +169,16 @@ def probabilities(logits):
   return tf.clip_by_value(tf.sigmoid(logits), EPSILON, 1.0 - EPSILON)
 
 
-def inference(images, hidden_units, latent_dim, keep_prob=1.0, noise=None,
-              seed=None, matmul_dtype=tf.float32):
+def inference(images, model_size, keep_prob=1.0, noise=None, seed=None,
+              matmul_dtype=tf.float32):
   """Encoder, one reparameterized draw of z, decoder.
 
   Calls share variables, so a training tower (keep_prob < 1) and deterministic
   evaluation towers (keep_prob = 1) can be built over the same weights.
 
   Args:
-    images: float32 [batch, 784] in [0, 1].
-    hidden_units, latent_dim: network size.
+    images: float32 [batch, image_pixels] in [0, 1].
+    model_size: ModelSize.
     keep_prob: dropout keep probability (training only).
     noise: float32 [batch, latent_dim] standard normal draws; None draws them
       here with `seed`.
@@ -175,13 +188,11 @@ def inference(images, hidden_units, latent_dim, keep_prob=1.0, noise=None,
   Returns:
     Inference(z_mean, z_stddev, z, logits).
   """
-  z_mean, z_stddev = encode(images, hidden_units, latent_dim, keep_prob,
-                            matmul_dtype)
+  z_mean, z_stddev = encode(images, model_size, keep_prob, matmul_dtype)
   if noise is None:
     noise = tf.random.normal(tf.shape(z_mean), seed=seed)
   z = reparameterize(z_mean, z_stddev, noise)
-  logits = decode(z, hidden_units, int(images.shape[-1]), keep_prob,
-                  matmul_dtype)
+  logits = decode(z, model_size, keep_prob, matmul_dtype)
   return Inference(z_mean, z_stddev, z, logits)
 
 
@@ -248,15 +259,18 @@ def loss(images, inference_outputs):
     and `neg_elbo` in the current name scope.
   """
   log_likelihood = bernoulli_log_likelihood(images, inference_outputs.logits)
-  kl = gaussian_kl(inference_outputs.z_mean, inference_outputs.z_stddev)
+  kl_per_example = gaussian_kl(inference_outputs.z_mean,
+                               inference_outputs.z_stddev)
   reconstruction = tf.negative(tf.reduce_mean(log_likelihood),
                                name='reconstruction')
-  kl_divergence = tf.reduce_mean(kl, name='kl_divergence')
+  kl_divergence = tf.reduce_mean(kl_per_example, name='kl_divergence')
   neg_elbo = tf.add(reconstruction, kl_divergence, name='neg_elbo')
-  return LossTerms(log_likelihood, kl, reconstruction, kl_divergence, neg_elbo)
+  return LossTerms(log_likelihood, kl_per_example, reconstruction,
+                   kl_divergence, neg_elbo)
 
 
-def log_importance_weights(images, z_mean, z_stddev, noise, hidden_units):
+def log_importance_weights(images, z_mean, z_stddev, noise, model_size,
+                           with_log_likelihood=False):
   """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for K draws of z.
 
   log(mean_k w_k) is the importance-weighted bound on log p(x) of Burda et
@@ -268,16 +282,17 @@ def log_importance_weights(images, z_mean, z_stddev, noise, hidden_units):
     images: float32 [batch, pixels] in [0, 1].
     z_mean, z_stddev: float32 [batch, latent_dim], the encoder's outputs.
     noise: float32 [K, batch, latent_dim] standard normal draws.
-    hidden_units: decoder width.
+    model_size: ModelSize.
+
+    with_log_likelihood: also return the log p(x | z_k) part.
 
   Returns:
-    float32 [K, batch].
+    float32 [K, batch]; with with_log_likelihood, (that, log p(x | z_k)
+    float32 [K, batch]).
   """
   num_draws, batch = tf.shape(noise)[0], tf.shape(images)[0]
-  latent_dim = int(noise.shape[-1])
   z = z_mean[None] + z_stddev[None] * noise
-  logits = decode(tf.reshape(z, [-1, latent_dim]), hidden_units,
-                  int(images.shape[-1]))
+  logits = decode(tf.reshape(z, [-1, model_size.latent_dim]), model_size)
   log_likelihood = tf.reshape(
       bernoulli_log_likelihood(tf.tile(images, [num_draws, 1]), logits),
       [num_draws, batch])
@@ -285,7 +300,17 @@ def log_importance_weights(images, z_mean, z_stddev, noise, hidden_units):
   log_prior = -0.5 * tf.reduce_sum(tf.square(z) + log_2pi, axis=-1)
   log_posterior = (-0.5 * tf.reduce_sum(tf.square(noise) + log_2pi, axis=-1)
                    - tf.reduce_sum(tf.log(z_stddev), axis=-1)[None])
-  return log_likelihood + log_prior - log_posterior
+  log_weights = log_likelihood + log_prior - log_posterior
+  if with_log_likelihood:
+    return log_weights, log_likelihood
+  return log_weights
+
+
+def model_variables():
+  """The encoder's and decoder's variables in the current graph: what a
+  checkpoint must hold to evaluate the model (optimizer state aside)."""
+  return (tf.global_variables(ENCODER_SCOPE + '/')
+          + tf.global_variables(DECODER_SCOPE + '/'))
 
 
 def add_loss_summaries(loss_terms, prefix):

@@ -25,4 +25,5 @@ def write(path, content):
 
 
 def write_json(path, content):
+  """Writes `content` as indented JSON to `path` atomically."""
   write(path, json.dumps(content, indent=2, sort_keys=True))

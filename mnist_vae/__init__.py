@@ -1,0 +1,17 @@
+"""The TF1 MLP variational autoencoder on MNIST, on tf.compat.v1.
+
+The data flow, one module a stage:
+
+  data_prep/         IDX files -> TFRecords (records.py: file names, schema)
+  input_pipeline.py  TFRecords -> tf.data batches of float32 [batch, 784]
+  model.py           the graph: encoder, decoder, losses, optimizer step
+  training.py        the training graph and session that train.py runs
+  evaluation.py      the negative ELBO of a whole split
+  images.py          image grids, PNGs and image summaries
+
+Entry points (each also a console script): train.py (vae-train),
+evaluate.py (vae-evaluate), data_prep/convert_to_records.py
+(vae-convert-mnist). Around them: cli.py (strict flags, one-line errors),
+cluster.py (parameter servers and workers), checkpoints.py (what a checkpoint
+holds), files.py (atomic writes).
+"""

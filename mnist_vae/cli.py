@@ -1,0 +1,61 @@
+"""What every entry point does the same way: strict flags, one-line errors.
+
+- An unknown flag, on the command line or in a --flagfile, is an error that
+  names it and the closest defined flag (absl's "Did you mean"), never a
+  silent fallback to a default.
+- An error whose message is the whole story is logged on one line (the
+  traceback with --verbosity=1) and the program exits with status 1.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow.compat.v1 as tf
+
+FLAGS = flags.FLAGS
+
+
+def _show_flags_in_short_help(module_name):
+  """--helpshort lists the flags of the program's main module, which absl
+  takes to be sys.argv[0]; the flags here are defined in `module_name`
+  (the entry point behind train.py, vae-train, ...), so list them there too."""
+  for flag in FLAGS.get_key_flags_for_module(module_name):
+    FLAGS.register_flag_by_module(sys.argv[0], flag)
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    sys.stderr.write('FATAL Flags parsing error: %s\nPass --helpshort or '
+                     '--helpfull to see help on flags.\n' % error)
+    sys.exit(1)
+
+
+def run(main, define_flags, module_name):
+  """Defines the flags, parses them strictly and runs main(argv)."""
+  define_flags()
+  _show_flags_in_short_help(module_name)
+  app.run(main, flags_parser=_parse_flags)
+
+
+def reject_extra_arguments(argv):
+  """Positional arguments are a mistake here (a flag without its --, a path
+  in the wrong place): say which."""
+  if argv[1:]:
+    raise app.UsageError('Unexpected arguments (every input is a --flag): %s'
+                         % ' '.join(argv[1:]))
+
+
+def report(error):
+  """Logs an expected error on one line; returns the exit status 1."""
+  logging.error('%s', error, exc_info=logging.level_debug())
+  return 1
+
+
+def quiet_tensorflow_logger():
+  """TensorFlow's logger has a handler of its own; absl's already prints."""
+  tf.get_logger().handlers.clear()

@@ -1,0 +1,224 @@
+"""Evaluates checkpoints: negative ELBO and importance-weighted NLL of a split.
+
+Loads a checkpoint written by train.py (the latest by default) and reports,
+with dropout off and averaged over every example of the split (see
+mnist_vae/evaluation.py, the evaluator train.py uses too):
+
+  neg_elbo = reconstruction + kl_divergence, with --num_samples draws of z
+             per example for the reconstruction term (the KL is exact);
+  iw_nll   = -log p(x) estimated with --iw_samples importance samples
+             (Burda et al. 2015), computed --iw_chunk samples at a time so
+             memory stays bounded; an upper bound on the true NLL that
+             tightens with more samples.
+
+Results are printed and written as JSON. The draws depend only on --seed and
+the example's index in the split, so results are reproducible and equal
+train.py's metrics.json for the same checkpoint.
+
+Usage:
+  python evaluate.py --data_dir data/mnist --train_dir runs/original --split test
+  python evaluate.py --data_dir data/mnist --train_dir runs/original --watch
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import json
+import time
+
+from absl import flags
+from absl import logging
+import tensorflow.compat.v1 as tf
+
+from mnist_vae import checkpoints
+from mnist_vae import cli
+from mnist_vae import evaluation
+from mnist_vae import files
+from mnist_vae import input_pipeline
+from mnist_vae import model
+from mnist_vae.data_prep import records
+
+FLAGS = flags.FLAGS
+
+
+class EvaluationError(RuntimeError):
+  """The checkpoint or the data cannot be evaluated; the message says why."""
+
+
+def define_flags():
+  """Defines evaluate.py's flags (its entry point only)."""
+  flags.DEFINE_string('data_dir', 'data/mnist',
+                      help='Directory with train/validation/test.tfrecords.')
+  flags.DEFINE_string('train_dir', None,
+                      help='The training run: where its checkpoints are and '
+                      'where results are written.')
+  flags.DEFINE_string('checkpoint', None,
+                      help='A checkpoint path (model.ckpt-N); default: the '
+                      'latest in --train_dir.')
+  flags.DEFINE_enum('split', 'test', records.SPLITS,
+                    help='Which split to evaluate.')
+  flags.DEFINE_integer('num_samples', 1, lower_bound=1,
+                       help='Draws of z per example for the ELBO.')
+  flags.DEFINE_integer('iw_samples', 1000, lower_bound=0,
+                       help='Importance samples per example for -log p(x); '
+                       '0 skips it.')
+  flags.DEFINE_integer('iw_chunk', 100, lower_bound=1,
+                       help='Importance samples decoded at once (memory bound).')
+  flags.DEFINE_integer('batch_size', 100, lower_bound=1,
+                       help='Examples per batch (does not change results).')
+  flags.DEFINE_integer('seed', evaluation.DEFAULT_SEED, lower_bound=0,
+                       help='Seed of the draws of z; train.py\'s metrics.json '
+                       'uses the default.')
+  flags.DEFINE_enum('binarize', None, input_pipeline.BINARIZE_MODES,
+                    help='As the model was trained: none (grey levels) or a '
+                    'binarized mode (evaluates on the static binary sample). '
+                    'Default: the mode TRAIN_DIR/config.json (written when '
+                    'training starts) records.')
+  flags.DEFINE_string('output', None,
+                      help='JSON file for the results; default: '
+                      'TRAIN_DIR/eval_<split>_step_<N>.json.')
+  flags.DEFINE_boolean('watch', False,
+                       help='Keep evaluating each new checkpoint in --train_dir '
+                       'as training writes it (an evaluator job beside '
+                       'training).')
+  flags.DEFINE_integer('watch_timeout_sec', 600, lower_bound=1,
+                       help='With --watch: stop after this long without a new '
+                       'checkpoint.')
+  flags.mark_flag_as_required('train_dir')
+
+
+class EvaluationError(RuntimeError):
+  """The checkpoint or the data cannot be evaluated; the message says why."""
+
+
+# Files train.py writes in --train_dir that record the run's configuration:
+# config.json from the start of training, metrics.json at its end (older runs
+# have only the latter).
+RUN_CONFIG_FILES = ('config.json', 'metrics.json')
+
+
+def trained_binarize_mode(train_dir):
+  """The --binarize the run in train_dir was trained with: evaluating a
+  binarized model on grey levels, or the other way round, gives numbers that
+  look plausible and mean nothing."""
+  for name in RUN_CONFIG_FILES:
+    path = os.path.join(train_dir, name)
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        content = json.load(f)
+    except tf.errors.NotFoundError:
+      continue
+    except ValueError as e:
+      raise EvaluationError('%s is not valid JSON (%s): pass --binarize'
+                            % (path, e)) from e
+    mode = content.get('config', content).get('binarize', 'none')
+    logging.info('Evaluating with --binarize=%s, as %s says.', mode, path)
+    return mode
+  logging.info('No %s in %s: evaluating grey levels (pass --binarize if the '
+               'model was trained binarized).', ' or '.join(RUN_CONFIG_FILES),
+               train_dir)
+  return 'none'
+
+
+def load_split(data_dir, split, binarize):
+  """Every image of the split: float32 [n, 784]; EvaluationError if none."""
+  path = records.split_path(data_dir, split)
+  input_pipeline.inspect_records(path, allow_empty=True)
+  images = input_pipeline.read_split_images(path, binarize)
+  if not len(images):
+    raise EvaluationError(
+        '%s holds no examples: these TFRecords were made with '
+        '--validation_size=0, so there is no %s split to evaluate.'
+        % (path, split))
+  return images
+
+
+def _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
+  """The checkpoints to evaluate: the given one, the latest, or (watch) each
+  new one as it appears."""
+  if watch:
+    return tf.train.checkpoints_iterator(train_dir, timeout=watch_timeout_sec)
+  checkpoint = checkpoint or tf.train.latest_checkpoint(train_dir)
+  if not checkpoint:
+    raise EvaluationError('No checkpoint in %s' % train_dir)
+  return [checkpoint]
+
+
+def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
+                   num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
+                   seed=evaluation.DEFAULT_SEED, output=None, watch=False,
+                   watch_timeout_sec=600, binarize=None):
+  """Evaluates one checkpoint (or, with watch, each new one); returns the
+  results. binarize None means as the run in train_dir was trained.
+
+  Raises:
+    checkpoints.CheckpointError: a checkpoint to evaluate cannot be read (with
+      watch, one that training deleted meanwhile is skipped instead).
+  """
+  binarize = binarize or trained_binarize_mode(train_dir)
+  images = load_split(data_dir, split, binarize)
+  graph, results = None, []
+  for path in _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
+    start = time.time()
+    try:
+      model_size = checkpoints.model_size(path)
+      step = checkpoints.step_of(path)
+      if graph is None:
+        graph = tf.Graph()
+        with graph.as_default():
+          evaluator = evaluation.Evaluator(
+              model_size, num_samples=num_samples, iw_samples=iw_samples,
+              iw_chunk=iw_chunk, batch_size=batch_size, seed=seed)
+          saver = tf.train.Saver(model.model_variables())
+        session = tf.Session(graph=graph)
+      with graph.as_default():  # Restoring builds ops in the graph.
+        saver.restore(session, path)
+    except (checkpoints.CheckpointError, tf.errors.NotFoundError) as e:
+      if not watch:
+        if isinstance(e, checkpoints.CheckpointError):
+          raise
+        raise checkpoints.CheckpointError('Cannot restore checkpoint %s: %s'
+                                          % (path, e.message)) from e
+      # Training deletes old checkpoints (it keeps five) while we watch.
+      logging.warning('%s disappeared before it was evaluated; skipped.', path)
+      continue
+    result = evaluator.evaluate(session, images)
+    result.update(split=split, binarize=binarize, checkpoint=path, step=step,
+                  wall_time_sec=time.time() - start)
+    logging.info('%s step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s '
+                 'over %d examples', split, step, result['neg_elbo'],
+                 result['reconstruction'], result['kl_divergence'],
+                 ', iw_nll %.3f (k=%d)' % (result['iw_nll'], iw_samples)
+                 if iw_samples else '', result['num_examples'])
+    files.write_json(output or os.path.join(
+        train_dir, 'eval_%s_step_%06d.json' % (split, step)), result)
+    print(json.dumps(result, sort_keys=True))
+    results.append(result)
+  return results
+
+
+def main(argv):
+  cli.reject_extra_arguments(argv)
+  cli.quiet_tensorflow_logger()
+  try:
+    run_evaluation(data_dir=FLAGS.data_dir, train_dir=FLAGS.train_dir,
+                   checkpoint=FLAGS.checkpoint, split=FLAGS.split,
+                   num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
+                   iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
+                   seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
+                   watch_timeout_sec=FLAGS.watch_timeout_sec,
+                   binarize=FLAGS.binarize)
+  except (EvaluationError, input_pipeline.RecordsError,
+          checkpoints.CheckpointError) as e:
+    return cli.report(e)
+  return 0
+
+
+def run():
+  """Console-script entry point (vae-evaluate)."""
+  cli.run(main, define_flags, __name__)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,432 @@
+"""Trains the MLP variational autoencoder on MNIST TFRecords (tf.compat.v1 graph).
+
+Data flow: IDX files -> data_prep -> TFRecords -> input_pipeline (tf.data)
+-> model (graph) -> this session loop -> PNGs, checkpoints, summaries, metrics.
+
+Usage:
+  python train.py --mnist_dir ../shared/mnist --train_dir /tmp/run
+  python train.py --flagfile my_run.flags   # one --flag=value per line
+
+Re-running with the same --train_dir resumes from its latest checkpoint. In a
+cluster (TF_CONFIG, or --ps_hosts/--worker_hosts/--job_name/--task_index) a
+parameter server only serves (cluster.run_parameter_server); every training
+task runs `run_training`, whose cluster differences are cluster.Worker's.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import signal
+import time
+
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from mnist_vae import checkpoints
+from mnist_vae import cli
+from mnist_vae import cluster
+from mnist_vae import files
+from mnist_vae import images
+from mnist_vae import input_pipeline
+from mnist_vae import model
+from mnist_vae import training
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import download
+from mnist_vae.data_prep import idx
+from mnist_vae.data_prep import records
+
+# Flags that job launchers add to every task's command line (Alibaba PAI);
+# accepted and logged, so that a typo in any other flag is still an error.
+LAUNCHER_FLAGS = ('tables', 'outputs')
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines train.py's flags in `flag_values` (by its entry point, so that
+  other programs can import this module; the benchmark reads the defaults
+  from a FlagValues of its own)."""
+  flags.DEFINE_string('data_dir', None,
+                      flag_values=flag_values, help='Directory with train/validation/test.tfrecords. '
+                      'Default: data/<dataset>. Made from --mnist_dir (or '
+                      '--download) when the files are missing.')
+  flags.DEFINE_string('train_dir', 'runs/vae',
+                      flag_values=flag_values, help='Directory for checkpoints, TensorBoard summaries, '
+                      'images/ and metrics.json. An existing checkpoint here is '
+                      'resumed.')
+  flags.DEFINE_string('mnist_dir', None,
+                      flag_values=flag_values, help='Directory with the four MNIST IDX files (gzip or '
+                      'not), converted into --data_dir when that has no '
+                      'TFRecords.')
+  flags.DEFINE_boolean('download', False,
+                       flag_values=flag_values, help='When --data_dir has no TFRecords, first download '
+                       'the IDX files that are missing (SHA256-verified) into '
+                       '--mnist_dir, or DATA_DIR/raw.')
+  flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
+                    flag_values=flag_values, help='Dataset to prepare when the TFRecords are missing.')
+  flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
+                       flag_values=flag_values, help='When preparing TFRecords: leading training images '
+                       'held out as the validation split.')
+  flags.DEFINE_integer('batch_size', 128, lower_bound=1,
+                       flag_values=flag_values, help='Training examples per step.')
+  flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
+                    flag_values=flag_values, help='sgd is the original script\'s; adam is the upstream '
+                    'repository\'s; momentum uses 0.9.')
+  flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
+                     flag_values=flag_values, help='Optimizer learning rate.')
+  flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
+                       flag_values=flag_values, help='Train until the global step reaches this value.')
+  flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+                       flag_values=flag_values, help='Number of dimensions in the latent code z.')
+  flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
+                       flag_values=flag_values, help='Width of each of the two hidden layers of the '
+                       'encoder and of the decoder.')
+  flags.DEFINE_float('keep_prob', 0.9,
+                     flag_values=flag_values, help='Dropout keep probability in (0, 1] after each hidden '
+                     'layer while training (1 = no dropout). Evaluation, '
+                     'reconstruction and sampling never use dropout.')
+  flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
+                       flag_values=flag_values, help='Log losses and examples/s, and write scalar '
+                       'summaries, every this many steps.')
+  flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
+                       flag_values=flag_values, help='Write reconstruction and prior-sample PNGs every '
+                       'this many steps (and at the end); 0 = only at the end.')
+  flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
+                       flag_values=flag_values, help='Evaluate the negative ELBO on the validation set '
+                       'every this many steps; 0 = only at the end.')
+  flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
+                       flag_values=flag_values, help='Save a checkpoint every this many steps (and at '
+                       'the end).')
+  flags.DEFINE_integer('seed', 0, lower_bound=0,
+                       flag_values=flag_values, help='Seed of initialisation, dropout, z draws and the '
+                       'shuffle order.')
+  flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
+                       flag_values=flag_values, help='Examples held by the shuffle buffer; 0 = the whole '
+                       'training set (a uniform shuffle every epoch).')
+  flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
+                       flag_values=flag_values, help='Batch size of evaluation (does not change results).')
+  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
+                       flag_values=flag_values, help='Threads inside one op; 0 = TensorFlow picks.')
+  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
+                       flag_values=flag_values, help='Ops run in parallel; 0 = TensorFlow picks.')
+  flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
+                    flag_values=flag_values, help='none: grey levels, as the original; static: one fixed '
+                    'Bernoulli sample per image; dynamic: a new sample per use '
+                    'in training (evaluation then uses the static sample).')
+  flags.DEFINE_enum('matmul_precision', 'float32', tuple(training.MATMUL_DTYPES),
+                    flag_values=flag_values, help='bfloat16: training multiplies in bfloat16 (variables, '
+                    'loss and evaluation stay float32). Faster only on CPUs '
+                    'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
+  flags.DEFINE_string('ps_hosts', '',
+                      flag_values=flag_values, help='Cluster: comma-separated host:port of the parameter '
+                      'servers (or give TF_CONFIG instead of these four flags).')
+  flags.DEFINE_string('worker_hosts', '',
+                      flag_values=flag_values, help='Cluster: comma-separated host:port of the workers; '
+                      'worker 0 is the chief.')
+  flags.DEFINE_string('job_name', '', flag_values=flag_values, help='Cluster: ps or worker.')
+  flags.DEFINE_integer('task_index', 0, lower_bound=0,
+                       flag_values=flag_values, help='Cluster: index of this task within its job.')
+  flags.DEFINE_boolean('sync_replicas', False,
+                       flag_values=flag_values, help='Cluster: aggregate gradients of '
+                       '--replicas_to_aggregate workers per update '
+                       '(SyncReplicasOptimizer) instead of asynchronous updates.')
+  flags.DEFINE_integer('replicas_to_aggregate', 0, lower_bound=0,
+                       flag_values=flag_values, help='With --sync_replicas: gradients per update; 0 = '
+                       'the number of workers.')
+  flags.DEFINE_string('buckets', None,
+                      flag_values=flag_values, help='Alibaba PAI\'s name for --data_dir.')
+  flags.DEFINE_string('checkpointDir', None,
+                      flag_values=flag_values, help='Alibaba PAI\'s name for --train_dir.')
+  for name in LAUNCHER_FLAGS:
+    flags.DEFINE_string(name, None, flag_values=flag_values, help='Alibaba PAI passes --%s; accepted '
+                        'and logged, not used.' % name)
+  flags.register_validator('keep_prob', lambda value: 0.0 < value <= 1.0,
+                           message='--keep_prob must be in (0, 1]',
+                           flag_values=flag_values)
+
+
+
+FLAGS = flags.FLAGS
+
+IMAGES_SUBDIR = 'images'
+METRICS_FILE = 'metrics.json'
+# Written when training starts: what an evaluator running beside training
+# needs to know about the run (binarize mode, sizes) before metrics.json.
+CONFIG_FILE = 'config.json'
+
+
+class TrainingError(RuntimeError):
+  """Training cannot start or go on; the message says why."""
+
+
+# Errors whose message is the whole story: reported in one line, no traceback.
+EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
+                   convert_to_records.ConversionError, download.DownloadError,
+                   cluster.ClusterError, checkpoints.CheckpointError)
+
+
+def prepare_data(data):
+  """Makes the TFRecords of `data` (a training.DataSource) if needed.
+
+  Returns:
+    {split: (path, number of examples)}.
+  """
+  if not convert_to_records.tfrecords_exist(data.data_dir):
+    convert_to_records.prepare(data.data_dir, mnist_dir=data.mnist_dir,
+                               download_idx=data.download, dataset=data.dataset,
+                               validation_size=data.validation_size)
+  return {split: (records.split_path(data.data_dir, split),
+                  input_pipeline.inspect_records(
+                      records.split_path(data.data_dir, split),
+                      allow_empty=split == 'validation'))
+          for split in records.SPLITS}
+
+
+def _numerics_error(error, step, optimizer_settings, train_dir):
+  """A TrainingError explaining a failed numerics check of `model.training`."""
+  what = ('loss' if model.NUMERICS_CHECK_LOSS in error.message
+          else 'gradients')
+  kind = 'NaN' if 'NaN' in error.message else 'Inf'
+  return TrainingError(
+      'The %s became %s at step %d; the update was not applied. Likely cause: '
+      'the learning rate (%g) is too high for --optimizer=%s. The last '
+      'checkpoint in %s is untouched: resume from it with a lower '
+      '--learning_rate.' % (what, kind, step, optimizer_settings.learning_rate,
+                            optimizer_settings.optimizer, train_dir))
+
+
+def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
+                 step_settings, eval_batch_size, threads, role=None,
+                 sync_replicas=None):
+  """Trains (or resumes), writes images and checkpoints, evaluates at the end.
+
+  Args:
+    train_dir: where checkpoints, summaries, images/, config.json and
+      metrics.json go.
+    data: training.DataSource.
+    model_size: model.ModelSize.
+    optimizer_settings: training.OptimizerSettings.
+    schedule: training.Schedule.
+    step_settings: training.StepSettings.
+    eval_batch_size: examples per evaluation batch.
+    threads: training.Threads.
+    role: the cluster.ClusterRole of a training task, None for one process.
+    sync_replicas: cluster.SyncReplicas, None for asynchronous updates.
+
+  SIGTERM or SIGINT stops the run after the current step with a checkpoint and
+  the metrics so far.
+
+  Returns:
+    The metrics dict, also written to train_dir/metrics.json by the chief;
+    its 'interrupted_by' names the signal that stopped the run, if one did.
+  """
+  start_time = time.time()
+  config = dict(train_dir=train_dir, eval_batch_size=eval_batch_size,
+                **data._asdict(), **model_size._asdict(),
+                **optimizer_settings._asdict(), **schedule._asdict(),
+                **step_settings._asdict(), **threads._asdict(),
+                **(sync_replicas or cluster.SyncReplicas(False, 0))._asdict())
+  worker = cluster.Worker(role, training.session_config(threads))
+  worker.wait_for_data(data.data_dir)
+  splits = prepare_data(data)
+  images_dir = _make_train_dir(train_dir, splits['train'], step_settings)
+  checkpoint, initial_step = checkpoints.latest(train_dir)
+  if worker.is_chief:
+    files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
+    _log_start(checkpoint, initial_step, schedule.max_steps)
+  # Evaluation feeds whole splits, binarized as in training.
+  split_images = {split: input_pipeline.read_split_images(
+      path, step_settings.binarize) for split, (path, _) in splits.items()
+                  if split != 'train'}
+  graph = training.build_training_graph(
+      train_path=splits['train'][0], num_train=splits['train'][1],
+      fixed_images=split_images['test'][:images.NUM_GRID_IMAGES],
+      model_size=model_size, optimizer_settings=optimizer_settings,
+      step_settings=step_settings, eval_batch_size=eval_batch_size,
+      initial_step=initial_step, worker=worker, sync_replicas=sync_replicas)
+  with graph.graph.as_default(), training.StopSignals() as stop_signals:
+    if checkpoint:
+      checkpoints.check_matches(checkpoint, tf.global_variables(),
+                                optimizer_settings.optimizer)
+    worker.wait_for_chief(graph.graph)
+    summary_writer = (tf.summary.FileWriterCache.get(train_dir)
+                      if worker.is_chief else None)
+    with training.monitored_session(graph, train_dir, schedule, worker.config,
+                                    worker.target, worker.is_chief) as session:
+      if worker.is_chief:
+        graph.grid_writer.write_inputs(images_dir)
+      progress = _train(session, graph, initial_step, schedule, stop_signals,
+                        worker.is_chief, summary_writer, images_dir,
+                        step_settings.batch_size, split_images['validation'],
+                        lambda e, step: _numerics_error(
+                            e, step, optimizer_settings, train_dir))
+  # Closing the session saved a checkpoint of the last step.
+  metrics = dict(progress, interrupted_by=stop_signals.name)
+  if worker.is_chief:
+    metrics['checkpoint'] = tf.train.latest_checkpoint(train_dir)
+    if stop_signals.received:
+      logging.warning('Stopped by %s at step %d; checkpoint %s. Re-run the '
+                      'same command to resume.', stop_signals.name,
+                      metrics['step'], metrics['checkpoint'])
+    else:
+      metrics.update(training.final_evaluation(
+          metrics['checkpoint'], split_images, model_size, eval_batch_size,
+          summary_writer, images_dir))
+  if not stop_signals.received:
+    worker.finish(metrics['local_steps'], metrics['step'])
+  if not worker.is_chief:
+    return metrics
+  summary_writer.flush()
+  metrics.update(wall_time_sec=time.time() - start_time, config=config)
+  files.write_json(os.path.join(train_dir, METRICS_FILE), metrics)
+  logging.info('Wrote %s', os.path.join(train_dir, METRICS_FILE))
+  return metrics
+
+
+def _make_train_dir(train_dir, train_split, step_settings):
+  """Checks the batch fits the training split; creates train_dir/images."""
+  path, num_train = train_split
+  if step_settings.batch_size > num_train:
+    raise TrainingError('--batch_size=%d is larger than the %d examples of %s'
+                        % (step_settings.batch_size, num_train, path))
+  images_dir = os.path.join(train_dir, IMAGES_SUBDIR)
+  try:
+    tf.io.gfile.makedirs(images_dir)
+  except tf.errors.OpError as e:
+    raise TrainingError('Cannot create --train_dir %s: %s'
+                        % (train_dir, e.message)) from e
+  return images_dir
+
+
+def _log_start(checkpoint, initial_step, max_steps):
+  if not checkpoint:
+    return
+  if initial_step >= max_steps:
+    logging.info('%s is already at step %d >= --max_steps=%d: evaluating it '
+                 'without training.', checkpoint, initial_step, max_steps)
+  else:
+    logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
+
+
+def _train(session, graph, step, schedule, stop_signals, is_chief,
+           summary_writer, images_dir, batch_size, validation_images,
+           numerics_error):
+  """The training loop: steps until max_steps or a stop signal, logging the
+  last minibatch's losses and examples/s, and (the chief) writing image grids
+  and validating on schedule.
+
+  Returns:
+    {step, local_steps, last_minibatch, last_validation,
+     train_examples_per_sec}.
+  """
+  minibatch_losses, last_validation, throughputs = {}, None, []
+  local_steps = 0
+  last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
+  # StopAtStepHook only looks after a step, so a run restored at max_steps
+  # would otherwise train one step past it.
+  while (step < schedule.max_steps and not session.should_stop()
+         and not stop_signals.received):
+    try:
+      minibatch_losses = session.run(graph.train_fetches)
+    except tf.errors.InvalidArgumentError as e:
+      if 'non-finite' not in e.message:
+        raise
+      raise numerics_error(e, step + 1) from e
+    previous_step, step = step, int(minibatch_losses['step'])
+    local_steps += 1
+    if training.crossed(previous_step, step, schedule.log_every_n_steps):
+      now = time.time()
+      examples_per_sec = ((step - last_log_step) * batch_size
+                          / max(now - last_log_time - side_work_sec, 1e-9))
+      throughputs.append(examples_per_sec)
+      logging.info('step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f), '
+                   '%.0f examples/s', step, minibatch_losses['neg_elbo'],
+                   minibatch_losses['reconstruction'],
+                   minibatch_losses['kl_divergence'], examples_per_sec)
+      last_log_time, last_log_step, side_work_sec = now, step, 0.0
+    if not is_chief:
+      continue
+    side_start = time.time()
+    # run_step_fn hands over the raw session: hooks do not fire for these.
+    if training.crossed(previous_step, step, schedule.image_every_n_steps):
+      session.run_step_fn(lambda step_context: graph.grid_writer.write(
+          step_context.session, step, summary_writer, images_dir))
+    if (training.crossed(previous_step, step, schedule.eval_every_n_steps)
+        and len(validation_images)):
+      last_validation = session.run_step_fn(
+          lambda step_context: graph.evaluator.evaluate(
+              step_context.session, validation_images))
+      last_validation['step'] = step
+      training.add_scalar_summaries(summary_writer, step, 'validation',
+                                    last_validation)
+      logging.info('step %d: validation neg_elbo %.3f', step,
+                   last_validation['neg_elbo'])
+    side_work_sec += time.time() - side_start
+  if graph.sync and graph.sync.release_tokens is not None:
+    # Synchronous workers still waiting for a token would block forever.
+    session.run_step_fn(lambda step_context: step_context.session.run(
+        graph.sync.release_tokens))
+  return {
+      'step': step, 'local_steps': local_steps,
+      'last_minibatch': {key: float(value) for key, value
+                         in minibatch_losses.items() if key != 'step'},
+      'last_validation': last_validation,
+      'train_examples_per_sec': (float(np.median(throughputs))
+                                 if throughputs else None),
+  }
+
+
+def settings_from_flags(flag_values=FLAGS):
+  """run_training's settings from parsed flags: {argument name: value}."""
+
+  def fill(settings_type):
+    return settings_type(**{name: flag_values[name].value
+                            for name in settings_type._fields
+                            if name in flag_values})
+  return {
+      'train_dir': flag_values.checkpointDir or flag_values.train_dir,
+      'data': fill(training.DataSource)._replace(
+          data_dir=(flag_values.data_dir or flag_values.buckets
+                    or 'data/' + flag_values.dataset)),
+      'model_size': fill(model.ModelSize),
+      'optimizer_settings': fill(training.OptimizerSettings),
+      'schedule': fill(training.Schedule),
+      'step_settings': fill(training.StepSettings),
+      'eval_batch_size': flag_values.eval_batch_size,
+      'threads': fill(training.Threads),
+      'sync_replicas': fill(cluster.SyncReplicas),
+  }
+
+
+def main(argv):
+  cli.reject_extra_arguments(argv)
+  cli.quiet_tensorflow_logger()
+  for name in LAUNCHER_FLAGS:
+    if FLAGS[name].present:
+      logging.info('Launcher flag --%s=%s accepted; not used.', name,
+                   FLAGS[name].value)
+  settings = settings_from_flags()
+  try:
+    role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
+                                FLAGS.worker_hosts, FLAGS.job_name,
+                                FLAGS.task_index)
+    if role and role.job_name == 'ps':
+      cluster.run_parameter_server(
+          role, training.session_config(settings['threads']))
+      return 0
+    metrics = run_training(role=role, **settings)
+  except EXPECTED_ERRORS as e:
+    return cli.report(e)
+  if metrics.get('interrupted_by'):
+    return 128 + signal.Signals[metrics['interrupted_by']].value
+  return 0
+
+
+def run():
+  """Console-script entry point (vae-train)."""
+  cli.run(main, define_flags, __name__)
+
+
+if __name__ == '__main__':
+  run()

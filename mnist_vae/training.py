@@ -1,0 +1,246 @@
+"""The parts of a training run that train.py assembles: its settings, its graph
+and its session.
+
+  build_training_graph()  input pipeline -> training tower -> train op, plus
+                          the evaluator and the image grids over the same
+                          variables
+  monitored_session()     restores or initialises, saves checkpoints and
+                          summaries, stops at max_steps
+  StopSignals             SIGTERM / SIGINT -> stop after the current step
+
+The settings are namedtuples whose fields are named as train.py's flags, so
+the flags are their only defaults and the recorded configuration is their
+union.
+"""
+
+import collections
+import signal
+import threading
+
+from absl import logging
+import tensorflow.compat.v1 as tf
+
+from mnist_vae import cluster
+from mnist_vae import evaluation
+from mnist_vae import images
+from mnist_vae import input_pipeline
+from mnist_vae import model
+
+# Where the training batches come from, and how the TFRecords are made when
+# data_dir has none.
+DataSource = collections.namedtuple('DataSource', [
+    'data_dir', 'mnist_dir', 'download', 'dataset', 'validation_size'])
+# When things happen, in global steps.
+Schedule = collections.namedtuple('Schedule', [
+    'max_steps', 'log_every_n_steps', 'image_every_n_steps',
+    'eval_every_n_steps', 'save_checkpoint_steps'])
+# `optimizer` is the optimizer's name, one of model.OPTIMIZERS.
+OptimizerSettings = collections.namedtuple('OptimizerSettings', [
+    'optimizer', 'learning_rate'])
+# How each training step sees the data.
+StepSettings = collections.namedtuple('StepSettings', [
+    'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize',
+    'matmul_precision'])
+Threads = collections.namedtuple('Threads', [
+    'intra_op_threads', 'inter_op_threads'])
+
+MATMUL_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16}
+
+
+def session_config(threads):
+  return tf.ConfigProto(intra_op_parallelism_threads=threads.intra_op_threads,
+                        inter_op_parallelism_threads=threads.inter_op_threads)
+
+
+TrainingGraph = collections.namedtuple('TrainingGraph', [
+    'graph',          # the tf.Graph holding everything below.
+    'train_fetches',  # dict: the global step after the update, loss terms.
+    'global_step',
+    'evaluator',      # evaluation.Evaluator over the training variables.
+    'grid_writer',    # images.GridWriter for the fixed grids.
+    'saver',
+    'sync',           # cluster.SyncReplicasParts, or None.
+])
+
+
+def build_training_graph(*, train_path, num_train, fixed_images,
+                         model_size, optimizer_settings, step_settings,
+                         eval_batch_size, initial_step=0, worker=None,
+                         sync_replicas=None, train_images_fn=None):
+  """Builds the training step and, over the same variables, evaluation and
+  image towers.
+
+  Args:
+    train_path: the training TFRecord file.
+    num_train: its number of examples (the default shuffle buffer).
+    fixed_images: float32 [images.NUM_GRID_IMAGES, 784] for the grids.
+    model_size: model.ModelSize.
+    optimizer_settings: OptimizerSettings.
+    step_settings: StepSettings.
+    eval_batch_size: examples per evaluation batch.
+    initial_step: the global step training starts from (a resumed run
+      shuffles anew instead of replaying the first epoch's order).
+    worker: the cluster.Worker this process is (variables on the parameter
+      servers, this worker's share of the data), or None for one process.
+    sync_replicas: cluster.SyncReplicas, or None for asynchronous updates.
+    train_images_fn: builds the training batches, float32 [batch_size, 784];
+      None reads `train_path` (the benchmark passes an in-memory source).
+
+  Returns:
+    A TrainingGraph.
+  """
+  role = worker.role if worker else None
+  num_shards = role.num_workers if role else 1
+  shard_index = role.worker_index if role else 0
+  seed = step_settings.seed
+  graph = tf.Graph()
+  with graph.as_default(), tf.device(cluster.device_function(role)):
+    # Each worker of a cluster draws its own dropout masks and z noise; the
+    # chief's (worker 0) seed also initialises the variables.
+    tf.set_random_seed(seed + shard_index)
+    with tf.name_scope('input'):
+      if train_images_fn:
+        train_images = train_images_fn()
+      else:
+        train_images = tf.data.make_one_shot_iterator(
+            input_pipeline.train_dataset(
+                train_path, step_settings.batch_size, seed=seed + initial_step,
+                shuffle_buffer_size=step_settings.shuffle_buffer_size or num_train,
+                num_shards=num_shards, shard_index=shard_index,
+                binarize=step_settings.binarize)).get_next()
+    with tf.name_scope('training_tower'):
+      outputs = model.inference(
+          train_images, model_size, step_settings.keep_prob,
+          matmul_dtype=MATMUL_DTYPES[step_settings.matmul_precision])
+      loss_terms = model.loss(train_images, outputs)
+    model.add_loss_summaries(loss_terms, 'train')
+    optimizer = model.make_optimizer(optimizer_settings.optimizer,
+                                     optimizer_settings.learning_rate)
+    synchronous = bool(sync_replicas and sync_replicas.sync_replicas)
+    if synchronous:
+      optimizer = cluster.synchronize(optimizer, sync_replicas, role)
+    train_op, global_step = model.training(loss_terms.neg_elbo, optimizer)
+    sync = cluster.sync_parts(optimizer, role) if synchronous else None
+    with tf.control_dependencies([train_op]):
+      step_after_update = global_step.read_value()
+    evaluator = evaluation.Evaluator(model_size, batch_size=eval_batch_size)
+    with tf.name_scope('images'):
+      grid_writer = images.GridWriter(fixed_images, model_size)
+    saver = tf.train.Saver(max_to_keep=5)
+  train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
+                   'reconstruction': loss_terms.reconstruction,
+                   'kl_divergence': loss_terms.kl_divergence}
+  return TrainingGraph(graph, train_fetches, global_step, evaluator,
+                       grid_writer, saver, sync)
+
+
+def monitored_session(training_graph, train_dir, schedule, config, master='',
+                      is_chief=True):
+  """The MonitoredTrainingSession of a run: restores or initialises, then
+  saves checkpoints and summaries as it goes (chief only), and stops at
+  schedule.max_steps."""
+  hooks = [tf.train.StopAtStepHook(last_step=schedule.max_steps)]
+  if training_graph.sync:
+    hooks.append(training_graph.sync.hook)
+  return tf.train.MonitoredTrainingSession(
+      master=master, is_chief=is_chief, checkpoint_dir=train_dir,
+      scaffold=tf.train.Scaffold(saver=training_graph.saver), hooks=hooks,
+      save_checkpoint_steps=schedule.save_checkpoint_steps,
+      save_summaries_steps=schedule.log_every_n_steps, log_step_count_steps=0,
+      # SyncReplicasOptimizer's queue runner would hold a closing session
+      # for the default 120 s.
+      stop_grace_period_secs=5, config=config)
+
+
+class StopSignals(object):
+  """Turns the first SIGTERM or SIGINT into a request to stop after this step.
+
+  Preemption sends SIGTERM and Ctrl-C sends SIGINT; either way the loop ends
+  at a step boundary, so the checkpoint saved on the way out is complete. A
+  second signal gets the default behaviour (it kills at once).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  @property
+  def name(self):
+    """The received signal's name ('SIGTERM'), or None."""
+    return self.received.name if self.received else None
+
+  def _handle(self, signum, frame):
+    del frame  # Unused.
+    self.received = signal.Signals(signum)
+    signal.signal(signum, signal.SIG_DFL)
+    logging.warning('Received %s: saving a checkpoint after this step and '
+                    'exiting (send it again to stop at once).',
+                    self.received.name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def crossed(previous_step, step, every):
+  """True when a multiple of `every` lies in (previous_step, step].
+
+  In a cluster the global step moves by more than one between this worker's
+  steps, so `step % every == 0` would miss most multiples.
+  """
+  return bool(every) and step // every > previous_step // every
+
+
+def add_scalar_summaries(summary_writer, step, prefix, values):
+  """Writes values' neg_elbo, reconstruction and kl_divergence as summaries
+  `prefix/...` at `step`."""
+  summary = tf.Summary()
+  for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
+    summary.value.add(tag='%s/%s' % (prefix, key), simple_value=values[key])
+  summary_writer.add_summary(summary, step)
+
+
+def final_evaluation(checkpoint, split_images, model_size, eval_batch_size,
+                     summary_writer, images_dir):
+  """Evaluates the saved `checkpoint` in a graph and session of its own (in a
+  cluster, the shared variables on the parameter servers are never read):
+  the image grids, then the negative ELBO of the validation and test splits,
+  logged and summarised at the checkpoint's step.
+
+  Args:
+    split_images: {split: float32 [n, 784]}, 'test' first images the grids'.
+
+  Returns:
+    {'step': N, 'validation': {...}, 'test': {...}} (a split without
+    examples is left out).
+  """
+  with tf.Graph().as_default():
+    evaluator = evaluation.Evaluator(model_size, batch_size=eval_batch_size)
+    grid_writer = images.GridWriter(
+        split_images['test'][:images.NUM_GRID_IMAGES], model_size)
+    global_step = tf.train.get_or_create_global_step()
+    saver = tf.train.Saver(model.model_variables() + [global_step])
+    with tf.Session() as session:
+      saver.restore(session, checkpoint)
+      step = int(session.run(global_step))
+      grid_writer.write(session, step, summary_writer, images_dir)
+      results = {'step': step}
+      for split in ('validation', 'test'):
+        if not len(split_images.get(split, ())):
+          continue
+        result = evaluator.evaluate(session, split_images[split])
+        add_scalar_summaries(summary_writer, step, split, result)
+        logging.info('step %d: %s neg_elbo %.3f (reconstruction %.3f, kl %.3f) '
+                     'over %d examples', step, split, result['neg_elbo'],
+                     result['reconstruction'], result['kl_divergence'],
+                     result['num_examples'])
+        results[split] = result
+  return results
