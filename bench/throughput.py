@@ -40,8 +40,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
-from mnist_vae import evaluate
+from mnist_vae import evaluation
 from mnist_vae import input_pipeline
+from mnist_vae import model
 from mnist_vae import train
 from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
@@ -111,7 +112,6 @@ class ProjectLoop(object):
     settings = _train_defaults()
     self.graph = training.build_training_graph(
         train_path=splits['train'][0], num_train=splits['train'][1],
-        eval_paths={'test': splits['test'][0]},
         fixed_images=np.zeros((100, records.IMAGE_PIXELS), np.float32),
         model_size=settings['model_size'],
         optimizer_settings=settings['optimizer_settings']._replace(
@@ -152,10 +152,10 @@ class ProjectLoop(object):
     with self.graph.graph.as_default():  # Closing saves, which needs the graph.
       self.session.close()
 
-  def evaluation_examples_per_sec(self, num_examples):
+  def evaluation_examples_per_sec(self, images):
     return self.session.run_step_fn(lambda step_context: _timed(
-        lambda: self.graph.evaluator.evaluate(step_context.session, 'test'),
-        num_examples))
+        lambda: self.graph.evaluator.evaluate(step_context.session, images),
+        len(images)))
 
 
 class PipelineAlone(object):
@@ -230,13 +230,15 @@ def _importance_weighted_test_seconds(checkpoint_dir, test_path, num_images,
   """Seconds evaluate.py needs for the k-sample importance-weighted NLL of the
   whole test set, timed on its first `num_images` images and scaled."""
   checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
-  evaluator = evaluate.Evaluator(checkpoints.model_size(checkpoint),
-                                 num_samples=1, iw_samples=iw_samples,
-                                 iw_chunk=100, batch_size=100, seed=0)
   images = input_pipeline.read_first_images(test_path, num_images)
-  start = time.perf_counter()
-  evaluator.evaluate(checkpoint, images)
-  return (time.perf_counter() - start) * num_test / len(images)
+  with tf.Graph().as_default():
+    evaluator = evaluation.Evaluator(checkpoints.model_size(checkpoint),
+                                     iw_samples=iw_samples)
+    with tf.Session() as session:
+      tf.train.Saver(model.model_variables()).restore(session, checkpoint)
+      start = time.perf_counter()
+      evaluator.evaluate(session, images)
+      return (time.perf_counter() - start) * num_test / len(images)
 
 
 def _train_images(path):
@@ -245,10 +247,11 @@ def _train_images(path):
   return np.concatenate([b.numpy() for b in batches])
 
 
-def _peak_rss_of_training(data_dir, work_dir, steps):
+def _peak_rss_of_training(data_dir, validation_size, work_dir, steps):
   """Peak RSS (MiB) of a real train.py process with default settings."""
   command = [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
              '--data_dir', data_dir, '--train_dir', work_dir,
+             '--validation_size', str(validation_size),
              '--max_steps', str(steps), '--image_every_n_steps', str(max(steps // 2, 1)),
              '--eval_every_n_steps', str(max(steps // 2, 1))]
   before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -310,7 +313,8 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
     print('round %d/%d done' % (round_index + 1, rounds), file=sys.stderr)
   medians = {name: float(np.median(values)) for name, values in samples.items()}
   project = contenders['train.py loop, TFRecords, sgd']
-  evaluation = project.evaluation_examples_per_sec(splits['test'][1])
+  evaluation = project.evaluation_examples_per_sec(
+      input_pipeline.read_split_images(splits['test'][0]))
   ceiling = contenders['matmul ceiling']
   for contender in contenders.values():
     if isinstance(contender, ProjectLoop):
@@ -319,7 +323,8 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
   iw_sec = _importance_weighted_test_seconds(
       os.path.join(work, 'sgd'), splits['test'][0], 50 if smoke else 500,
       splits['test'][1], iw_samples)
-  rss_mib = _peak_rss_of_training(data_dir, os.path.join(work, 'rss'),
+  rss_mib = _peak_rss_of_training(data_dir, validation_size,
+                                  os.path.join(work, 'rss'),
                                   steps=5 if smoke else 300)
   return {
       'examples_per_sec': medians,

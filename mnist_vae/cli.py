@@ -35,27 +35,29 @@ def _parse_flags(argv):
     sys.exit(1)
 
 
-def run(main, define_flags, module_name):
-  """Defines the flags, parses them strictly and runs main(argv)."""
+def run(main, define_flags, module_name, expected_errors):
+  """Defines the flags, parses them strictly and runs main(), an entry
+  point's body, which returns its exit status.
+
+  Args:
+    main: the entry point's function of no arguments; it reads the flags.
+    define_flags: defines them.
+    module_name: the module defining them (for --helpshort).
+    expected_errors: exception types whose message is the whole story: one
+      line, exit status 1 (the traceback with --verbosity=1).
+  """
   define_flags()
   _show_flags_in_short_help(module_name)
-  app.run(main, flags_parser=_parse_flags)
 
-
-def reject_extra_arguments(argv):
-  """Positional arguments are a mistake here (a flag without its --, a path
-  in the wrong place): say which."""
-  if argv[1:]:
-    raise app.UsageError('Unexpected arguments (every input is a --flag): %s'
-                         % ' '.join(argv[1:]))
-
-
-def report(error):
-  """Logs an expected error on one line; returns the exit status 1."""
-  logging.error('%s', error, exc_info=logging.level_debug())
-  return 1
-
-
-def quiet_tensorflow_logger():
-  """TensorFlow's logger has a handler of its own; absl's already prints."""
-  tf.get_logger().handlers.clear()
+  def guarded_main(argv):
+    if argv[1:]:  # A flag without its --, a path in the wrong place.
+      raise app.UsageError('Unexpected arguments (every input is a --flag): %s'
+                           % ' '.join(argv[1:]))
+    # TensorFlow's logger has a handler of its own; absl's already prints.
+    tf.get_logger().handlers.clear()
+    try:
+      return main()
+    except expected_errors as e:
+      logging.error('%s', e, exc_info=logging.level_debug())
+      return 1
+  app.run(guarded_main, flags_parser=_parse_flags)

@@ -29,6 +29,7 @@ import time
 
 from absl import flags
 from absl import logging
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
@@ -85,11 +86,10 @@ def define_flags():
   flags.DEFINE_integer('watch_timeout_sec', 600, lower_bound=1,
                        help='With --watch: stop after this long without a new '
                        'checkpoint.')
+  flags.DEFINE_string('per_example_csv', None,
+                      help='Also write one row per example of the split: '
+                      'index, label, neg_elbo, reconstruction, kl, nll.')
   flags.mark_flag_as_required('train_dir')
-
-
-class EvaluationError(RuntimeError):
-  """The checkpoint or the data cannot be evaluated; the message says why."""
 
 
 # Files train.py writes in --train_dir that record the run's configuration:
@@ -145,10 +145,35 @@ def _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
   return [checkpoint]
 
 
+def write_per_example_csv(path, labels, columns):
+  """One row per example: index, label, neg_elbo, reconstruction, kl, nll."""
+  nll = columns.get('iw_nll', np.full(len(labels), np.nan))
+  rows = ['index,label,neg_elbo,reconstruction,kl,nll']
+  rows += ['%d,%d,%.6f,%.6f,%.6f,%.6f' % row for row in zip(
+      range(len(labels)), labels, columns['neg_elbo'],
+      columns['reconstruction'], columns['kl_divergence'], nll)]
+  files.write(path, '\n'.join(rows) + '\n')
+
+
+def _write_summaries(train_dir, split, step, result):
+  """The figures as TensorBoard scalars under TRAIN_DIR/eval_<split>."""
+  summary = tf.Summary()
+  for key in evaluation.SCALARS + ('active_units',):
+    if key in result:
+      summary.value.add(tag='%s/%s' % (split, key), simple_value=result[key])
+  for dimension, kl in enumerate(result['kl_per_dimension']):
+    summary.value.add(tag='%s/kl_per_dimension/%02d' % (split, dimension),
+                      simple_value=kl)
+  with tf.Graph().as_default():  # FileWriter refuses eager mode.
+    writer = tf.summary.FileWriter(os.path.join(train_dir, 'eval_' + split))
+    writer.add_summary(summary, step)
+    writer.close()
+
+
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
                    seed=evaluation.DEFAULT_SEED, output=None, watch=False,
-                   watch_timeout_sec=600, binarize=None):
+                   watch_timeout_sec=600, binarize=None, per_example_csv=None):
   """Evaluates one checkpoint (or, with watch, each new one); returns the
   results. binarize None means as the run in train_dir was trained.
 
@@ -183,14 +208,23 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
       # Training deletes old checkpoints (it keeps five) while we watch.
       logging.warning('%s disappeared before it was evaluated; skipped.', path)
       continue
-    result = evaluator.evaluate(session, images)
+    columns = {}
+    result = evaluator.evaluate(session, images, per_example=columns)
     result.update(split=split, binarize=binarize, checkpoint=path, step=step,
                   wall_time_sec=time.time() - start)
     logging.info('%s step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s '
-                 'over %d examples', split, step, result['neg_elbo'],
+                 'over %d examples; %d of %d latent units active, KL per '
+                 'dimension %s', split, step, result['neg_elbo'],
                  result['reconstruction'], result['kl_divergence'],
                  ', iw_nll %.3f (k=%d)' % (result['iw_nll'], iw_samples)
-                 if iw_samples else '', result['num_examples'])
+                 if iw_samples else '', result['num_examples'],
+                 result['active_units'], model_size.latent_dim,
+                 ' '.join('%.2f' % kl for kl in result['kl_per_dimension']))
+    _write_summaries(train_dir, split, step, result)
+    if per_example_csv:
+      write_per_example_csv(per_example_csv, input_pipeline.read_split_labels(
+          records.split_path(data_dir, split)), columns)
+      logging.info('Wrote %s', per_example_csv)
     files.write_json(output or os.path.join(
         train_dir, 'eval_%s_step_%06d.json' % (split, step)), result)
     print(json.dumps(result, sort_keys=True))
@@ -198,26 +232,23 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
   return results
 
 
-def main(argv):
-  cli.reject_extra_arguments(argv)
-  cli.quiet_tensorflow_logger()
-  try:
-    run_evaluation(data_dir=FLAGS.data_dir, train_dir=FLAGS.train_dir,
+def main():
+  run_evaluation(data_dir=FLAGS.data_dir, train_dir=FLAGS.train_dir,
                    checkpoint=FLAGS.checkpoint, split=FLAGS.split,
                    num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
                    iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
                    seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
                    watch_timeout_sec=FLAGS.watch_timeout_sec,
-                   binarize=FLAGS.binarize)
-  except (EvaluationError, input_pipeline.RecordsError,
-          checkpoints.CheckpointError) as e:
-    return cli.report(e)
+                   binarize=FLAGS.binarize,
+                   per_example_csv=FLAGS.per_example_csv)
   return 0
 
 
 def run():
   """Console-script entry point (vae-evaluate)."""
-  cli.run(main, define_flags, __name__)
+  cli.run(main, define_flags, __name__,
+          (EvaluationError, input_pipeline.RecordsError,
+           checkpoints.CheckpointError))
 
 
 if __name__ == '__main__':

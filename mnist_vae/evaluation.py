@@ -31,21 +31,54 @@ DEFAULT_SEED = 0
 # A k=1000 evaluation of the test set takes minutes: say how far it is.
 PROGRESS_EVERY_SEC = 30
 
-_ELBO_DRAWS, _IMPORTANCE_DRAWS = 0, 1  # Separate streams per example.
+ELBO_DRAWS, IMPORTANCE_DRAWS = 0, 1  # Separate streams per example.
 
 
-def standard_normal_draws(seed, first_index, num_examples, purpose, count,
-                          latent_dim):
-  """The draws of z's noise for examples first_index .. +num_examples.
+def keyed_normal_draws(seed, example_indices, purpose, count, latent_dim):
+  """Standard normal draws of z's noise, keyed by example (in the graph).
+
+  Args:
+    seed: int64 [] (tensor or int), >= 0.
+    example_indices: int64 [n], each example's index in its split.
+    purpose: 0 for the ELBO's draws, 1 for the importance samples: separate
+      streams of the same example.
+    count: draws per example (int or int32 [] tensor).
+    latent_dim: size of z.
 
   Returns:
-    float32 [count, num_examples, latent_dim]; example i's column depends on
-    (seed, i, purpose) only.
+    float32 [count, n, latent_dim]; example i's column depends on (seed,
+    purpose, example_indices[i]) only, whatever else is in the batch.
   """
-  return np.stack([
-      np.random.default_rng([seed, index, purpose]).standard_normal(
-          (count, latent_dim), np.float32)
-      for index in range(first_index, first_index + num_examples)], axis=1)
+  key = tf.cast(seed, tf.int64) * 2 + purpose
+  per_example = tf.map_fn(
+      lambda index: tf.random.stateless_normal(
+          tf.stack([count, latent_dim]), seed=tf.stack([key, index])),
+      tf.cast(example_indices, tf.int64), fn_output_signature=tf.float32)
+  return tf.transpose(per_example, [1, 0, 2])
+
+
+# The per-example metrics whose means are a split's figures.
+SCALARS = ('neg_elbo', 'reconstruction', 'kl_divergence', 'iw_nll')
+# Burda et al. (2015, section 5.2): a latent dimension is active when its
+# posterior mean varies over the data by more than this (variance).
+ACTIVE_UNIT_VARIANCE = 0.01
+
+
+def summarize_latents(z_mean, kl_per_dimension):
+  """How the latent space is used over a split.
+
+  Args:
+    z_mean: float [n, latent_dim], the posterior means.
+    kl_per_dimension: float [n, latent_dim].
+
+  Returns:
+    {'active_units': number of dimensions d with Var_x(E_q[z_d]) > 0.01,
+     'kl_per_dimension': list of the mean KL of each dimension}.
+  """
+  return {
+      'active_units': int(np.sum(np.var(z_mean, axis=0) > ACTIVE_UNIT_VARIANCE)),
+      'kl_per_dimension': [float(v) for v in np.mean(kl_per_dimension, axis=0)],
+  }
 
 
 class Evaluator(object):
@@ -68,21 +101,36 @@ class Evaluator(object):
     self.iw_chunk, self.batch_size, self.seed = iw_chunk, batch_size, seed
     with tf.name_scope('evaluation'):
       self._images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
-      self._noise = tf.placeholder(tf.float32, [None, None,
-                                                model_size.latent_dim], 'noise')
+      # The index in the split of the batch's first image.
+      self._first_index = tf.placeholder(tf.int64, [], 'first_index')
+      indices = self._first_index + tf.range(
+          tf.shape(self._images, out_type=tf.int64)[0])
       z_mean, z_stddev = model.encode(self._images, model_size)
-      # log w_k with the prior and posterior terms; for the ELBO only its
-      # log-likelihood part, averaged over the draws.
-      self._log_weights, log_likelihood = model.log_importance_weights(
-          self._images, z_mean, z_stddev, self._noise, model_size,
-          with_log_likelihood=True)
+      # The reconstruction term's draws, made in the graph.
+      _, log_likelihood = model.log_importance_weights(
+          self._images, z_mean, z_stddev,
+          keyed_normal_draws(seed, indices, ELBO_DRAWS, num_samples,
+                             model_size.latent_dim),
+          model_size, with_log_likelihood=True)
+      kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
       self._elbo_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),
-          'kl_divergence': model.gaussian_kl(z_mean, z_stddev),
+          'kl_divergence': tf.reduce_sum(kl_per_dimension, axis=1),
+          'kl_per_dimension': kl_per_dimension,
+          'z_mean': z_mean,
       }
+      # The importance samples are made once per batch and fed back
+      # iw_chunk at a time, so memory stays bounded.
+      self._importance_draws = keyed_normal_draws(
+          seed, indices, IMPORTANCE_DRAWS, iw_samples, model_size.latent_dim)
+      self._noise = tf.placeholder(tf.float32, [None, None,
+                                                model_size.latent_dim], 'noise')
+      self._log_weights = model.log_importance_weights(
+          self._images, z_mean, z_stddev, self._noise, model_size)
 
   def per_example(self, session, images):
-    """Every metric for each image: {name: float64 [n]}.
+    """Every metric for each image: {name: float64 [n]}, and the posterior
+    means `z_mean` and `kl_per_dimension`, float64 [n, latent_dim].
 
     Args:
       session: a session holding the model's weights.
@@ -90,7 +138,7 @@ class Evaluator(object):
         image's position is its index for the draws).
     """
     start = last_progress = time.time()
-    columns = {key: [] for key in ('reconstruction', 'kl_divergence')}
+    columns = {key: [] for key in self._elbo_terms}
     if self.iw_samples:
       columns['iw_nll'] = []
     for begin in range(0, len(images), self.batch_size):
@@ -100,38 +148,41 @@ class Evaluator(object):
                      len(images),
                      (last_progress - start) * (len(images) - begin) / begin)
       batch = images[begin:begin + self.batch_size]
-      terms = session.run(self._elbo_terms, {
-          self._images: batch,
-          self._noise: self._draws(begin, len(batch), _ELBO_DRAWS,
-                                   self.num_samples)})
+      terms = session.run(self._elbo_terms, {self._images: batch,
+                                             self._first_index: begin})
       for key, values in terms.items():
         columns[key].append(values.astype(np.float64))
       if self.iw_samples:
         columns['iw_nll'].append(-self._log_mean_weight(session, batch, begin))
-    result = {key: np.concatenate(values) if values else np.zeros([0])
-              for key, values in columns.items()}
+    result = {key: np.concatenate(values) for key, values in columns.items()}
     result['neg_elbo'] = result['reconstruction'] + result['kl_divergence']
     return result
 
-  def evaluate(self, session, images):
+  def evaluate(self, session, images, per_example=None):
     """Means over `images` (see per_example): {neg_elbo, reconstruction,
-    kl_divergence, [iw_nll,] num_examples, num_samples, iw_samples, seed}."""
+    kl_divergence, [iw_nll,] num_examples, num_samples, iw_samples, seed,
+    kl_per_dimension (list), active_units}.
+
+    Args:
+      per_example: when given, a dict that receives per_example()'s arrays.
+    """
     if not len(images):
       raise ValueError('No examples to evaluate')
     columns = self.per_example(session, images)
-    result = {key: float(np.mean(values)) for key, values in columns.items()}
+    if per_example is not None:
+      per_example.update(columns)
+    result = {key: float(np.mean(columns[key])) for key in SCALARS
+              if key in columns}
+    result.update(summarize_latents(columns['z_mean'],
+                                    columns['kl_per_dimension']))
     result.update(num_examples=len(images), num_samples=self.num_samples,
                   iw_samples=self.iw_samples, seed=self.seed)
     return result
 
-  def _draws(self, first_index, num_examples, purpose, count):
-    return standard_normal_draws(self.seed, first_index, num_examples, purpose,
-                                 count, self.model_size.latent_dim)
-
   def _log_mean_weight(self, session, batch, first_index):
     """log mean_k w_k per example of `batch`, float64 [len(batch)]."""
-    noise = self._draws(first_index, len(batch), _IMPORTANCE_DRAWS,
-                        self.iw_samples)
+    noise = session.run(self._importance_draws, {
+        self._images: batch, self._first_index: first_index})
     log_weights = np.concatenate([
         session.run(self._log_weights, {self._images: batch,
                                         self._noise: noise[k:k + self.iw_chunk]})

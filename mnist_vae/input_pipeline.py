@@ -158,6 +158,13 @@ def read_split_images(path, binarize='none'):
           else np.zeros([0, IMAGE_PIXELS], np.float32))
 
 
+def read_split_labels(path):
+  """Every label of `path`, in order: int64 [n]."""
+  batches = [labels.numpy() for labels in tf.data.TFRecordDataset(path).batch(
+      10000).map(lambda serialized: parse_batch(serialized)[1])]
+  return np.concatenate(batches) if batches else np.zeros([0], np.int64)
+
+
 def read_first_images(path, count, binarize='none'):
   """Eagerly reads the first `count` images of `path`: float32 [count, 784]
   (binarized with the static sample unless binarize is 'none')."""

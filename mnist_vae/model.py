@@ -240,9 +240,14 @@ def gaussian_kl(z_mean, z_stddev):
   Returns:
     float32 [batch], >= 0.
   """
+  return tf.reduce_sum(gaussian_kl_per_dimension(z_mean, z_stddev), axis=1)
+
+
+def gaussian_kl_per_dimension(z_mean, z_stddev):
+  """The summands of `gaussian_kl`: float32 [batch, latent_dim], each >= 0
+  (how much of the rate each latent dimension carries)."""
   log_variance = tf.log(EPSILON + tf.square(z_stddev))
-  return 0.5 * tf.reduce_sum(
-      tf.square(z_mean) + tf.math.expm1(log_variance) - log_variance, axis=1)
+  return 0.5 * (tf.square(z_mean) + tf.math.expm1(log_variance) - log_variance)
 
 
 def loss(images, inference_outputs):

@@ -48,96 +48,126 @@ def define_flags(flag_values=flags.FLAGS):
   other programs can import this module; the benchmark reads the defaults
   from a FlagValues of its own)."""
   flags.DEFINE_string('data_dir', None,
-                      flag_values=flag_values, help='Directory with train/validation/test.tfrecords. '
+                      flag_values=flag_values,
+                      help='Directory with train/validation/test.tfrecords. '
                       'Default: data/<dataset>. Made from --mnist_dir (or '
                       '--download) when the files are missing.')
   flags.DEFINE_string('train_dir', 'runs/vae',
-                      flag_values=flag_values, help='Directory for checkpoints, TensorBoard summaries, '
+                      flag_values=flag_values,
+                      help='Directory for checkpoints, TensorBoard summaries, '
                       'images/ and metrics.json. An existing checkpoint here is '
                       'resumed.')
   flags.DEFINE_string('mnist_dir', None,
-                      flag_values=flag_values, help='Directory with the four MNIST IDX files (gzip or '
+                      flag_values=flag_values,
+                      help='Directory with the four MNIST IDX files (gzip or '
                       'not), converted into --data_dir when that has no '
                       'TFRecords.')
   flags.DEFINE_boolean('download', False,
-                       flag_values=flag_values, help='When --data_dir has no TFRecords, first download '
+                       flag_values=flag_values,
+                       help='When --data_dir has no TFRecords, first download '
                        'the IDX files that are missing (SHA256-verified) into '
                        '--mnist_dir, or DATA_DIR/raw.')
   flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
-                    flag_values=flag_values, help='Dataset to prepare when the TFRecords are missing.')
+                    flag_values=flag_values,
+                    help='Dataset to prepare when the TFRecords are missing.')
   flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
-                       flag_values=flag_values, help='When preparing TFRecords: leading training images '
+                       flag_values=flag_values,
+                       help='When preparing TFRecords: leading training images '
                        'held out as the validation split.')
   flags.DEFINE_integer('batch_size', 128, lower_bound=1,
-                       flag_values=flag_values, help='Training examples per step.')
+                       flag_values=flag_values,
+                       help='Training examples per step.')
   flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
-                    flag_values=flag_values, help='sgd is the original script\'s; adam is the upstream '
+                    flag_values=flag_values,
+                    help='sgd is the original script\'s; adam is the upstream '
                     'repository\'s; momentum uses 0.9.')
   flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
                      flag_values=flag_values, help='Optimizer learning rate.')
   flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
-                       flag_values=flag_values, help='Train until the global step reaches this value.')
+                       flag_values=flag_values,
+                       help='Train until the global step reaches this value.')
   flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
-                       flag_values=flag_values, help='Number of dimensions in the latent code z.')
+                       flag_values=flag_values,
+                       help='Number of dimensions in the latent code z.')
   flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
-                       flag_values=flag_values, help='Width of each of the two hidden layers of the '
+                       flag_values=flag_values,
+                       help='Width of each of the two hidden layers of the '
                        'encoder and of the decoder.')
   flags.DEFINE_float('keep_prob', 0.9,
-                     flag_values=flag_values, help='Dropout keep probability in (0, 1] after each hidden '
+                     flag_values=flag_values,
+                     help='Dropout keep probability in (0, 1] after each hidden '
                      'layer while training (1 = no dropout). Evaluation, '
                      'reconstruction and sampling never use dropout.')
   flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
-                       flag_values=flag_values, help='Log losses and examples/s, and write scalar '
+                       flag_values=flag_values,
+                       help='Log losses and examples/s, and write scalar '
                        'summaries, every this many steps.')
   flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
-                       flag_values=flag_values, help='Write reconstruction and prior-sample PNGs every '
+                       flag_values=flag_values,
+                       help='Write reconstruction and prior-sample PNGs every '
                        'this many steps (and at the end); 0 = only at the end.')
   flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
-                       flag_values=flag_values, help='Evaluate the negative ELBO on the validation set '
+                       flag_values=flag_values,
+                       help='Evaluate the negative ELBO on the validation set '
                        'every this many steps; 0 = only at the end.')
   flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
-                       flag_values=flag_values, help='Save a checkpoint every this many steps (and at '
+                       flag_values=flag_values,
+                       help='Save a checkpoint every this many steps (and at '
                        'the end).')
   flags.DEFINE_integer('seed', 0, lower_bound=0,
-                       flag_values=flag_values, help='Seed of initialisation, dropout, z draws and the '
+                       flag_values=flag_values,
+                       help='Seed of initialisation, dropout, z draws and the '
                        'shuffle order.')
   flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
-                       flag_values=flag_values, help='Examples held by the shuffle buffer; 0 = the whole '
+                       flag_values=flag_values,
+                       help='Examples held by the shuffle buffer; 0 = the whole '
                        'training set (a uniform shuffle every epoch).')
   flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
-                       flag_values=flag_values, help='Batch size of evaluation (does not change results).')
+                       flag_values=flag_values,
+                       help='Batch size of evaluation (does not change results).')
   flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values, help='Threads inside one op; 0 = TensorFlow picks.')
+                       flag_values=flag_values,
+                       help='Threads inside one op; 0 = TensorFlow picks.')
   flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values, help='Ops run in parallel; 0 = TensorFlow picks.')
+                       flag_values=flag_values,
+                       help='Ops run in parallel; 0 = TensorFlow picks.')
   flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
-                    flag_values=flag_values, help='none: grey levels, as the original; static: one fixed '
+                    flag_values=flag_values,
+                    help='none: grey levels, as the original; static: one fixed '
                     'Bernoulli sample per image; dynamic: a new sample per use '
                     'in training (evaluation then uses the static sample).')
   flags.DEFINE_enum('matmul_precision', 'float32', tuple(training.MATMUL_DTYPES),
-                    flag_values=flag_values, help='bfloat16: training multiplies in bfloat16 (variables, '
+                    flag_values=flag_values,
+                    help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
                     'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
   flags.DEFINE_string('ps_hosts', '',
-                      flag_values=flag_values, help='Cluster: comma-separated host:port of the parameter '
+                      flag_values=flag_values,
+                      help='Cluster: comma-separated host:port of the parameter '
                       'servers (or give TF_CONFIG instead of these four flags).')
   flags.DEFINE_string('worker_hosts', '',
-                      flag_values=flag_values, help='Cluster: comma-separated host:port of the workers; '
+                      flag_values=flag_values,
+                      help='Cluster: comma-separated host:port of the workers; '
                       'worker 0 is the chief.')
   flags.DEFINE_string('job_name', '', flag_values=flag_values, help='Cluster: ps or worker.')
   flags.DEFINE_integer('task_index', 0, lower_bound=0,
-                       flag_values=flag_values, help='Cluster: index of this task within its job.')
+                       flag_values=flag_values,
+                       help='Cluster: index of this task within its job.')
   flags.DEFINE_boolean('sync_replicas', False,
-                       flag_values=flag_values, help='Cluster: aggregate gradients of '
+                       flag_values=flag_values,
+                       help='Cluster: aggregate gradients of '
                        '--replicas_to_aggregate workers per update '
                        '(SyncReplicasOptimizer) instead of asynchronous updates.')
   flags.DEFINE_integer('replicas_to_aggregate', 0, lower_bound=0,
-                       flag_values=flag_values, help='With --sync_replicas: gradients per update; 0 = '
+                       flag_values=flag_values,
+                       help='With --sync_replicas: gradients per update; 0 = '
                        'the number of workers.')
   flags.DEFINE_string('buckets', None,
-                      flag_values=flag_values, help='Alibaba PAI\'s name for --data_dir.')
+                      flag_values=flag_values,
+                      help='Alibaba PAI\'s name for --data_dir.')
   flags.DEFINE_string('checkpointDir', None,
-                      flag_values=flag_values, help='Alibaba PAI\'s name for --train_dir.')
+                      flag_values=flag_values,
+                      help='Alibaba PAI\'s name for --train_dir.')
   for name in LAUNCHER_FLAGS:
     flags.DEFINE_string(name, None, flag_values=flag_values, help='Alibaba PAI passes --%s; accepted '
                         'and logged, not used.' % name)
@@ -172,10 +202,10 @@ def prepare_data(data):
   Returns:
     {split: (path, number of examples)}.
   """
-  if not convert_to_records.tfrecords_exist(data.data_dir):
-    convert_to_records.prepare(data.data_dir, mnist_dir=data.mnist_dir,
-                               download_idx=data.download, dataset=data.dataset,
-                               validation_size=data.validation_size)
+  # Also checks that existing records were made with these settings.
+  convert_to_records.prepare(data.data_dir, mnist_dir=data.mnist_dir,
+                             download_idx=data.download, dataset=data.dataset,
+                             validation_size=data.validation_size)
   return {split: (records.split_path(data.data_dir, split),
                   input_pipeline.inspect_records(
                       records.split_path(data.data_dir, split),
@@ -233,7 +263,6 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
   images_dir = _make_train_dir(train_dir, splits['train'], step_settings)
   checkpoint, initial_step = checkpoints.latest(train_dir)
   if worker.is_chief:
-    files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
     _log_start(checkpoint, initial_step, schedule.max_steps)
   # Evaluation feeds whole splits, binarized as in training.
   split_images = {split: input_pipeline.read_split_images(
@@ -249,6 +278,8 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     if checkpoint:
       checkpoints.check_matches(checkpoint, tf.global_variables(),
                                 optimizer_settings.optimizer)
+    if worker.is_chief:
+      files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
     worker.wait_for_chief(graph.graph)
     summary_writer = (tf.summary.FileWriterCache.get(train_dir)
                       if worker.is_chief else None)
@@ -399,25 +430,20 @@ def settings_from_flags(flag_values=FLAGS):
   }
 
 
-def main(argv):
-  cli.reject_extra_arguments(argv)
-  cli.quiet_tensorflow_logger()
+def main():
   for name in LAUNCHER_FLAGS:
     if FLAGS[name].present:
       logging.info('Launcher flag --%s=%s accepted; not used.', name,
                    FLAGS[name].value)
   settings = settings_from_flags()
-  try:
-    role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
-                                FLAGS.worker_hosts, FLAGS.job_name,
-                                FLAGS.task_index)
-    if role and role.job_name == 'ps':
-      cluster.run_parameter_server(
-          role, training.session_config(settings['threads']))
-      return 0
-    metrics = run_training(role=role, **settings)
-  except EXPECTED_ERRORS as e:
-    return cli.report(e)
+  role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
+                              FLAGS.worker_hosts, FLAGS.job_name,
+                              FLAGS.task_index)
+  if role and role.job_name == 'ps':
+    cluster.run_parameter_server(role,
+                                 training.session_config(settings['threads']))
+    return 0
+  metrics = run_training(role=role, **settings)
   if metrics.get('interrupted_by'):
     return 128 + signal.Signals[metrics['interrupted_by']].value
   return 0
@@ -425,7 +451,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (vae-train)."""
-  cli.run(main, define_flags, __name__)
+  cli.run(main, define_flags, __name__, EXPECTED_ERRORS)
 
 
 if __name__ == '__main__':

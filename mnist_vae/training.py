@@ -239,8 +239,9 @@ def final_evaluation(checkpoint, split_images, model_size, eval_batch_size,
         result = evaluator.evaluate(session, split_images[split])
         add_scalar_summaries(summary_writer, step, split, result)
         logging.info('step %d: %s neg_elbo %.3f (reconstruction %.3f, kl %.3f) '
-                     'over %d examples', step, split, result['neg_elbo'],
-                     result['reconstruction'], result['kl_divergence'],
-                     result['num_examples'])
+                     'over %d examples, %d active latent units', step, split,
+                     result['neg_elbo'], result['reconstruction'],
+                     result['kl_divergence'], result['num_examples'],
+                     result['active_units'])
         results[split] = result
   return results

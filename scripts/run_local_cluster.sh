@@ -15,6 +15,14 @@ set -uo pipefail
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
+# bash cannot trap a signal that was ignored when it started (as SIGINT is for
+# a background job of a non-interactive shell): say so instead of hanging on.
+ignored_mask=$(awk '/^SigIgn:/ {print $2}' /proc/$$/status 2>/dev/null || echo 0)
+if (( 0x${ignored_mask:-0} & 2 )); then
+  echo "[launcher] started with SIGINT ignored (a background job?): Ctrl-C will not" \
+    "stop this job; stop it with: kill -TERM $$" >&2
+fi
+
 num_ps=1
 num_workers=2
 while [[ $# -gt 0 ]]; do

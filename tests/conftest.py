@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,41 +70,126 @@ def mnist_dir():
   if not os.path.exists(os.path.join(SHARED_MNIST,
                                      idx.TRAIN_IMAGES + '.gz')):
     if os.environ.get('CI'):
-      pytest.fail('Real MNIST files not found in %s' % SHARED_MNIST)
+      pytest.fail('Real MNIST files not found in %s (CI must have them)'
+                  % SHARED_MNIST)
     pytest.skip('Real MNIST files not found in %s (set MNIST_DIR)' % SHARED_MNIST)
   return SHARED_MNIST
 
 
+_skipped_needing_real_data = []
+
+
+def pytest_runtest_logreport(report):
+  if report.skipped and 'mnist_dir' in getattr(report, 'fixturenames', ()):
+    _skipped_needing_real_data.append(report.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  outcome = yield
+  outcome.get_result().fixturenames = tuple(item.fixturenames)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """In CI (CI=true), a test that needs the real MNIST files must run."""
+  if os.environ.get('CI') and _skipped_needing_real_data:
+    session.config.pluginmanager.get_plugin('terminalreporter').write_line(
+        'CI: %d tests that need the real MNIST files were skipped: %s'
+        % (len(_skipped_needing_real_data), ', '.join(_skipped_needing_real_data)))
+    session.exitstatus = 1
+
+
 def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT)
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT,
+              PYTHON=sys.executable)
+
+
+# Every process a test starts; each is killed, with its process group (a
+# launcher's children too), when the test ends, pass or fail.
+_STARTED = []
+
+
+def _default_signal_dispositions():
+  # A suite started from a background job inherits SIGINT ignored; a test
+  # that sends SIGINT needs its child to have the default disposition.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_process(command, cwd=REPO_ROOT, **popen_args):
+  """Starts `command` in a process group of its own; returns the Popen."""
+  process = subprocess.Popen(command, cwd=cwd, env=_env(),
+                             start_new_session=True,
+                             preexec_fn=_default_signal_dispositions,
+                             **popen_args)
+  _STARTED.append(process)
+  return process
+
+
+def _kill_group(process):
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except (ProcessLookupError, PermissionError):
+    pass
+  process.wait()
+
+
+@pytest.fixture(autouse=True)
+def kill_started_processes():
+  yield
+  while _STARTED:
+    _kill_group(_STARTED.pop())
+
+
+def run_process(command, timeout=300, cwd=REPO_ROOT):
+  """Runs `command` to its end; returns the CompletedProcess. A process still
+  running after `timeout` seconds is killed and the test fails."""
+  process = start_process(command, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    stdout, stderr = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    _kill_group(process)
+    stdout, stderr = process.communicate()
+    raise AssertionError('%s still running after %d s; killed. Its output:\n%s'
+                         % (' '.join(command), timeout, (stdout + stderr)[-5000:]))
+  return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def run_python(args, timeout=300, cwd=REPO_ROOT):
   """Runs `python ARGS` as a real process; returns the CompletedProcess."""
-  return subprocess.run([sys.executable] + list(args), cwd=cwd, env=_env(),
-                        capture_output=True, text=True, timeout=timeout)
+  return run_process([sys.executable] + list(args), timeout=timeout, cwd=cwd)
 
 
 def start_python(args, log_path, cwd=REPO_ROOT):
   """Starts `python ARGS` with stderr+stdout to log_path; returns the Popen."""
-  log = open(log_path, 'w')
-  return subprocess.Popen([sys.executable] + list(args), cwd=cwd, env=_env(),
-                          stdout=log, stderr=subprocess.STDOUT)
+  with open(log_path, 'w') as log:
+    return start_process([sys.executable] + list(args), cwd=cwd, stdout=log,
+                         stderr=subprocess.STDOUT)
 
 
-def wait_for_log(process, log_path, pattern, timeout=120):
-  """Waits until log_path contains `pattern`; fails if the process ends first."""
+def wait_for(condition, what, processes=(), timeout=120):
+  """Waits until condition() is true; fails if a process in `processes`
+  ends first, or after `timeout` seconds."""
   deadline = time.time() + timeout
-  while time.time() < deadline:
-    with open(log_path) as f:
-      if pattern in f.read():
-        return
-    if process.poll() is not None:
-      raise AssertionError('process ended (%s) before logging %r:\n%s'
-                           % (process.returncode, pattern, open(log_path).read()))
-    time.sleep(0.05)
-  process.kill()
-  raise AssertionError('no %r in the log within %d s' % (pattern, timeout))
+  while not condition():
+    for process in processes:
+      if process.poll() is not None:
+        raise AssertionError('%s ended (status %s) before %s'
+                             % (' '.join(process.args), process.returncode, what))
+    if time.time() > deadline:
+      raise AssertionError('no %s within %d s' % (what, timeout))
+    time.sleep(0.1)
+
+
+def checkpoint_step(train_dir):
+  """The global step of the newest checkpoint in train_dir (-1: none yet)."""
+  import tensorflow as tf
+  try:
+    checkpoint = tf.train.latest_checkpoint(str(train_dir))
+    return (int(tf.train.load_variable(checkpoint, 'global_step'))
+            if checkpoint else -1)
+  except (tf.errors.OpError, ValueError):
+    return -1  # Being written.
 
 
 def small_mnist_dir(mnist_dir, directory, num_train=2000, num_test=200):

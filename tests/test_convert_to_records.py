@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from conftest import indexed_images, run_python, write_idx_dir
 from mnist_vae.data_prep import convert_to_records, idx
+from mnist_vae.data_prep import records as record_files
 
 # The classic convert_to_records.py schema, as its readers parse it.
 CLASSIC_FEATURES = {
@@ -79,9 +80,70 @@ def test_other_settings_on_existing_output_are_refused(small_idx_dir, tmp_path):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=10)
   with pytest.raises(convert_to_records.ConversionError,
-                     match='validation_size 10; asked for mnist with '
-                     'validation_size 20. Pass --overwrite'):
+                     match='made with --validation_size=10, asked for 20'):
     convert_to_records.convert(small_idx_dir, out, validation_size=20)
+  with pytest.raises(convert_to_records.ConversionError,
+                     match='made with --dataset=mnist, asked for fashion_mnist'):
+    convert_to_records.convert(small_idx_dir, out, validation_size=10,
+                               dataset='fashion_mnist')
+
+
+def _split_bytes(out):
+  return {split: open(record_files.split_path(out, split), 'rb').read()
+          for split in record_files.SPLITS}
+
+
+def test_overwrite_cut_short_between_two_splits_is_redone_not_mixed(
+    small_idx_dir, tmp_path, monkeypatch):
+  out = str(tmp_path / 'records')
+  convert_to_records.convert(small_idx_dir, out, validation_size=10)
+  old = _split_bytes(out)
+  moved = []
+
+  def fail_on_second_split(source, destination):
+    if moved:
+      raise OSError('injected failure while moving %s' % source)
+    moved.append(destination)
+    tf.io.gfile.rename(source, destination, overwrite=True)
+  monkeypatch.setattr(convert_to_records, '_move_into_place',
+                      fail_on_second_split)
+  with pytest.raises(OSError, match='injected failure'):
+    convert_to_records.convert(small_idx_dir, out, validation_size=20,
+                               overwrite=True)
+  # The train split is new, the others old: the directory must not pass as
+  # complete, and a run that needs it converts again.
+  assert _split_bytes(out)['train'] != old['train']
+  assert not convert_to_records.tfrecords_exist(out)
+  monkeypatch.undo()
+  info = convert_to_records.prepare(out, mnist_dir=small_idx_dir,
+                                    validation_size=20)
+  assert info['num_examples']['validation'] == 20
+  assert convert_to_records.tfrecords_exist(out)
+  assert sorted(os.listdir(out)) == sorted(
+      [os.path.basename(record_files.split_path(out, split))
+       for split in record_files.SPLITS] + [record_files.INFO_FILE])
+
+
+def test_conversion_failing_while_writing_leaves_old_output_intact(
+    small_idx_dir, tmp_path, monkeypatch):
+  out = str(tmp_path / 'records')
+  convert_to_records.convert(small_idx_dir, out, validation_size=10)
+  old = _split_bytes(out)
+  real_write = convert_to_records._write_records
+  written = []
+
+  def fail_on_second_split(images, labels, path):
+    if written:
+      raise OSError('injected failure while writing %s' % path)
+    written.append(path)
+    real_write(images, labels, path)
+  monkeypatch.setattr(convert_to_records, '_write_records', fail_on_second_split)
+  with pytest.raises(OSError, match='injected failure'):
+    convert_to_records.convert(small_idx_dir, out, validation_size=20,
+                               overwrite=True)
+  assert _split_bytes(out) == old
+  assert convert_to_records.tfrecords_exist(out)
+  assert record_files.read_info(out)['validation_size'] == 10
 
 
 def test_validation_size_must_fit(small_idx_dir, tmp_path):

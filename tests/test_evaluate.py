@@ -9,7 +9,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import run_python
+from mnist_vae import evaluation
+from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae.data_prep import records
 
 
 def _softplus(x):
@@ -136,7 +139,7 @@ def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
                        '--train_dir', str(tmp_path), '--data_dir', str(tmp_path / 'none'),
                        '--batch_size', '0'])
   assert 'flag --batch_size=0' in result.stderr  # Parsed up to the override.
-  assert 'Ignoring arguments' not in result.stderr  # No unknown flag inside.
+  assert 'Unknown command line flag' not in result.stderr  # No unknown flag inside.
   with open(os.path.join('configs', '%s.flags' % preset)) as f:
     text = f.read()
   assert '--optimizer=%s' % optimizer in text and '--max_steps=%d' % max_steps in text
@@ -160,3 +163,87 @@ def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   assert as_trained['neg_elbo'] == binary['neg_elbo']
   assert binary['neg_elbo'] != grey['neg_elbo']
   assert np.isfinite(binary['neg_elbo']) and np.isfinite(binary['iw_nll'])
+
+
+def test_evaluate_output_equals_an_independent_numpy_computation(trained, tmp_path):
+  """evaluate.py's figures against NumPy on the same draws: a missing log K,
+  a wrong divisor or a wrong draw would fail here."""
+  data_dir, train_dir = trained
+  result = _evaluate(data_dir, train_dir, tmp_path / 'e.json', '--iw_samples', '30',
+                     '--num_samples', '2', '--split', 'validation', '--seed', '5')
+  checkpoint = tf.train.latest_checkpoint(str(train_dir))
+  reader = tf.train.load_checkpoint(checkpoint)
+  weights = {name: reader.get_tensor(name).astype(np.float64)
+             for name in reader.get_variable_to_shape_map()
+             if name.startswith(('gaussian_encoder/', 'bernoulli_decoder/'))
+             and 'Adam' not in name}
+  images = input_pipeline.read_split_images(
+      records.split_path(data_dir, 'validation')).astype(np.float64)
+  # The draw rule (seed, example index) is the evaluator's; the arithmetic is not.
+  with tf.Graph().as_default(), tf.Session() as session:
+    elbo_noise, iw_noise = session.run([
+        evaluation.keyed_normal_draws(5, np.arange(len(images)), purpose, count, 4)
+        for purpose, count in ((evaluation.ELBO_DRAWS, 2),
+                               (evaluation.IMPORTANCE_DRAWS, 30))])
+  elbo_run = _numpy_model(weights, images, elbo_noise.astype(np.float64))
+  iw_run = _numpy_model(weights, images, iw_noise.astype(np.float64))
+  assert result['num_examples'] == len(images) == 200
+  np.testing.assert_allclose(result['kl_divergence'], np.mean(elbo_run['kl']), rtol=1e-5)
+  np.testing.assert_allclose(result['neg_elbo'], -np.mean(elbo_run['elbo']), rtol=1e-5)
+  np.testing.assert_allclose(result['iw_nll'], -np.mean(iw_run['iw_bound']), rtol=1e-5)
+
+
+def test_metrics_json_and_evaluate_agree_at_any_batch_size(small_mnist_records, tmp_path):
+  train_dir = tmp_path / 'train'
+  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
+                        str(train_dir), '--max_steps', '30', '--hidden_units', '32',
+                        '--latent_dim', '4', '--batch_size', '32',
+                        '--eval_batch_size', '64'])
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  with open(train_dir / 'metrics.json') as f:
+    metrics = json.load(f)
+  for batch_size in ('7', '200'):
+    for split in ('validation', 'test'):
+      result = _evaluate(small_mnist_records, train_dir,
+                         tmp_path / ('%s%s.json' % (split, batch_size)),
+                         '--iw_samples', '0', '--batch_size', batch_size,
+                         '--split', split)
+      for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
+        assert result[key] == pytest.approx(metrics[split][key], abs=1e-4), (
+            split, batch_size, key)
+
+
+def test_missing_checkpoint_is_an_error(trained, tmp_path):
+  data_dir, train_dir = trained
+  missing = str(train_dir / 'model.ckpt-999')
+  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
+                       str(train_dir), '--checkpoint', missing, '--iw_samples', '0',
+                       '--output', str(tmp_path / 'out.json')])
+  assert result.returncode == 1
+  assert 'Cannot read checkpoint %s' % missing in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out.json').exists()
+
+
+def test_negative_seed_is_a_flag_error(trained):
+  data_dir, train_dir = trained
+  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
+                       str(train_dir), '--seed=-1'])
+  assert result.returncode == 1
+  assert 'flag --seed=-1' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_binarize_mode_is_known_from_the_start_of_training(small_mnist_records, tmp_path):
+  """An evaluator beside training (before metrics.json exists) evaluates a
+  binarized run on binary pixels: config.json is written when training starts."""
+  train_dir = tmp_path / 'train'
+  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
+                        str(train_dir), '--max_steps', '10', '--hidden_units', '16',
+                        '--latent_dim', '2', '--batch_size', '32', '--binarize', 'dynamic'])
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  os.remove(train_dir / 'metrics.json')  # As while training runs.
+  result = _evaluate(small_mnist_records, train_dir, tmp_path / 'e.json', '--iw_samples', '0')
+  assert result['binarize'] == 'dynamic'
+  assert 'config.json says' in run_python([
+      'evaluate.py', '--data_dir', small_mnist_records, '--train_dir', str(train_dir),
+      '--iw_samples', '0', '--output', str(tmp_path / 'f.json')]).stderr

@@ -1,6 +1,5 @@
 """tf.data pipeline: every example once per epoch, reshuffled, seeded; strict record checks."""
 
-import os
 
 import numpy as np
 import pytest

@@ -188,9 +188,46 @@ def test_each_optimizer_steps_and_lowers_the_loss(optimizer):
   assert after < before
 
 
+@pytest.mark.parametrize('name, optimizer_class', [
+    ('sgd', tf.train.GradientDescentOptimizer), ('adam', tf.train.AdamOptimizer),
+    ('adagrad', tf.train.AdagradOptimizer), ('rmsprop', tf.train.RMSPropOptimizer),
+    ('momentum', tf.train.MomentumOptimizer)])
+def test_each_optimizer_name_gives_its_class(name, optimizer_class):
+  optimizer = model.make_optimizer(name, 0.25)
+  assert type(optimizer) is optimizer_class
+  assert getattr(optimizer, '_lr', getattr(optimizer, '_learning_rate', None)) == 0.25
+  if name == 'momentum':
+    assert optimizer._momentum == 0.9
+
+
 def test_unknown_optimizer_is_named():
   with pytest.raises(ValueError, match="Unknown optimizer 'lbfgs'"):
     model.make_optimizer('lbfgs', 0.1)
+
+
+@pytest.mark.parametrize('keep_prob', [0.5, 0.9, 0.999995, 1 - 1e-7, 1.0])
+def test_dropout_keeps_that_fraction_for_every_keep_prob(keep_prob):
+  """16-bit thresholds cannot express keep_prob within 2^-17 of 0 or 1."""
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    ones = tf.ones([1000, 1000])
+    dropped = model._dropout(ones, keep_prob=keep_prob)
+    with tf.Session() as session:
+      values = np.concatenate([session.run(dropped).ravel() for _ in range(4)])
+  assert np.isfinite(values).all()
+  kept = values != 0
+  dropped_fraction = 1.0 - kept.mean()
+  expected = 1.0 - keep_prob
+  # Binomial: within 6 standard deviations (and at most 40 units for 1 - 1e-7).
+  assert abs(dropped_fraction - expected) <= 6 * np.sqrt(
+      expected * keep_prob / values.size) + 10 / values.size, dropped_fraction
+  assert abs(values.mean() - 1.0) < 0.003  # Inverted dropout keeps the mean.
+  np.testing.assert_allclose(values[kept], values[kept][0], rtol=1e-6)
+
+
+def test_keep_prob_outside_the_unit_interval_is_refused():
+  with tf.Graph().as_default(), pytest.raises(ValueError, match='keep_prob'):
+    model._dropout(tf.ones([2, 2]), keep_prob=0.0)
 
 
 def test_dropout_keeps_the_requested_fraction_scaled_up():

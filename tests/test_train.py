@@ -162,3 +162,71 @@ def test_missing_data_says_how_to_supply_it(tmp_path):
   assert result.returncode == 1
   assert 'pass --mnist_dir DIR' in result.stderr and '--download' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('command', [
+    ['train.py', '--learnig_rate=0.5'],
+    ['evaluate.py', '--train_dir=x', '--iw_sample=3'],
+    ['-m', 'mnist_vae.data_prep.convert_to_records', '--validation_sise=3'],
+])
+def test_unknown_flag_is_an_error_naming_the_closest(command):
+  result = run_python(command)
+  assert result.returncode == 1
+  typo = command[-1].split('=')[0][2:]
+  assert "Unknown command line flag '%s'" % typo in result.stderr
+  assert 'Did you mean: %s' % {'learnig_rate': 'learning_rate', 'iw_sample': 'iw_samples',
+                               'validation_sise': 'validation_size'}[typo] in result.stderr
+
+
+def test_unknown_flag_in_a_flag_file_is_an_error(idx_dir, tmp_path):
+  flag_file = tmp_path / 'run.flags'
+  flag_file.write_text('--optimizer=adam\n--learnig_rate=0.5\n')
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--flagfile',
+                  str(flag_file), '--max_steps', '5')
+  assert result.returncode == 1
+  assert "Unknown command line flag 'learnig_rate'" in result.stderr
+  assert 'Did you mean: learning_rate' in result.stderr
+  assert not (tmp_path / 'train').exists()
+
+
+def test_no_validation_split_trains_and_evaluation_says_why(idx_dir, tmp_path):
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--max_steps', '20',
+                  '--validation_size', '0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = _metrics(tmp_path / 'train')
+  assert 'validation' not in metrics and metrics['test']['num_examples'] == 120
+  assert metrics['last_validation'] is None and metrics['step'] == 20
+  evaluated = run_python(['evaluate.py', '--data_dir', str(tmp_path / 'data'),
+                          '--train_dir', str(tmp_path / 'train'), '--split', 'validation'])
+  assert evaluated.returncode == 1
+  assert 'validation.tfrecords holds no examples' in evaluated.stderr
+  assert '--validation_size=0' in evaluated.stderr and 'Traceback' not in evaluated.stderr
+
+
+def test_records_made_with_other_settings_are_refused(first_run, idx_dir, tmp_path):
+  root, _ = first_run  # Its records were made with --validation_size=10.
+  result = _train(idx_dir, root / 'data', tmp_path / 'train', '--max_steps', '5',
+                  '--validation_size', '20')
+  assert result.returncode == 1
+  assert 'made with --validation_size=10, asked for 20' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'train' / 'metrics.json').exists()
+
+
+def test_resuming_with_another_optimizer_names_the_trained_one(first_run, idx_dir, tmp_path):
+  root, _ = first_run  # Trained with adam.
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40',
+                  '--optimizer', 'momentum')
+  assert result.returncode == 1
+  assert 'was trained with --optimizer=adam' in result.stderr
+  assert 'differs from what --optimizer=momentum needs' in result.stderr
+  assert tf.train.latest_checkpoint(str(root / 'train')).endswith('-20')
+
+
+def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--max_steps', '10',
+                  '--matmul_precision', 'bfloat16')
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = _metrics(tmp_path / 'train')
+  assert metrics['config']['matmul_precision'] == 'bfloat16'
+  assert metrics['step'] == 10 and np.isfinite(metrics['test']['neg_elbo'])

@@ -72,6 +72,26 @@ def tfrecords_exist(output_dir):
       os.path.join(output_dir, IN_PROGRESS_FILE)))
 
 
+def check_made_with(data_dir, dataset, validation_size):
+  """Raises ConversionError unless the TFRecords in data_dir were made from
+  `dataset` with `validation_size` (as far as their dataset_info.json says;
+  the classic script's files carry none). Returns that info, or None."""
+  info = records.read_info(data_dir)
+  if info is None:
+    return None
+  mismatches = ['--%s=%s, asked for %s' % (name, info.get(name), wanted)
+                for name, wanted in (('dataset', dataset),
+                                     ('validation_size', validation_size))
+                if info.get(name) != wanted]
+  if mismatches:
+    raise ConversionError(
+        'The TFRecords in %s were made with %s. Pass the settings they were '
+        'made with, use another data directory, or remake them '
+        '(vae-convert-mnist --overwrite).'
+        % (data_dir, '; '.join(mismatches)))
+  return info
+
+
 def _move_into_place(source, destination):
   tf.io.gfile.rename(source, destination, overwrite=True)
 
@@ -117,15 +137,7 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
       or validation_size does not fit the training set.
   """
   if tfrecords_exist(output_dir) and not overwrite:
-    info = records.read_info(output_dir)
-    if info and (info.get('validation_size') != validation_size
-                 or info.get('dataset') != dataset):
-      raise ConversionError(
-          '%s already holds %s TFRecords with validation_size %s; asked for %s '
-          'with validation_size %d. Pass --overwrite to rewrite them, or use '
-          'another --output_dir.' % (output_dir, info.get('dataset'),
-                                     info.get('validation_size'), dataset,
-                                     validation_size))
+    info = check_made_with(output_dir, dataset, validation_size)
     logging.info('Dataset files already exist in %s. Exiting without '
                  're-creating them (pass --overwrite to redo).', output_dir)
     return info
@@ -226,20 +238,17 @@ def define_flags():
                        help='Rewrite TFRecords that already exist.')
 
 
-def main(argv):
-  cli.reject_extra_arguments(argv)
-  try:
-    prepare(FLAGS.output_dir, mnist_dir=FLAGS.mnist_dir,
-            download_idx=FLAGS.download, dataset=FLAGS.dataset,
-            validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite)
-  except (idx.IdxError, ConversionError, download.DownloadError) as e:
-    return cli.report(e)
+def main():
+  prepare(FLAGS.output_dir, mnist_dir=FLAGS.mnist_dir,
+          download_idx=FLAGS.download, dataset=FLAGS.dataset,
+          validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite)
   return 0
 
 
 def run():
   """Console-script entry point (vae-convert-mnist)."""
-  cli.run(main, define_flags, __name__)
+  cli.run(main, define_flags, __name__,
+          (idx.IdxError, ConversionError, download.DownloadError))
 
 
 if __name__ == '__main__':

@@ -7,10 +7,11 @@
 # flags (--ps_hosts, --worker_hosts, --job_name, --task_index; worker 0 is the
 # chief), plus --buckets (the input location, read as --data_dir) and
 # --checkpointDir (the output location, read as --train_dir), and often more of
-# its own (--tables, --outputs, ...), which train.py logs and ignores.
+# its own (--tables, --outputs), which train.py accepts and logs
+# (train.LAUNCHER_FLAGS); any other unknown flag is an error.
 # The oss:// paths need PAI's TensorFlow build (it registers OSS in tf.io.gfile);
 # -Dbuckets must hold train/validation/test.tfrecords made beforehand with
-#   python -m data_prep.convert_to_records --mnist_dir DIR --output_dir DIR
+#   vae-convert-mnist --mnist_dir DIR --output_dir DIR
 # and uploaded there.
 set -euo pipefail
 
@@ -18,9 +19,10 @@ BUCKET=${BUCKET:-oss://YOUR_BUCKET}
 ROLE_ARN=${ROLE_ARN:-acs:ram::YOUR_ACCOUNT:role/aliyunodpspaidefaultrole}
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 
-# PAI takes the code as one archive; train.py at its top level.
-tar -czf /tmp/tf1_mnist_vae.tar.gz -C "$HERE" \
-  train.py model.py input_pipeline.py image_grids.py cluster.py data_prep
+# PAI takes the code as one archive; train.py at its top level, beside the
+# package it imports.
+tar -czf /tmp/tf1_mnist_vae.tar.gz -C "$HERE" --exclude=__pycache__ \
+  train.py mnist_vae
 
 # -name names the runner's TensorFlow version; pick one your region offers.
 odpscmd -e "pai -name tensorflow1150

@@ -1,0 +1,195 @@
+"""Exports a trained model as a TensorFlow SavedModel with named signatures.
+
+  python export.py --train_dir runs/upstream --export_dir exports/upstream
+  saved_model_cli show --dir exports/upstream --all
+
+The SavedModel (tag `serve`, dropout off, the sizes read from the checkpoint)
+loads in plain TensorFlow 2 without this project:
+
+  model = tf.saved_model.load('exports/upstream')
+  out = model.signatures['reconstruct'](images=tf.zeros([1, 784]))
+
+Signatures (float32 unless said otherwise; N examples, D = latent size):
+  encode          images [N, 784] in [0, 1] -> z_mean, z_stddev [N, D]
+  decode          z [N, D] -> probabilities (clipped decoder means), logits [N, 784]
+  reconstruct     images -> probabilities, decoding the posterior mean (also
+                  serving_default)
+  sample          num_samples (int32 []), seed (int64 []) -> z [num_samples, D],
+                  probabilities; the same seed gives the same samples
+  log_likelihood  images, num_samples (int32 [], importance samples K), seed
+                  (int64 []) -> neg_elbo [N], nll [N]: evaluate.py's
+                  quantities per example, with the draws evaluate.py makes
+                  for an example at the same index of its split
+
+The export is written beside --export_dir and renamed into place when
+complete; an existing export is replaced only with --overwrite, and never
+left half-written.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import time
+
+from absl import flags
+from absl import logging
+import tensorflow.compat.v1 as tf
+
+from mnist_vae import checkpoints
+from mnist_vae import cli
+from mnist_vae import evaluation
+from mnist_vae import model
+from mnist_vae.data_prep.records import IMAGE_PIXELS
+
+FLAGS = flags.FLAGS
+SERVING_TAG = 'serve'
+# What the prior samples of `sample` are keyed by, besides their seed.
+_SAMPLE_STREAM = 2
+
+
+class ExportError(RuntimeError):
+  """The export cannot be written; the message says why."""
+
+
+def define_flags():
+  flags.DEFINE_string('train_dir', None,
+                      help='The training run whose latest checkpoint is '
+                      'exported.')
+  flags.DEFINE_string('checkpoint', None,
+                      help='A checkpoint path (model.ckpt-N) to export instead '
+                      'of the latest in --train_dir.')
+  flags.DEFINE_string('export_dir', None,
+                      help='Directory the SavedModel is written to.')
+  flags.DEFINE_boolean('overwrite', False,
+                       help='Replace an existing export in --export_dir.')
+  flags.mark_flag_as_required('export_dir')
+
+
+def _tensor_info(tensors):
+  return {name: tf.saved_model.utils.build_tensor_info(tensor)
+          for name, tensor in tensors.items()}
+
+
+def _signature(inputs, outputs):
+  return tf.saved_model.signature_def_utils.build_signature_def(
+      inputs=_tensor_info(inputs), outputs=_tensor_info(outputs),
+      method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
+
+
+def build_signatures(model_size):
+  """Builds the serving graph in the current graph; returns {name: SignatureDef}.
+
+  Args:
+    model_size: model.ModelSize of the checkpoint.
+  """
+  latent_dim = model_size.latent_dim
+  images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
+  z_mean, z_stddev = model.encode(images, model_size)
+  reconstruction = model.probabilities(model.decode(z_mean, model_size))
+
+  z = tf.placeholder(tf.float32, [None, latent_dim], 'z')
+  logits = model.decode(z, model_size)
+
+  num_samples = tf.placeholder(tf.int32, [], 'num_samples')
+  seed = tf.placeholder(tf.int64, [], 'seed')
+  prior_z = tf.random.stateless_normal(
+      tf.stack([num_samples, latent_dim]),
+      seed=tf.stack([seed, tf.constant(_SAMPLE_STREAM, tf.int64)]))
+  prior_samples = model.probabilities(model.decode(prior_z, model_size))
+
+  # The importance-weighted bound and the ELBO from the same K draws per
+  # example, keyed as evaluate.py keys them: by (seed, index in the input).
+  indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
+  log_weights, log_likelihood = model.log_importance_weights(
+      images, z_mean, z_stddev,
+      evaluation.keyed_normal_draws(seed, indices,
+                                    evaluation.IMPORTANCE_DRAWS, num_samples,
+                                    latent_dim),
+      model_size, with_log_likelihood=True)
+  elbo_log_likelihood = model.log_importance_weights(
+      images, z_mean, z_stddev,
+      evaluation.keyed_normal_draws(seed, indices, evaluation.ELBO_DRAWS,
+                                    num_samples, latent_dim),
+      model_size, with_log_likelihood=True)[1]
+  del log_likelihood  # The ELBO uses its own stream, as evaluate.py does.
+  neg_elbo = (-tf.reduce_mean(elbo_log_likelihood, axis=0)
+              + model.gaussian_kl(z_mean, z_stddev))
+  num_draws = tf.cast(tf.shape(log_weights)[0], tf.float32)
+  nll = -(tf.reduce_logsumexp(log_weights, axis=0) - tf.log(num_draws))
+
+  reconstruct = _signature({'images': images},
+                           {'probabilities': reconstruction})
+  return {
+      'encode': _signature({'images': images},
+                           {'z_mean': z_mean, 'z_stddev': z_stddev}),
+      'decode': _signature({'z': z}, {'probabilities': model.probabilities(
+          logits), 'logits': logits}),
+      'reconstruct': reconstruct,
+      tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+          reconstruct,
+      'sample': _signature({'num_samples': num_samples, 'seed': seed},
+                           {'z': prior_z, 'probabilities': prior_samples}),
+      'log_likelihood': _signature(
+          {'images': images, 'num_samples': num_samples, 'seed': seed},
+          {'neg_elbo': neg_elbo, 'nll': nll}),
+  }
+
+
+def export(checkpoint, export_dir, overwrite=False):
+  """Writes the SavedModel of `checkpoint` to export_dir; returns its signatures.
+
+  Raises:
+    checkpoints.CheckpointError: the checkpoint is unreadable or not a VAE of
+      this project.
+    ExportError: export_dir exists and overwrite is off.
+  """
+  model_size = checkpoints.model_size(checkpoint)
+  if tf.io.gfile.exists(export_dir) and not overwrite:
+    raise ExportError('%s already exists: pass --overwrite to replace it, or '
+                      'choose another --export_dir' % export_dir)
+  partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
+  with tf.Graph().as_default():
+    signatures = build_signatures(model_size)
+    saver = tf.train.Saver(model.model_variables())
+    with tf.Session() as session:
+      saver.restore(session, checkpoint)
+      builder = tf.saved_model.Builder(partial)
+      builder.add_meta_graph_and_variables(
+          session, [SERVING_TAG], signature_def_map=signatures,
+          strip_default_attrs=True)
+      builder.save()
+  if tf.io.gfile.exists(export_dir):
+    # The old export stays whole until the new one is complete beside it.
+    previous = '%s.previous-%d' % (export_dir.rstrip('/'), os.getpid())
+    tf.io.gfile.rename(export_dir, previous)
+    tf.io.gfile.rename(partial, export_dir)
+    tf.io.gfile.rmtree(previous)
+  else:
+    tf.io.gfile.rename(partial, export_dir)
+  return sorted(signatures)
+
+
+def main():
+  if not FLAGS.checkpoint and not FLAGS.train_dir:
+    raise ExportError('Pass --train_dir (its latest checkpoint is exported) '
+                      'or --checkpoint')
+  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.train_dir)
+  if not checkpoint:
+    raise ExportError('No checkpoint in %s' % FLAGS.train_dir)
+  start = time.time()
+  names = export(checkpoint, FLAGS.export_dir, FLAGS.overwrite)
+  logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s',
+               checkpoint, checkpoints.step_of(checkpoint), FLAGS.export_dir,
+               time.time() - start, ', '.join(names))
+  return 0
+
+
+def run():
+  """Console-script entry point (vae-export)."""
+  cli.run(main, define_flags, __name__,
+          (ExportError, checkpoints.CheckpointError))
+
+
+if __name__ == '__main__':
+  run()

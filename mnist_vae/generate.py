@@ -1,0 +1,360 @@
+"""What people do with a trained VAE: samples, interpolations, latent
+traversals, reconstructions of their own digits, as PNGs (and GIFs).
+
+  python generate.py --train_dir runs/upstream --mode samples --output_dir out
+  python generate.py --export_dir exports/upstream --mode interpolate --output_dir out
+  python generate.py --train_dir runs/upstream --mode reconstruct --inputs my_digit.jpg
+
+Modes (each works with no other flag):
+  samples      a grid of decoded prior draws z ~ N(0, temperature^2 I)
+  interpolate  between two inputs (test-set indices or image files; default
+               test images 0 and 1), linearly and spherically in latent
+               space: one row each, and an animated GIF of each
+  traverse     each latent dimension (or --dims) swept over [-3, 3] around
+               an input's posterior mean, one row per dimension, the
+               dimensions ordered by their KL for that input (most used first)
+  reconstruct  each input (default: test image 0) as given, as preprocessed
+               the way MNIST was made, and reconstructed
+
+The model comes from a checkpoint (--train_dir, --checkpoint) or a SavedModel
+of export.py (--export_dir).
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+
+import io
+
+from absl import flags
+from absl import logging
+import numpy as np
+from PIL import Image
+from PIL import UnidentifiedImageError
+import tensorflow.compat.v1 as tf
+
+from mnist_vae import checkpoints
+from mnist_vae import cli
+from mnist_vae import files
+from mnist_vae import images
+from mnist_vae import input_pipeline
+from mnist_vae import model
+from mnist_vae.data_prep import records
+
+FLAGS = flags.FLAGS
+MODES = ('samples', 'interpolate', 'traverse', 'reconstruct')
+TRAVERSE_RANGE = 3.0
+# MNIST's digits: the ink's bounding box scaled into 20x20, centred by centre
+# of mass in 28x28 (LeCun et al., the MNIST page).
+DIGIT_BOX = 20
+
+
+class GenerateError(RuntimeError):
+  """An input or the model cannot be used; the message says which and why."""
+
+
+def define_flags():
+  flags.DEFINE_enum('mode', 'samples', MODES, help='What to make; see --help.')
+  flags.DEFINE_string('train_dir', None,
+                      help='A training run: its latest checkpoint is used.')
+  flags.DEFINE_string('checkpoint', None,
+                      help='A checkpoint path (model.ckpt-N) instead of the '
+                      'latest in --train_dir.')
+  flags.DEFINE_string('export_dir', None,
+                      help='A SavedModel written by export.py, instead of a '
+                      'checkpoint.')
+  flags.DEFINE_string('output_dir', 'generated',
+                      help='Where the PNGs (and GIFs) go.')
+  flags.DEFINE_string('data_dir', 'data/mnist',
+                      help='TFRecords whose test split test-set indices '
+                      'refer to.')
+  flags.DEFINE_list('inputs', None,
+                    help='Comma-separated test-set indices or image files '
+                    '(PNG, JPEG). Default: 0,1 for interpolate, 0 otherwise.')
+  flags.DEFINE_integer('num', 100, lower_bound=1,
+                       help='samples: how many, 10 to a row.')
+  flags.DEFINE_integer('seed', 0, lower_bound=0,
+                       help='samples: seed of the prior draws.')
+  flags.DEFINE_float('temperature', 1.0, lower_bound=0.0,
+                     help='samples: scale of the prior draws (below 1: '
+                     'cleaner, less varied digits).')
+  flags.DEFINE_integer('steps', 10, lower_bound=2,
+                       help='interpolate: frames from the first input to the '
+                       'second, both included; traverse: values per row.')
+  flags.DEFINE_list('dims', None,
+                    help='traverse: latent dimensions to sweep (default: all).')
+
+
+class CheckpointModel(object):
+  """encode() and decode() of a checkpoint of this project (dropout off)."""
+
+  def __init__(self, checkpoint):
+    self.model_size = checkpoints.model_size(checkpoint)
+    self._graph = tf.Graph()
+    with self._graph.as_default():
+      self._images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
+      self._z_mean, self._z_stddev = model.encode(self._images,
+                                                  self.model_size)
+      self._z = tf.placeholder(tf.float32, [None, self.model_size.latent_dim])
+      self._probabilities = model.probabilities(
+          model.decode(self._z, self.model_size))
+      self._session = tf.Session()
+      tf.train.Saver(model.model_variables()).restore(self._session,
+                                                      checkpoint)
+
+  def encode(self, pixels):
+    return self._session.run([self._z_mean, self._z_stddev],
+                             {self._images: pixels})
+
+  def decode(self, z):
+    return self._session.run(self._probabilities, {self._z: z})
+
+
+class ExportedModel(object):
+  """encode() and decode() through the signatures of an export.py SavedModel."""
+
+  def __init__(self, export_dir):
+    self._graph = tf.Graph()
+    self._session = tf.Session(graph=self._graph)
+    try:
+      with self._graph.as_default():
+        meta_graph = tf.saved_model.loader.load(self._session, ['serve'],
+                                                export_dir)
+    except (OSError, RuntimeError, tf.errors.OpError) as e:
+      raise GenerateError('Cannot load a SavedModel from %s: %s'
+                          % (export_dir, str(e).splitlines()[0])) from e
+    self._signatures = meta_graph.signature_def
+    missing = {'encode', 'decode'} - set(self._signatures)
+    if missing:
+      raise GenerateError('%s is not an export of this project (no %s '
+                          'signature)' % (export_dir, ', '.join(missing)))
+    latent_dim = self._signatures['decode'].inputs['z'].tensor_shape.dim[1].size
+    self.model_size = model.ModelSize(hidden_units=None, latent_dim=latent_dim)
+
+  def _run(self, signature, outputs, **inputs):
+    definition = self._signatures[signature]
+    return self._session.run(
+        [definition.outputs[name].name for name in outputs],
+        {definition.inputs[name].name: value for name, value in inputs.items()})
+
+  def encode(self, pixels):
+    return self._run('encode', ['z_mean', 'z_stddev'], images=pixels)
+
+  def decode(self, z):
+    return self._run('decode', ['probabilities'], z=z)[0]
+
+
+def mnist_style(image):
+  """A photo or scan of a digit -> float32 [784] in [0, 1], prepared as MNIST
+  was: grey, white ink on black (inverted when the background is light),
+  cropped to the ink, scaled into 20x20 keeping the aspect ratio, centred by
+  centre of mass in 28x28."""
+  grey = np.asarray(image.convert('L'), np.float32) / 255.0
+  border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+  if np.median(border) > 0.5:
+    grey, border = 1.0 - grey, 1.0 - border
+  # The paper's grey becomes black, the darkest ink white.
+  background = float(np.median(border))
+  grey = np.clip((grey - background)
+                 / max(float(grey.max()) - background, 1e-6), 0.0, 1.0)
+  ink = np.argwhere(grey > 0.1)
+  if not len(ink):
+    raise ValueError('no digit found (the image is blank)')
+  (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
+  digit = grey[top:bottom, left:right]
+  scale = DIGIT_BOX / max(digit.shape)
+  size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+  digit = np.asarray(Image.fromarray(digit).resize(size, Image.LANCZOS),
+                     np.float32)
+  digit = np.clip(digit, 0.0, 1.0)
+  rows, cols = np.indices(digit.shape)
+  total = max(float(digit.sum()), 1e-6)
+  centre = ((rows * digit).sum() / total, (cols * digit).sum() / total)
+  side = records.IMAGE_SIDE
+  top = int(round(side / 2 - centre[0]))
+  left = int(round(side / 2 - centre[1]))
+  top = min(max(top, 0), side - digit.shape[0])
+  left = min(max(left, 0), side - digit.shape[1])
+  canvas = np.zeros((side, side), np.float32)
+  canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+  return canvas.reshape(records.IMAGE_PIXELS)
+
+
+def read_inputs(specs, data_dir):
+  """Each spec (a test-set index or an image file) -> (as given: float32
+  [784] or None for a test image, preprocessed float32 [784])."""
+  test_images = None
+  result = []
+  for spec in specs:
+    if spec.strip().isdigit():
+      if test_images is None:
+        path = records.split_path(data_dir, 'test')
+        input_pipeline.inspect_records(path)
+        test_images = input_pipeline.read_split_images(path)
+      index = int(spec)
+      if index >= len(test_images):
+        raise GenerateError('Test-set index %d is out of range: %s holds %d '
+                            'images' % (index, records.split_path(
+                                data_dir, 'test'), len(test_images)))
+      result.append((None, test_images[index]))
+      continue
+    try:
+      with tf.io.gfile.GFile(spec, 'rb') as f:
+        image = Image.open(io.BytesIO(f.read()))
+        image.load()
+    except tf.errors.NotFoundError as e:
+      raise GenerateError('%s: no such file (an input is a test-set index '
+                          'or an image file)' % spec) from e
+    except (UnidentifiedImageError, OSError) as e:
+      raise GenerateError('%s is not an image Pillow can read: %s'
+                          % (spec, e)) from e
+    try:
+      prepared = mnist_style(image)
+    except ValueError as e:
+      raise GenerateError('%s: %s' % (spec, e)) from e
+    as_given = np.asarray(image.convert('L').resize(
+        (records.IMAGE_SIDE, records.IMAGE_SIDE)), np.float32) / 255.0
+    result.append((as_given.reshape(records.IMAGE_PIXELS), prepared))
+  return result
+
+
+def slerp(z0, z1, fractions):
+  """Spherical interpolation from z0 to z1 (float [D]): float [len(fractions), D]."""
+  cosine = np.dot(z0, z1) / max(np.linalg.norm(z0) * np.linalg.norm(z1), 1e-12)
+  omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+  if omega < 1e-6:
+    return np.stack([(1 - t) * z0 + t * z1 for t in fractions])
+  return np.stack([(np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1)
+                   / np.sin(omega) for t in fractions])
+
+
+def _write_gif(path, frames):
+  """frames: uint8 [n, h, w] -> an animated GIF that goes there and back."""
+  pictures = [Image.fromarray(frame).resize(
+      (frame.shape[1] * 4, frame.shape[0] * 4), Image.NEAREST) for frame in frames]
+  pictures += pictures[-2:0:-1]
+  buffer = io.BytesIO()
+  pictures[0].save(buffer, format='GIF', save_all=True,
+                   append_images=pictures[1:], duration=120, loop=0)
+  files.write(path, buffer.getvalue())
+
+
+def make_samples(vae, output_dir, num, seed, temperature):
+  z = temperature * np.random.RandomState(seed).standard_normal(
+      (num, vae.model_size.latent_dim)).astype(np.float32)
+  path = os.path.join(output_dir, 'samples.png')
+  images.write_png(path, images.sample_grid(vae.decode(z)))
+  return [path]
+
+
+def make_interpolations(vae, output_dir, inputs, steps):
+  if len(inputs) != 2:
+    raise GenerateError('--mode interpolate takes two --inputs, not %d'
+                        % len(inputs))
+  z_mean, _ = vae.encode(np.stack([prepared for _, prepared in inputs]))
+  fractions = np.linspace(0.0, 1.0, steps)
+  paths = []
+  for kind, z in (('linear', np.stack([(1 - t) * z_mean[0] + t * z_mean[1]
+                                      for t in fractions])),
+                  ('spherical', slerp(z_mean[0], z_mean[1], fractions))):
+    frames = vae.decode(z.astype(np.float32))
+    png = os.path.join(output_dir, 'interpolate_%s.png' % kind)
+    gif = os.path.join(output_dir, 'interpolate_%s.gif' % kind)
+    images.write_png(png, images.sample_grid(frames, columns=steps))
+    _write_gif(gif, images.to_uint8(frames))
+    paths += [png, gif]
+  return paths
+
+
+def make_traversal(vae, output_dir, inputs, steps, dims):
+  if len(inputs) != 1:
+    raise GenerateError('--mode traverse takes one --inputs, not %d'
+                        % len(inputs))
+  z_mean, z_stddev = vae.encode(inputs[0][1][None])
+  z_mean, z_stddev = z_mean[0], z_stddev[0]
+  latent_dim = len(z_mean)
+  kl = 0.5 * (z_mean ** 2 + z_stddev ** 2 - np.log(z_stddev ** 2) - 1.0)
+  if dims is None:
+    dims = [int(d) for d in np.argsort(-kl)]
+  for d in dims:
+    if not 0 <= d < latent_dim:
+      raise GenerateError('--dims: %d is not a latent dimension (0 to %d)'
+                          % (d, latent_dim - 1))
+  values = np.linspace(-TRAVERSE_RANGE, TRAVERSE_RANGE, steps)
+  rows = []
+  for d in dims:
+    z = np.repeat(z_mean[None], steps, axis=0)
+    z[:, d] = z_mean[d] + values
+    rows.append(vae.decode(z.astype(np.float32)))
+  path = os.path.join(output_dir, 'traverse.png')
+  images.write_png(path, images.sample_grid(np.concatenate(rows), columns=steps))
+  logging.info('Rows of %s, top to bottom: dimensions %s (KL %s).', path,
+               dims, ', '.join('%.2f' % kl[d] for d in dims))
+  return [path]
+
+
+def make_reconstructions(vae, output_dir, inputs):
+  prepared = np.stack([p for _, p in inputs])
+  z_mean, _ = vae.encode(prepared)
+  reconstructions = vae.decode(z_mean)
+  rows = []
+  for (as_given, preprocessed), reconstruction in zip(inputs, reconstructions):
+    rows += [preprocessed if as_given is None else as_given, preprocessed,
+             reconstruction]
+  path = os.path.join(output_dir, 'reconstruct.png')
+  images.write_png(path, images.sample_grid(np.stack(rows), columns=3))
+  return [path]
+
+
+def load_model(train_dir=None, checkpoint=None, export_dir=None):
+  """The model of an export or of a checkpoint (the latest in train_dir)."""
+  if export_dir:
+    return ExportedModel(export_dir)
+  if not checkpoint:
+    if not train_dir:
+      raise GenerateError('Pass --train_dir, --checkpoint or --export_dir')
+    checkpoint = tf.train.latest_checkpoint(train_dir)
+    if not checkpoint:
+      raise GenerateError('No checkpoint in %s' % train_dir)
+  return CheckpointModel(checkpoint)
+
+
+def generate(*, mode, output_dir, vae, inputs=None, data_dir='data/mnist',
+             num=100, seed=0, temperature=1.0, steps=10, dims=None):
+  """Writes the pictures of `mode` into output_dir; returns their paths."""
+  tf.io.gfile.makedirs(output_dir)
+  if mode == 'samples':
+    return make_samples(vae, output_dir, num, seed, temperature)
+  specs = inputs or (['0', '1'] if mode == 'interpolate' else ['0'])
+  examples = read_inputs(specs, data_dir)
+  if mode == 'interpolate':
+    return make_interpolations(vae, output_dir, examples, steps)
+  if mode == 'traverse':
+    return make_traversal(vae, output_dir, examples, steps, dims)
+  return make_reconstructions(vae, output_dir, examples)
+
+
+def main():
+  try:
+    dims = [int(d) for d in FLAGS.dims] if FLAGS.dims else None
+  except ValueError as e:
+    raise GenerateError('--dims takes whole numbers: %s' % e) from e
+  vae = load_model(FLAGS.train_dir, FLAGS.checkpoint, FLAGS.export_dir)
+  paths = generate(mode=FLAGS.mode, output_dir=FLAGS.output_dir, vae=vae,
+                   inputs=FLAGS.inputs, data_dir=FLAGS.data_dir, num=FLAGS.num,
+                   seed=FLAGS.seed, temperature=FLAGS.temperature,
+                   steps=FLAGS.steps, dims=dims)
+  for path in paths:
+    logging.info('Wrote %s', path)
+  return 0
+
+
+def run():
+  """Console-script entry point (vae-generate)."""
+  cli.run(main, define_flags, __name__,
+          (GenerateError, checkpoints.CheckpointError,
+           input_pipeline.RecordsError))
+
+
+if __name__ == '__main__':
+  run()
