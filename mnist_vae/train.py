@@ -70,10 +70,12 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
                     flag_values=flag_values,
                     help='Dataset to prepare when the TFRecords are missing.')
-  flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
+  flags.DEFINE_integer('validation_size', None, lower_bound=0,
                        flag_values=flag_values,
-                       help='When preparing TFRecords: leading training images '
-                       'held out as the validation split.')
+                       help='Leading training images held out as the '
+                       'validation split when preparing TFRecords (default '
+                       '5000; 0: no validation split). Existing TFRecords must '
+                       'have been made with it (default: as they were made).')
   flags.DEFINE_integer('batch_size', 128, lower_bound=1,
                        flag_values=flag_values,
                        help='Training examples per step.')
@@ -252,14 +254,15 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     its 'interrupted_by' names the signal that stopped the run, if one did.
   """
   start_time = time.time()
-  config = dict(train_dir=train_dir, eval_batch_size=eval_batch_size,
-                **data._asdict(), **model_size._asdict(),
-                **optimizer_settings._asdict(), **schedule._asdict(),
-                **step_settings._asdict(), **threads._asdict(),
-                **(sync_replicas or cluster.SyncReplicas(False, 0))._asdict())
   worker = cluster.Worker(role, training.session_config(threads))
   worker.wait_for_data(data.data_dir)
   splits = prepare_data(data)
+  config = dict(train_dir=train_dir, eval_batch_size=eval_batch_size,
+                **data._replace(validation_size=splits['validation'][1])._asdict(),
+                **model_size._asdict(), **optimizer_settings._asdict(),
+                **schedule._asdict(), **step_settings._asdict(),
+                **threads._asdict(),
+                **(sync_replicas or cluster.SyncReplicas(False, 0))._asdict())
   images_dir = _make_train_dir(train_dir, splits['train'], step_settings)
   checkpoint, initial_step = checkpoints.latest(train_dir)
   if worker.is_chief:

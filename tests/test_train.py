@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 
 from PIL import Image
 import numpy as np
@@ -92,28 +93,39 @@ def test_writes_pngs_checkpoint_events_and_metrics(first_run):
   assert not glob.glob(os.path.join(train_dir, '**', '*.tmp'), recursive=True)
 
 
-def test_resumes_from_checkpoint(first_run, idx_dir):
+def _copy_of_first_run(first_run, tmp_path):
+  """A copy of the shared run's train_dir, for a test that changes it."""
+  source = first_run[0] / 'train'
+  copy = tmp_path / 'train'
+  shutil.copytree(source, copy)
+  state = (copy / 'checkpoint').read_text()
+  (copy / 'checkpoint').write_text(state.replace(str(source), str(copy)))
+  return copy
+
+
+def test_resumes_from_checkpoint(first_run, idx_dir, tmp_path):
   root, _ = first_run
-  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '30')
+  train_dir = str(_copy_of_first_run(first_run, tmp_path))
+  result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '30')
   assert result.returncode == 0, result.stderr
   assert 'Resuming from' in result.stderr and '(step 20)' in result.stderr
   assert 'step 25:' in result.stderr and 'step 5:' not in result.stderr
-  train_dir = str(root / 'train')
   assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-30')
   assert _metrics(train_dir)['step'] == 30
   assert os.path.exists(os.path.join(train_dir, 'images', 'samples_step_000030.png'))
 
 
-def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir):
+def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir, tmp_path):
   root, _ = first_run
-  train_dir = str(root / 'train')
+  train_dir = str(_copy_of_first_run(first_run, tmp_path))
   before = _metrics(train_dir)
-  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '30')
+  result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '20')
   assert result.returncode == 0, result.stderr
-  assert 'already at step 30 >= --max_steps=30' in result.stderr
-  assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-30')
+  assert 'already at step 20 >= --max_steps=20' in result.stderr
+  assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-20')
+  assert not os.path.exists(os.path.join(train_dir, 'model.ckpt-21.index'))
   after = _metrics(train_dir)
-  assert after['step'] == 30 and after['local_steps'] == 0
+  assert after['step'] == 20 and after['local_steps'] == 0
   assert after['test']['neg_elbo'] == pytest.approx(before['test']['neg_elbo'], rel=1e-6)
 
 
@@ -215,12 +227,15 @@ def test_records_made_with_other_settings_are_refused(first_run, idx_dir, tmp_pa
 
 def test_resuming_with_another_optimizer_names_the_trained_one(first_run, idx_dir, tmp_path):
   root, _ = first_run  # Trained with adam.
-  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40',
+  train_dir = _copy_of_first_run(first_run, tmp_path)
+  config_before = (train_dir / 'config.json').read_text()
+  result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '40',
                   '--optimizer', 'momentum')
   assert result.returncode == 1
   assert 'was trained with --optimizer=adam' in result.stderr
   assert 'differs from what --optimizer=momentum needs' in result.stderr
-  assert tf.train.latest_checkpoint(str(root / 'train')).endswith('-20')
+  assert tf.train.latest_checkpoint(str(train_dir)).endswith('-20')
+  assert (train_dir / 'config.json').read_text() == config_before
 
 
 def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):

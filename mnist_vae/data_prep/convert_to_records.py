@@ -32,6 +32,7 @@ from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records
 
 DATASETS = tuple(download.CHECKSUMS)
+DEFAULT_VALIDATION_SIZE = 5000
 # While present, the splits beside it are being replaced: the directory is
 # incomplete whatever files it holds.
 IN_PROGRESS_FILE = '.conversion_in_progress'
@@ -72,17 +73,18 @@ def tfrecords_exist(output_dir):
       os.path.join(output_dir, IN_PROGRESS_FILE)))
 
 
-def check_made_with(data_dir, dataset, validation_size):
+def check_made_with(data_dir, dataset, validation_size=None):
   """Raises ConversionError unless the TFRecords in data_dir were made from
-  `dataset` with `validation_size` (as far as their dataset_info.json says;
-  the classic script's files carry none). Returns that info, or None."""
+  `dataset` with `validation_size` (None: any), as far as their
+  dataset_info.json says (the classic script's files carry none). Returns
+  that info, or None."""
   info = records.read_info(data_dir)
   if info is None:
     return None
   mismatches = ['--%s=%s, asked for %s' % (name, info.get(name), wanted)
                 for name, wanted in (('dataset', dataset),
                                      ('validation_size', validation_size))
-                if info.get(name) != wanted]
+                if wanted is not None and info.get(name) != wanted]
   if mismatches:
     raise ConversionError(
         'The TFRecords in %s were made with %s. Pass the settings they were '
@@ -116,7 +118,7 @@ def _commit(staging_dir, output_dir):
   tf.io.gfile.rmtree(staging_dir)
 
 
-def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
+def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
             overwrite=False):
   """Converts the four IDX files in `mnist_dir` into TFRecords.
 
@@ -124,7 +126,8 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
     mnist_dir: directory holding the four standard IDX files (gzip or not).
     output_dir: where the TFRecords go (created if missing).
     validation_size: how many of the first training images form the
-      validation split.
+      validation split; None: as existing outputs were made, else
+      DEFAULT_VALIDATION_SIZE.
     dataset: 'mnist' or 'fashion_mnist' (recorded in dataset_info.json).
     overwrite: rewrite outputs that already exist.
 
@@ -142,6 +145,8 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
                  're-creating them (pass --overwrite to redo).', output_dir)
     return info
 
+  if validation_size is None:
+    validation_size = DEFAULT_VALIDATION_SIZE
   start = time.time()
   paths = {name: idx.find_idx_file(mnist_dir, name)
            for name in idx.STANDARD_FILES}
@@ -187,7 +192,7 @@ def convert(mnist_dir, output_dir, validation_size=5000, dataset='mnist',
 
 
 def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
-            validation_size=5000, overwrite=False, mirrors=None):
+            validation_size=None, overwrite=False, mirrors=None):
   """Makes sure `output_dir` holds the TFRecords, converting or downloading.
 
   Args:
@@ -231,7 +236,7 @@ def define_flags():
       'download', False,
       help='Download the IDX files (into --mnist_dir, or OUTPUT_DIR/raw) from '
       'the public mirrors, verifying their SHA256, if they are not there.')
-  flags.DEFINE_integer('validation_size', 5000, lower_bound=0,
+  flags.DEFINE_integer('validation_size', DEFAULT_VALIDATION_SIZE, lower_bound=0,
                        help='Number of leading training images that form the '
                        'validation split.')
   flags.DEFINE_boolean('overwrite', False,
