@@ -216,6 +216,15 @@ class Worker(object):
                              '%d s' % timeout_sec)
         time.sleep(0.25)
 
+  def log_placement(self, graph):
+    """Logs how many variables each parameter server holds."""
+    if self.role is None:
+      return
+    counts = collections.Counter(variable.device for variable
+                                 in graph.get_collection('variables'))
+    logging.info('Variables per parameter server: %s.', ', '.join(
+        '%s: %d' % (device, count) for device, count in sorted(counts.items())))
+
   def finish(self, local_steps, step):
     """Logs this task's share and tells every parameter server it is done."""
     if self.role is None:

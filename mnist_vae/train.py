@@ -283,6 +283,7 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
                                 optimizer_settings.optimizer)
     if worker.is_chief:
       files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
+    worker.log_placement(graph.graph)
     worker.wait_for_chief(graph.graph)
     summary_writer = (tf.summary.FileWriterCache.get(train_dir)
                       if worker.is_chief else None)

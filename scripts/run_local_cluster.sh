@@ -6,6 +6,12 @@
 #   scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- --mnist_dir ../shared/mnist \
 #       --train_dir /tmp/cluster --max_steps 2000 --optimizer adam
 #
+# TensorFlow's gRPC servers have no authentication and listen on every
+# interface whatever host they are given, so by default the whole job runs in a
+# network namespace of its own with only loopback: nothing outside this
+# launcher can reach its ports. --no_isolation (or a machine where no
+# namespace can be made) exposes them, and says so.
+#
 # Each process gets a free port and the classic flags (--ps_hosts, --worker_hosts,
 # --job_name, --task_index; worker 0 is the chief); its log lines are prefixed with
 # its role. The launcher waits for the workers (the parameter servers end when every
@@ -13,20 +19,23 @@
 # Ctrl-C, SIGTERM, or when any process fails. Exit status: 0 when all exited 0.
 set -uo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # bash cannot trap a signal that was ignored when it started (as SIGINT is for
 # a background job of a non-interactive shell): say so instead of hanging on.
 ignored_mask=$(awk '/^SigIgn:/ {print $2}' /proc/$$/status 2>/dev/null || echo 0)
-if (( 0x${ignored_mask:-0} & 2 )); then
+if (( 0x${ignored_mask:-0} & 2 )) && [[ -z ${VAE_CLUSTER_NETNS:-} ]]; then
   echo "[launcher] started with SIGINT ignored (a background job?): Ctrl-C will not" \
     "stop this job; stop it with: kill -TERM $$" >&2
 fi
 
+orig_args=("$@")
 num_ps=1
 num_workers=2
+isolate=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --no_isolation) isolate=0; shift ;;
     --num_ps) num_ps=$2; shift 2 ;;
     --num_ps=*) num_ps=${1#*=}; shift ;;
     --num_workers) num_workers=$2; shift 2 ;;
@@ -42,6 +51,23 @@ if ! [[ $num_ps =~ ^[1-9][0-9]*$ && $num_workers =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+
+if ((isolate)) && [[ -z ${VAE_CLUSTER_NETNS:-} ]]; then
+  # Root may make a network namespace; others need a user namespace too.
+  unshare_flags=(--net)
+  ((EUID == 0)) || unshare_flags=(--map-root-user --net)
+  if unshare "${unshare_flags[@]}" true 2>/dev/null; then
+    echo "[launcher] running the job in a network namespace of its own (loopback only)"
+    # The same process, so signals sent to this launcher still reach it.
+    exec unshare "${unshare_flags[@]}" bash -c \
+      'ip link set lo up && VAE_CLUSTER_NETNS=1 exec bash "$@"' bash "$0" "${orig_args[@]}"
+  fi
+  echo "[launcher] WARNING: cannot create a network namespace here (unshare --net" \
+    "failed): the job's ports are reachable from this machine's network" >&2
+elif ((! isolate)); then
+  echo "[launcher] WARNING: --no_isolation: the job's ports are reachable from this" \
+    "machine's network; TensorFlow's servers have no authentication" >&2
+fi
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 

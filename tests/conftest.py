@@ -115,9 +115,11 @@ def _default_signal_dispositions():
   signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_process(command, cwd=REPO_ROOT, **popen_args):
-  """Starts `command` in a process group of its own; returns the Popen."""
-  process = subprocess.Popen(command, cwd=cwd, env=_env(),
+def start_process(command, cwd=REPO_ROOT, env=None, **popen_args):
+  """Starts `command` in a process group of its own; returns the Popen.
+  env: the whole environment (default: this one, quiet TensorFlow, the
+  repository on PYTHONPATH)."""
+  process = subprocess.Popen(command, cwd=cwd, env=env or _env(),
                              start_new_session=True,
                              preexec_fn=_default_signal_dispositions,
                              **popen_args)
@@ -140,10 +142,10 @@ def kill_started_processes():
     _kill_group(_STARTED.pop())
 
 
-def run_process(command, timeout=300, cwd=REPO_ROOT):
+def run_process(command, timeout=300, cwd=REPO_ROOT, env=None):
   """Runs `command` to its end; returns the CompletedProcess. A process still
   running after `timeout` seconds is killed and the test fails."""
-  process = start_process(command, cwd=cwd, stdout=subprocess.PIPE,
+  process = start_process(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   try:
     stdout, stderr = process.communicate(timeout=timeout)

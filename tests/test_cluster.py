@@ -229,3 +229,59 @@ def test_launcher_started_with_sigint_ignored_says_so(tmp_path):
   assert 'kill -TERM' in result.stderr
   default = run_process(['bash', script, '--num_ps', 'x'])
   assert default.returncode == 2 and 'SIGINT ignored' not in default.stderr
+
+
+def test_launcher_keeps_the_job_off_the_network(data_dir, tmp_path):
+  """TensorFlow's servers listen on every interface: the launcher runs them in
+  a network namespace of their own, so from outside nothing listens."""
+  log_path = tmp_path / 'log'
+  command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
+             '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
+             '--train_dir', str(tmp_path / 'train'), '--max_steps', '100000'] + SMALL
+  with open(log_path, 'w') as log:
+    launcher = start_process(command, stdout=log, stderr=subprocess.STDOUT)
+  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= 40, 'checkpoint at step 40',
+           [launcher])
+  log = log_path.read_text()
+  assert 'network namespace of its own' in log
+  ports = re.findall(r'127\.0\.0\.1:(\d+)', log.split('[launcher] ps:')[1].splitlines()[0])
+  assert len(ports) == 3
+  listening = run_process(['ss', '-ltnH']).stdout
+  listening_ports = set(re.findall(r':(\d+)\s', listening))
+  assert not listening_ports & set(ports), (ports, listening)
+  launcher.send_signal(signal.SIGTERM)
+  assert launcher.wait(timeout=60) == 143
+
+
+def test_launcher_without_isolation_says_the_ports_are_exposed(data_dir, tmp_path):
+  result = run_process(['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
+                        '--no_isolation', '--num_ps', '1', '--num_workers', '1', '--',
+                        '--data_dir', data_dir, '--train_dir', str(tmp_path / 'train'),
+                        '--max_steps', '10'] + SMALL)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  assert "--no_isolation: the job's ports are reachable" in result.stderr
+  assert 'network namespace of its own' not in result.stdout
+
+
+def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data_dir,
+                                                                            tmp_path):
+  results = {}
+  for num_ps in (1, 2):
+    command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
+               '--num_ps', str(num_ps), '--num_workers', '1', '--', '--data_dir', data_dir,
+               '--train_dir', str(tmp_path / ('ps%d' % num_ps)), '--max_steps', '60'] + SMALL
+    result = run_process(command)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    placement = re.search(r'Variables per parameter server: (.*)\.', log).group(1)
+    counts = dict(re.findall(r'/job:ps/task:(\d+): (\d+)', placement))
+    assert sorted(counts) == [str(i) for i in range(num_ps)], placement
+    assert all(int(count) > 0 for count in counts.values()), placement
+    for i in range(num_ps):
+      assert '[launcher] ps%d exited with status 0' % i in log
+    with open(tmp_path / ('ps%d' % num_ps) / 'metrics.json') as f:
+      results[num_ps] = json.load(f)
+  # One worker: the same computation, only the variables' homes differ.
+  assert results[2]['step'] == results[1]['step'] == 60
+  assert results[2]['test']['neg_elbo'] == pytest.approx(results[1]['test']['neg_elbo'],
+                                                         abs=1e-3)
