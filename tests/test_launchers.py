@@ -4,16 +4,18 @@ with a Python that does not have this project installed."""
 import json
 import os
 import re
+import shutil
 import site
 import socket
 import subprocess
 import sys
 import tarfile
 
+import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO_ROOT, run_process, start_process
+from conftest import REPO_ROOT, checkpoint_step, run_process, start_process, wait_for
 from mnist_vae.data_prep import convert_to_records
 
 # Runs the unpacked train.py with site-packages on the path but none of their
@@ -136,3 +138,152 @@ def test_kubeflow_tfjob_replicas_run_to_the_end(small_mnist_records, tmp_path):
     assert json.load(f)['step'] >= max_steps
   chief_log = (tmp_path / 'worker0.log').read_text()
   assert 'Worker 0 of 2 (/job:worker/task:0), chief: True' in chief_log
+
+
+_SLURM_CONF = '''ClusterName=vaetest
+SlurmctldHost=localhost
+SlurmctldPort={ctld_port}
+SlurmUser=root
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.socket
+CredType=cred/munge
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/%n
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd-%n.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root}/jobcomp.txt
+SlurmdParameters=config_overrides
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+MpiDefault=none
+NodeName=node[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{slurmd_ports}] CPUs=8 State=UNKNOWN
+PartitionName=debug Nodes=node[1-3] Default=YES OverSubscribe=FORCE MaxTime=INFINITE State=UP
+'''
+_SLURM_DAEMONS = ('munged', 'slurmctld', 'slurmd')
+
+
+def _consecutive_free_ports(count):
+  """`count` consecutive ports that are free now, above the ephemeral range."""
+  for base in range(20000 + os.getpid() % 5000, 32000, 7):
+    sockets = []
+    try:
+      for port in range(base, base + count):
+        s = socket.socket()
+        sockets.append(s)
+        s.bind(('127.0.0.1', port))
+      return base
+    except OSError:
+      continue
+    finally:
+      for s in sockets:
+        s.close()
+  raise AssertionError('no %d consecutive free ports' % count)
+
+
+@pytest.fixture(scope='module')
+def slurm(tmp_path_factory):
+  """A real Slurm on this machine: munged, slurmctld and three slurmd (nodes
+  node1-3, all 127.0.0.1) in a temp dir, with ports of their own; stopped by
+  their pids when the module's tests are done."""
+  missing = [d for d in _SLURM_DAEMONS + ('sbatch', 'mungekey') if not shutil.which(d)]
+  reason = None
+  if missing:
+    reason = 'Slurm is not installed (no %s): apt-get install slurmctld slurmd ' \
+             'slurm-client munge' % ', '.join(missing)
+  elif os.geteuid() != 0:
+    reason = 'starting slurmd needs root'
+  if reason:
+    if os.environ.get('CI'):
+      pytest.fail(reason)
+    pytest.skip(reason)
+  root = tmp_path_factory.mktemp('slurm')
+  for name in ('state', 'spool/node1', 'spool/node2', 'spool/node3'):
+    (root / name).mkdir(parents=True)
+  ctld_port = _consecutive_free_ports(4)
+  conf = root / 'slurm.conf'
+  conf.write_text(_SLURM_CONF.format(root=root, ctld_port=ctld_port,
+                                     slurmd_ports='%d-%d' % (ctld_port + 1, ctld_port + 3)))
+  env = dict(os.environ, SLURM_CONF=str(conf))
+  subprocess.run(['mungekey', '-c', '-f', '-k', str(root / 'munge.key')], check=True,
+                 capture_output=True)
+  daemons = [subprocess.Popen(['munged', '--foreground', '--force',
+                               '--socket', str(root / 'munge.socket'),
+                               '--key-file', str(root / 'munge.key'),
+                               '--pid-file', str(root / 'munged.pid'),
+                               '--seed-file', str(root / 'munge.seed'),
+                               '--log-file', str(root / 'munged.log')],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+  try:
+    wait_for(lambda: (root / 'munge.socket').exists(), 'munged socket', daemons, 30)
+    daemons.append(subprocess.Popen(['slurmctld', '-D', '-f', str(conf)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    for node in ('node1', 'node2', 'node3'):
+      daemons.append(subprocess.Popen(['slurmd', '-D', '-f', str(conf), '-N', node],
+                                      env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT))
+
+    def all_idle():
+      info = subprocess.run(['sinfo', '-h', '-o', '%T %D'], env=env,
+                            capture_output=True, text=True).stdout.split()
+      return info == ['idle', '3']
+    wait_for(all_idle, 'three idle Slurm nodes', daemons, 60)
+    yield env, root
+  finally:
+    subprocess.run(['scancel', '--full', '--quiet', '-u', 'root'], env=env,
+                   capture_output=True)
+    for daemon in reversed(daemons):
+      daemon.terminate()
+    for daemon in reversed(daemons):
+      try:
+        daemon.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
+def _job_completion(root, job_id):
+  """The jobcomp record of job_id as a dict, or None while it runs."""
+  path = root / 'jobcomp.txt'
+  if not path.exists():
+    return None
+  for line in path.read_text().splitlines():
+    fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
+    if fields.get('JobId') == str(job_id):
+      return fields
+  return None
+
+
+@pytest.mark.parametrize('layout', [[], ['--nodes=1', '--ntasks=3', '--ntasks-per-node=3']],
+                         ids=['three_nodes', 'one_node'])
+def test_slurm_batch_script_completes(slurm, small_mnist_records, tmp_path, layout):
+  env, root = slurm
+  env = dict(env, DATA_DIR=small_mnist_records, TRAIN_DIR=str(tmp_path / 'train'),
+             PORT_BASE=str(_consecutive_free_ports(3)), PYTHON=sys.executable,
+             TF_CPP_MIN_LOG_LEVEL='2', PATH=os.path.dirname(sys.executable) + ':' +
+             os.environ['PATH'], PYTHONPATH=REPO_ROOT)
+  submitted = subprocess.run(
+      ['sbatch', '--parsable', '--output', str(tmp_path / 'job-%j.log')] + layout +
+      [os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'),
+       '--max_steps=300', '--hidden_units=64', '--latent_dim=8', '--batch_size=32',
+       '--eval_batch_size=200'], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+  assert submitted.returncode == 0, submitted.stderr
+  job_id = submitted.stdout.strip().split(';')[0]
+  wait_for(lambda: _job_completion(root, job_id), 'the end of Slurm job %s' % job_id,
+           timeout=400)
+  record = _job_completion(root, job_id)
+  log = (tmp_path / ('job-%s.log' % job_id)).read_text()
+  assert record['JobState'] == 'COMPLETED', log[-4000:]
+  assert record['ExitCode'] == '0:0'  # srun --kill-on-bad-exit: every task exited 0.
+  assert record['NodeCnt'] == ('1' if layout else '3')
+  assert 'Parameter server 0: worker' in log and '(2 of 2)' in log
+  assert checkpoint_step(tmp_path / 'train') >= 300
+  with open(tmp_path / 'train' / 'metrics.json') as f:
+    assert json.load(f)['step'] >= 300
