@@ -10,8 +10,9 @@ The data flow, one module a stage:
   images.py          image grids, PNGs and image summaries
 
 Entry points (each also a console script): train.py (vae-train),
-evaluate.py (vae-evaluate), data_prep/convert_to_records.py
-(vae-convert-mnist). Around them: cli.py (strict flags, one-line errors),
+evaluate.py (vae-evaluate), export.py (vae-export: a SavedModel),
+generate.py (vae-generate: samples, interpolations, traversals,
+reconstructions), data_prep/convert_to_records.py (vae-convert-mnist). Around them: cli.py (strict flags, one-line errors),
 cluster.py (parameter servers and workers), checkpoints.py (what a checkpoint
 holds), files.py (atomic writes).
 """

@@ -3,6 +3,7 @@
 import gzip
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,17 @@ def wait_for(condition, what, processes=(), timeout=120):
     if time.time() > deadline:
       raise AssertionError('no %s within %d s' % (what, timeout))
     time.sleep(0.1)
+
+
+def free_ports(count):
+  """`count` distinct ports that are free on 127.0.0.1 now."""
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
 
 
 def checkpoint_step(train_dir):

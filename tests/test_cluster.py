@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from mnist_vae import cluster
-from conftest import (REPO_ROOT, checkpoint_step, run_process, run_python,
-                      start_process, start_python, wait_for)
+from conftest import (REPO_ROOT, checkpoint_step, free_ports, run_process,
+                      run_python, start_process, start_python, wait_for)
 from mnist_vae.data_prep import convert_to_records
 
 PS = ['127.0.0.1:2222']
@@ -113,19 +113,8 @@ def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
       'Parameter server 0: worker 0 is done (2 of 2)' in log
 
 
-def _ports(count):
-  import socket
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path):
-  ps_port, chief_port, worker_port = _ports(3)
+  ps_port, chief_port, worker_port = free_ports(3)
   base = ['train.py', '--ps_hosts', '127.0.0.1:%d' % ps_port, '--worker_hosts',
           '127.0.0.1:%d,127.0.0.1:%d' % (chief_port, worker_port), '--data_dir', data_dir,
           '--train_dir', str(tmp_path / 'train'), '--max_steps', '600'] + SMALL
@@ -195,15 +184,22 @@ def test_training_into_ram_filesystem(small_idx_dir, tmp_path):
   assert not os.path.exists('ram:')
 
 
-def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_path):
-  log_path = str(tmp_path / 'log')
+def _start_endless_job(data_dir, tmp_path, log_path, until_step):
+  """The launcher with 1 ps + 2 workers and no end in sight, returned once
+  the chief has checkpointed until_step."""
   command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
              '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
              '--train_dir', str(tmp_path / 'train'), '--max_steps', '100000'] + SMALL
   with open(log_path, 'w') as log:
     launcher = start_process(command, stdout=log, stderr=subprocess.STDOUT)
-  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= 200, 'checkpoint at step 200',
-           [launcher])
+  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= until_step,
+           'checkpoint at step %d' % until_step, [launcher])
+  return launcher
+
+
+def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_path):
+  log_path = str(tmp_path / 'log')
+  launcher = _start_endless_job(data_dir, tmp_path, log_path, 200)
   launcher.send_signal(signal.SIGINT)
   assert launcher.wait(timeout=60) == 130
   log = open(log_path).read()
@@ -235,13 +231,7 @@ def test_launcher_keeps_the_job_off_the_network(data_dir, tmp_path):
   """TensorFlow's servers listen on every interface: the launcher runs them in
   a network namespace of their own, so from outside nothing listens."""
   log_path = tmp_path / 'log'
-  command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
-             '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
-             '--train_dir', str(tmp_path / 'train'), '--max_steps', '100000'] + SMALL
-  with open(log_path, 'w') as log:
-    launcher = start_process(command, stdout=log, stderr=subprocess.STDOUT)
-  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= 40, 'checkpoint at step 40',
-           [launcher])
+  launcher = _start_endless_job(data_dir, tmp_path, log_path, 40)
   log = log_path.read_text()
   assert 'network namespace of its own' in log
   ports = re.findall(r'127\.0\.0\.1:(\d+)', log.split('[launcher] ps:')[1].splitlines()[0])

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO_ROOT, checkpoint_step, run_process, start_process, wait_for
+from conftest import (REPO_ROOT, checkpoint_step, free_ports, run_process,
+                      start_process, wait_for)
 from mnist_vae.data_prep import convert_to_records
 
 # Runs the unpacked train.py with site-packages on the path but none of their
@@ -29,16 +30,6 @@ assert origin.startswith(os.getcwd()), 'mnist_vae from ' + origin
 sys.argv = ['train.py'] + args
 runpy.run_path('train.py', run_name='__main__')
 '''
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_dir,
@@ -61,7 +52,7 @@ def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_di
 
   data = str(tmp_path / 'data')
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
-  ps_port, worker_port = _free_ports(2)
+  ps_port, worker_port = free_ports(2)
   common = ['--buckets', data, '--checkpointDir', str(tmp_path / 'ckpt'),
             '--tables', 'odps://project/tables/x', '--outputs', 'odps://project/tables/y',
             '--ps_hosts', '127.0.0.1:%d' % ps_port,
@@ -108,7 +99,7 @@ def test_kubeflow_tfjob_replicas_run_to_the_end(small_mnist_records, tmp_path):
   assert policy['spec']['ingress'] == [{'from': [{'podSelector': {'matchLabels': job_label}}]}]
 
   specs = tfjob['spec']['tfReplicaSpecs']
-  ports = iter(_free_ports(sum(spec['replicas'] for spec in specs.values())))
+  ports = iter(free_ports(sum(spec['replicas'] for spec in specs.values())))
   hosts = {}
   configs = _tf_configs(tfjob, lambda job, i: hosts.setdefault(
       (job, i), '127.0.0.1:%d' % next(ports)))
@@ -170,7 +161,7 @@ PartitionName=debug Nodes=node[1-3] Default=YES OverSubscribe=FORCE MaxTime=INFI
 _SLURM_DAEMONS = ('munged', 'slurmctld', 'slurmd')
 
 
-def _consecutive_free_ports(count):
+def _consecutivefree_ports(count):
   """`count` consecutive ports that are free now, above the ephemeral range."""
   for base in range(20000 + os.getpid() % 5000, 32000, 7):
     sockets = []
@@ -207,7 +198,7 @@ def slurm(tmp_path_factory):
   root = tmp_path_factory.mktemp('slurm')
   for name in ('state', 'spool/node1', 'spool/node2', 'spool/node3'):
     (root / name).mkdir(parents=True)
-  ctld_port = _consecutive_free_ports(4)
+  ctld_port = _consecutivefree_ports(4)
   conf = root / 'slurm.conf'
   conf.write_text(_SLURM_CONF.format(root=root, ctld_port=ctld_port,
                                      slurmd_ports='%d-%d' % (ctld_port + 1, ctld_port + 3)))
@@ -266,7 +257,7 @@ def _job_completion(root, job_id):
 def test_slurm_batch_script_completes(slurm, small_mnist_records, tmp_path, layout):
   env, root = slurm
   env = dict(env, DATA_DIR=small_mnist_records, TRAIN_DIR=str(tmp_path / 'train'),
-             PORT_BASE=str(_consecutive_free_ports(3)), PYTHON=sys.executable,
+             PORT_BASE=str(_consecutivefree_ports(3)), PYTHON=sys.executable,
              TF_CPP_MIN_LOG_LEVEL='2', PATH=os.path.dirname(sys.executable) + ':' +
              os.environ['PATH'], PYTHONPATH=REPO_ROOT)
   submitted = subprocess.run(
