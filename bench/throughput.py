@@ -120,7 +120,7 @@ class ProjectLoop(object):
             batch_size=batch_size, matmul_precision=matmul_precision),
         eval_batch_size=settings['eval_batch_size'],
         train_images_fn=train_images_fn)
-    with self.graph.graph.as_default():
+    with self.graph.tf_graph.as_default():
       self.session = training.monitored_session(
           self.graph, work_dir, settings['schedule']._replace(max_steps=10**9),
           tf.ConfigProto())
@@ -143,13 +143,13 @@ class ProjectLoop(object):
   def measure(self):
     def run():
       # In the graph, as in train.py: the checkpoint hook may save mid-run.
-      with self.graph.graph.as_default():
+      with self.graph.tf_graph.as_default():
         for _ in range(self._steps):
           self.session.run(self.graph.train_fetches)
     return _timed(run, self._steps * self._batch_size)
 
   def close(self):
-    with self.graph.graph.as_default():  # Closing saves, which needs the graph.
+    with self.graph.tf_graph.as_default():  # Closing saves, which needs the graph.
       self.session.close()
 
   def evaluation_examples_per_sec(self, images):

@@ -271,27 +271,27 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
   split_images = {split: input_pipeline.read_split_images(
       path, step_settings.binarize) for split, (path, _) in splits.items()
                   if split != 'train'}
-  graph = training.build_training_graph(
+  training_graph = training.build_training_graph(
       train_path=splits['train'][0], num_train=splits['train'][1],
       fixed_images=split_images['test'][:images.NUM_GRID_IMAGES],
       model_size=model_size, optimizer_settings=optimizer_settings,
       step_settings=step_settings, eval_batch_size=eval_batch_size,
       initial_step=initial_step, worker=worker, sync_replicas=sync_replicas)
-  with graph.graph.as_default(), training.StopSignals() as stop_signals:
+  with training_graph.tf_graph.as_default(), training.StopSignals() as stop_signals:
     if checkpoint:
       checkpoints.check_matches(checkpoint, tf.global_variables(),
                                 optimizer_settings.optimizer)
     if worker.is_chief:
       files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
-    worker.log_placement(graph.graph)
-    worker.wait_for_chief(graph.graph)
+    worker.log_placement(training_graph.tf_graph)
+    worker.wait_for_chief(training_graph.tf_graph)
     summary_writer = (tf.summary.FileWriterCache.get(train_dir)
                       if worker.is_chief else None)
-    with training.monitored_session(graph, train_dir, schedule, worker.config,
+    with training.monitored_session(training_graph, train_dir, schedule, worker.config,
                                     worker.target, worker.is_chief) as session:
       if worker.is_chief:
-        graph.grid_writer.write_inputs(images_dir)
-      progress = _train(session, graph, initial_step, schedule, stop_signals,
+        training_graph.grid_writer.write_inputs(images_dir)
+      progress = _train(session, training_graph, initial_step, schedule, stop_signals,
                         worker.is_chief, summary_writer, images_dir,
                         step_settings.batch_size, split_images['validation'],
                         lambda e, step: _numerics_error(
@@ -344,7 +344,7 @@ def _log_start(checkpoint, initial_step, max_steps):
     logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
 
-def _train(session, graph, step, schedule, stop_signals, is_chief,
+def _train(session, training_graph, step, schedule, stop_signals, is_chief,
            summary_writer, images_dir, batch_size, validation_images,
            numerics_error):
   """The training loop: steps until max_steps or a stop signal, logging the
@@ -363,7 +363,7 @@ def _train(session, graph, step, schedule, stop_signals, is_chief,
   while (step < schedule.max_steps and not session.should_stop()
          and not stop_signals.received):
     try:
-      minibatch_losses = session.run(graph.train_fetches)
+      minibatch_losses = session.run(training_graph.train_fetches)
     except tf.errors.InvalidArgumentError as e:
       if 'non-finite' not in e.message:
         raise
@@ -385,12 +385,12 @@ def _train(session, graph, step, schedule, stop_signals, is_chief,
     side_start = time.time()
     # run_step_fn hands over the raw session: hooks do not fire for these.
     if training.crossed(previous_step, step, schedule.image_every_n_steps):
-      session.run_step_fn(lambda step_context: graph.grid_writer.write(
+      session.run_step_fn(lambda step_context: training_graph.grid_writer.write(
           step_context.session, step, summary_writer, images_dir))
     if (training.crossed(previous_step, step, schedule.eval_every_n_steps)
         and len(validation_images)):
       last_validation = session.run_step_fn(
-          lambda step_context: graph.evaluator.evaluate(
+          lambda step_context: training_graph.evaluator.evaluate(
               step_context.session, validation_images))
       last_validation['step'] = step
       training.add_scalar_summaries(summary_writer, step, 'validation',
@@ -398,10 +398,10 @@ def _train(session, graph, step, schedule, stop_signals, is_chief,
       logging.info('step %d: validation neg_elbo %.3f', step,
                    last_validation['neg_elbo'])
     side_work_sec += time.time() - side_start
-  if graph.sync and graph.sync.release_tokens is not None:
+  if training_graph.sync and training_graph.sync.release_tokens is not None:
     # Synchronous workers still waiting for a token would block forever.
     session.run_step_fn(lambda step_context: step_context.session.run(
-        graph.sync.release_tokens))
+        training_graph.sync.release_tokens))
   return {
       'step': step, 'local_steps': local_steps,
       'last_minibatch': {key: float(value) for key, value

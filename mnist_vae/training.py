@@ -53,7 +53,7 @@ def session_config(threads):
 
 
 TrainingGraph = collections.namedtuple('TrainingGraph', [
-    'graph',          # the tf.Graph holding everything below.
+    'tf_graph',       # the tf.Graph holding everything below.
     'train_fetches',  # dict: the global step after the update, loss terms.
     'global_step',
     'evaluator',      # evaluation.Evaluator over the training variables.
