@@ -73,7 +73,7 @@ def main(argv):
       'out_mean_nll': float(np.mean(out_scores)),
       'in_examples': len(in_scores), 'out_examples': len(out_scores),
   }
-  png = histogram_png(in_scores, out_scores, 'AUROC %.3f' % result['auroc'])
+  png = histogram_png(in_scores, out_scores, 'AUROC %.4f' % result['auroc'])
   if png and FLAGS.figure:
     files.write(FLAGS.figure, png)
   if FLAGS.json:
