@@ -107,11 +107,11 @@ class Evaluator(object):
           tf.shape(self._images, out_type=tf.int64)[0])
       z_mean, z_stddev = model.encode(self._images, model_size)
       # The reconstruction term's draws, made in the graph.
-      _, log_likelihood = model.log_importance_weights(
+      log_likelihood = model.log_likelihood_of_draws(
           self._images, z_mean, z_stddev,
           keyed_normal_draws(seed, indices, ELBO_DRAWS, num_samples,
                              model_size.latent_dim),
-          model_size, with_log_likelihood=True)
+          model_size)
       kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
       self._elbo_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),

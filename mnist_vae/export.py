@@ -101,18 +101,18 @@ def build_signatures(model_size):
   # The importance-weighted bound and the ELBO from the same K draws per
   # example, keyed as evaluate.py keys them: by (seed, index in the input).
   indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
-  log_weights, log_likelihood = model.log_importance_weights(
+  log_weights = model.log_importance_weights(
       images, z_mean, z_stddev,
       evaluation.keyed_normal_draws(seed, indices,
                                     evaluation.IMPORTANCE_DRAWS, num_samples,
                                     latent_dim),
-      model_size, with_log_likelihood=True)
-  elbo_log_likelihood = model.log_importance_weights(
+      model_size)
+  # The ELBO uses a stream of its own, as evaluate.py does.
+  elbo_log_likelihood = model.log_likelihood_of_draws(
       images, z_mean, z_stddev,
       evaluation.keyed_normal_draws(seed, indices, evaluation.ELBO_DRAWS,
                                     num_samples, latent_dim),
-      model_size, with_log_likelihood=True)[1]
-  del log_likelihood  # The ELBO uses its own stream, as evaluate.py does.
+      model_size)
   neg_elbo = (-tf.reduce_mean(elbo_log_likelihood, axis=0)
               + model.gaussian_kl(z_mean, z_stddev))
   num_draws = tf.cast(tf.shape(log_weights)[0], tf.float32)

@@ -274,8 +274,27 @@ def loss(images, inference_outputs):
                    kl_divergence, neg_elbo)
 
 
-def log_importance_weights(images, z_mean, z_stddev, noise, model_size,
-                           with_log_likelihood=False):
+def log_likelihood_of_draws(images, z_mean, z_stddev, noise, model_size):
+  """log p(x | z_k) for K draws z_k = z_mean + z_stddev * noise_k.
+
+  Args:
+    images: float32 [batch, pixels] in [0, 1].
+    z_mean, z_stddev: float32 [batch, latent_dim], the encoder's outputs.
+    noise: float32 [K, batch, latent_dim] standard normal draws.
+    model_size: ModelSize.
+
+  Returns:
+    float32 [K, batch].
+  """
+  num_draws, batch = tf.shape(noise)[0], tf.shape(images)[0]
+  z = reparameterize(z_mean[None], z_stddev[None], noise)
+  logits = decode(tf.reshape(z, [-1, model_size.latent_dim]), model_size)
+  return tf.reshape(
+      bernoulli_log_likelihood(tf.tile(images, [num_draws, 1]), logits),
+      [num_draws, batch])
+
+
+def log_importance_weights(images, z_mean, z_stddev, noise, model_size):
   """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for K draws of z.
 
   log(mean_k w_k) is the importance-weighted bound on log p(x) of Burda et
@@ -284,31 +303,20 @@ def log_importance_weights(images, z_mean, z_stddev, noise, model_size,
   `loss`, so the two estimates are of the same model.
 
   Args:
-    images: float32 [batch, pixels] in [0, 1].
-    z_mean, z_stddev: float32 [batch, latent_dim], the encoder's outputs.
-    noise: float32 [K, batch, latent_dim] standard normal draws.
-    model_size: ModelSize.
-
-    with_log_likelihood: also return the log p(x | z_k) part.
+    images, z_mean, z_stddev, noise, model_size: as for
+      `log_likelihood_of_draws`.
 
   Returns:
-    float32 [K, batch]; with with_log_likelihood, (that, log p(x | z_k)
-    float32 [K, batch]).
+    float32 [K, batch].
   """
-  num_draws, batch = tf.shape(noise)[0], tf.shape(images)[0]
-  z = z_mean[None] + z_stddev[None] * noise
-  logits = decode(tf.reshape(z, [-1, model_size.latent_dim]), model_size)
-  log_likelihood = tf.reshape(
-      bernoulli_log_likelihood(tf.tile(images, [num_draws, 1]), logits),
-      [num_draws, batch])
+  log_likelihood = log_likelihood_of_draws(images, z_mean, z_stddev, noise,
+                                           model_size)
+  z = reparameterize(z_mean[None], z_stddev[None], noise)
   log_2pi = math.log(2.0 * math.pi)
   log_prior = -0.5 * tf.reduce_sum(tf.square(z) + log_2pi, axis=-1)
   log_posterior = (-0.5 * tf.reduce_sum(tf.square(noise) + log_2pi, axis=-1)
                    - tf.reduce_sum(tf.log(z_stddev), axis=-1)[None])
-  log_weights = log_likelihood + log_prior - log_posterior
-  if with_log_likelihood:
-    return log_weights, log_likelihood
-  return log_weights
+  return log_likelihood + log_prior - log_posterior
 
 
 def model_variables():
