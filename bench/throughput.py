@@ -42,7 +42,6 @@ import tensorflow.compat.v1 as tf
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
 from mnist_vae import input_pipeline
-from mnist_vae import model
 from mnist_vae import train
 from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
@@ -235,7 +234,7 @@ def _importance_weighted_test_seconds(checkpoint_dir, test_path, num_images,
     evaluator = evaluation.Evaluator(checkpoints.model_size(checkpoint),
                                      iw_samples=iw_samples)
     with tf.Session() as session:
-      tf.train.Saver(model.model_variables()).restore(session, checkpoint)
+      checkpoints.restore(session, checkpoint)
       start = time.perf_counter()
       evaluator.evaluate(session, images)
       return (time.perf_counter() - start) * num_test / len(images)

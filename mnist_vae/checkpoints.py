@@ -36,12 +36,29 @@ def latest(train_dir):
   checkpoint = tf.train.latest_checkpoint(train_dir)
   if checkpoint is None:
     return None, 0
-  return checkpoint, int(tf.train.load_variable(checkpoint, 'global_step'))
+  return checkpoint, step_of(checkpoint)
 
 
 def step_of(checkpoint):
   """The global step saved in `checkpoint`."""
   return int(tf.train.load_variable(checkpoint, 'global_step'))
+
+
+def restore(session, checkpoint, saver=None):
+  """Restores `checkpoint` into the model variables of session's graph (or
+  with `saver`, built in that graph over other variables).
+
+  Raises:
+    CheckpointError: it cannot be read (missing, deleted, damaged).
+  """
+  with session.graph.as_default():  # Restoring builds ops in the graph.
+    saver = saver or tf.train.Saver(model.model_variables())
+    try:
+      saver.restore(session, checkpoint)
+    except (tf.errors.OpError, ValueError) as e:
+      message = getattr(e, 'message', str(e)).splitlines()[0]
+      raise CheckpointError('Cannot restore checkpoint %s: %s'
+                            % (checkpoint, message)) from e
 
 
 def check_matches(checkpoint, variables, optimizer_name):

@@ -38,6 +38,7 @@ from mnist_vae import evaluation
 from mnist_vae import files
 from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae import training
 from mnist_vae.data_prep import records
 
 FLAGS = flags.FLAGS
@@ -95,7 +96,7 @@ def define_flags():
 # Files train.py writes in --train_dir that record the run's configuration:
 # config.json from the start of training, metrics.json at its end (older runs
 # have only the latter).
-RUN_CONFIG_FILES = ('config.json', 'metrics.json')
+RUN_CONFIG_FILES = (training.CONFIG_FILE, training.METRICS_FILE)
 
 
 def trained_binarize_mode(train_dir):
@@ -197,19 +198,15 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
               iw_chunk=iw_chunk, batch_size=batch_size, seed=seed)
           saver = tf.train.Saver(model.model_variables())
         session = tf.Session(graph=graph)
-      with graph.as_default():  # Restoring builds ops in the graph.
-        saver.restore(session, path)
-    except (checkpoints.CheckpointError, tf.errors.NotFoundError) as e:
+      checkpoints.restore(session, path, saver)
+    except checkpoints.CheckpointError:
       if not watch:
-        if isinstance(e, checkpoints.CheckpointError):
-          raise
-        raise checkpoints.CheckpointError('Cannot restore checkpoint %s: %s'
-                                          % (path, e.message)) from e
+        raise
       # Training deletes old checkpoints (it keeps five) while we watch.
       logging.warning('%s disappeared before it was evaluated; skipped.', path)
       continue
-    columns = {}
-    result = evaluator.evaluate(session, images, per_example=columns)
+    columns = evaluator.per_example(session, images)
+    result = evaluator.summarize(columns)
     result.update(split=split, binarize=binarize, checkpoint=path, step=step,
                   wall_time_sec=time.time() - start)
     logging.info('%s step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s '

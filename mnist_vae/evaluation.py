@@ -158,25 +158,23 @@ class Evaluator(object):
     result['neg_elbo'] = result['reconstruction'] + result['kl_divergence']
     return result
 
-  def evaluate(self, session, images, per_example=None):
-    """Means over `images` (see per_example): {neg_elbo, reconstruction,
-    kl_divergence, [iw_nll,] num_examples, num_samples, iw_samples, seed,
-    kl_per_dimension (list), active_units}.
-
-    Args:
-      per_example: when given, a dict that receives per_example()'s arrays.
-    """
+  def evaluate(self, session, images):
+    """The split's figures: summarize(per_example(session, images))."""
     if not len(images):
       raise ValueError('No examples to evaluate')
-    columns = self.per_example(session, images)
-    if per_example is not None:
-      per_example.update(columns)
+    return self.summarize(self.per_example(session, images))
+
+  def summarize(self, columns):
+    """per_example()'s arrays -> {neg_elbo, reconstruction, kl_divergence,
+    [iw_nll,] num_examples, num_samples, iw_samples, seed, kl_per_dimension
+    (list), active_units}: means over the examples."""
     result = {key: float(np.mean(columns[key])) for key in SCALARS
               if key in columns}
     result.update(summarize_latents(columns['z_mean'],
                                     columns['kl_per_dimension']))
-    result.update(num_examples=len(images), num_samples=self.num_samples,
-                  iw_samples=self.iw_samples, seed=self.seed)
+    result.update(num_examples=len(columns['neg_elbo']),
+                  num_samples=self.num_samples, iw_samples=self.iw_samples,
+                  seed=self.seed)
     return result
 
   def _log_mean_weight(self, session, batch, first_index):

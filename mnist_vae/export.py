@@ -151,9 +151,8 @@ def export(checkpoint, export_dir, overwrite=False):
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
   with tf.Graph().as_default():
     signatures = build_signatures(model_size)
-    saver = tf.train.Saver(model.model_variables())
     with tf.Session() as session:
-      saver.restore(session, checkpoint)
+      checkpoints.restore(session, checkpoint)
       builder = tf.saved_model.Builder(partial)
       builder.add_meta_graph_and_variables(
           session, [SERVING_TAG], signature_def_map=signatures,

@@ -99,8 +99,7 @@ class CheckpointModel(object):
       self._probabilities = model.probabilities(
           model.decode(self._z, self.model_size))
       self._session = tf.Session()
-      tf.train.Saver(model.model_variables()).restore(self._session,
-                                                      checkpoint)
+    checkpoints.restore(self._session, checkpoint)
 
   def encode(self, pixels):
     return self._session.run([self._z_mean, self._z_stddev],

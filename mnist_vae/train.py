@@ -182,10 +182,6 @@ def define_flags(flag_values=flags.FLAGS):
 FLAGS = flags.FLAGS
 
 IMAGES_SUBDIR = 'images'
-METRICS_FILE = 'metrics.json'
-# Written when training starts: what an evaluator running beside training
-# needs to know about the run (binarize mode, sizes) before metrics.json.
-CONFIG_FILE = 'config.json'
 
 
 class TrainingError(RuntimeError):
@@ -208,11 +204,10 @@ def prepare_data(data):
   convert_to_records.prepare(data.data_dir, mnist_dir=data.mnist_dir,
                              download_idx=data.download, dataset=data.dataset,
                              validation_size=data.validation_size)
-  return {split: (records.split_path(data.data_dir, split),
-                  input_pipeline.inspect_records(
-                      records.split_path(data.data_dir, split),
-                      allow_empty=split == 'validation'))
-          for split in records.SPLITS}
+  paths = {split: records.split_path(data.data_dir, split)
+           for split in records.SPLITS}
+  return {split: (path, input_pipeline.inspect_records(
+      path, allow_empty=split == 'validation')) for split, path in paths.items()}
 
 
 def _numerics_error(error, step, optimizer_settings, train_dir):
@@ -282,7 +277,7 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
       checkpoints.check_matches(checkpoint, tf.global_variables(),
                                 optimizer_settings.optimizer)
     if worker.is_chief:
-      files.write_json(os.path.join(train_dir, CONFIG_FILE), config)
+      files.write_json(os.path.join(train_dir, training.CONFIG_FILE), config)
     worker.log_placement(training_graph.tf_graph)
     worker.wait_for_chief(training_graph.tf_graph)
     summary_writer = (tf.summary.FileWriterCache.get(train_dir)
@@ -314,8 +309,8 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     return metrics
   summary_writer.flush()
   metrics.update(wall_time_sec=time.time() - start_time, config=config)
-  files.write_json(os.path.join(train_dir, METRICS_FILE), metrics)
-  logging.info('Wrote %s', os.path.join(train_dir, METRICS_FILE))
+  files.write_json(os.path.join(train_dir, training.METRICS_FILE), metrics)
+  logging.info('Wrote %s', os.path.join(train_dir, training.METRICS_FILE))
   return metrics
 
 

@@ -20,6 +20,7 @@ import threading
 from absl import logging
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import checkpoints
 from mnist_vae import cluster
 from mnist_vae import evaluation
 from mnist_vae import images
@@ -45,6 +46,12 @@ Threads = collections.namedtuple('Threads', [
     'intra_op_threads', 'inter_op_threads'])
 
 MATMUL_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16}
+
+# What a training run writes in its train_dir besides checkpoints: the
+# configuration when it starts (what an evaluator beside training needs to
+# know, such as the binarize mode, before the end) and the metrics at the end.
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.json'
 
 
 def session_config(threads):
@@ -229,7 +236,7 @@ def final_evaluation(checkpoint, split_images, model_size, eval_batch_size,
     global_step = tf.train.get_or_create_global_step()
     saver = tf.train.Saver(model.model_variables() + [global_step])
     with tf.Session() as session:
-      saver.restore(session, checkpoint)
+      checkpoints.restore(session, checkpoint, saver)
       step = int(session.run(global_step))
       grid_writer.write(session, step, summary_writer, images_dir)
       results = {'step': step}
