@@ -20,6 +20,8 @@ loop reads the same for one process and for a cluster:
                           no-op for a single process
   device_function()       variables on the parameter servers
   synchronize()           SyncReplicasOptimizer and its session parts
+  StaleGradientOptimizer  one process that updates as an asynchronous worker
+                          does, for the staleness study
 """
 
 import collections
@@ -264,3 +266,50 @@ def sync_parts(synced_optimizer, role):
       hook=synced_optimizer.make_session_run_hook(is_chief),
       release_tokens=(synced_optimizer.get_init_tokens_op(
           num_tokens=role.num_workers if role else 1) if is_chief else None))
+
+
+class StaleGradientOptimizer(tf.train.Optimizer):
+  """Applies at each step the gradient computed `staleness` steps earlier.
+
+  One process's model of an asynchronous worker: with N workers each update
+  is computed on weights that the other workers have moved about N-1 updates
+  since they were read. Here the gradient of step t (computed on the weights
+  of step t) waits in a queue of `staleness` buffers and is applied at step
+  t + staleness, so every update uses the weights of `staleness` steps
+  before, deterministically, with one process's data order and seed. The
+  first `staleness` steps apply zero gradients (for Adam: no move, only its
+  beta powers advance).
+  """
+
+  def __init__(self, optimizer, staleness):
+    super().__init__(use_locking=False, name='Stale' + optimizer.get_name())
+    self._optimizer = optimizer
+    self._staleness = staleness
+
+  def compute_gradients(self, *args, **kwargs):
+    return self._optimizer.compute_gradients(*args, **kwargs)
+
+  def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+    """Pushes each gradient into its variable's queue and applies the oldest.
+
+    The queue's reads happen before its shifts, so the applied gradient is the
+    one pushed `staleness` steps ago; the update waits for the new gradients,
+    which are computed on the weights before it.
+    """
+    delayed_and_vars, shifts = [], []
+    for grad, var in grads_and_vars:
+      with tf.colocate_with(var):
+        queue = [tf.Variable(tf.zeros(var.shape, var.dtype.base_dtype),
+                             trainable=False,
+                             name='%s/stale_gradient_%d' % (var.op.name, i))
+                 for i in range(self._staleness)]
+        oldest_first = [buffer.read_value() for buffer in queue]
+        with tf.control_dependencies(oldest_first):
+          shifts += [buffer.assign(newer) for buffer, newer
+                     in zip(queue, oldest_first[1:] + [grad])]
+      delayed_and_vars.append((oldest_first[0], var))
+    # The new gradients read the weights before this step moves them.
+    with tf.control_dependencies([grad for grad, _ in grads_and_vars]):
+      update = self._optimizer.apply_gradients(delayed_and_vars, global_step,
+                                               name=name)
+    return tf.group(update, *shifts)

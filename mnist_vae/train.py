@@ -85,6 +85,12 @@ def define_flags(flag_values=flags.FLAGS):
                     'repository\'s; momentum uses 0.9.')
   flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
                      flag_values=flag_values, help='Optimizer learning rate.')
+  flags.DEFINE_integer('simulated_staleness', 0, lower_bound=0,
+                       flag_values=flag_values,
+                       help='One process only: apply at each step the '
+                       'gradient computed this many steps earlier, on the '
+                       'weights of then, as an asynchronous worker of a '
+                       'cluster does (scripts/cluster_study.sh). 0 = off.')
   flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
                        flag_values=flag_values,
                        help='Train until the global step reaches this value.')
@@ -438,6 +444,11 @@ def main():
   role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
                               FLAGS.worker_hosts, FLAGS.job_name,
                               FLAGS.task_index)
+  if role and settings['optimizer_settings'].simulated_staleness:
+    raise cluster.ClusterError(
+        '--simulated_staleness models a cluster in one process; this process '
+        'is the %s task %d of a cluster, whose staleness is real. Drop one of '
+        'them.' % (role.job_name, role.task_index))
   if role and role.job_name == 'ps':
     cluster.run_parameter_server(role,
                                  training.session_config(settings['threads']))

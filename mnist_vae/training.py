@@ -36,8 +36,10 @@ Schedule = collections.namedtuple('Schedule', [
     'max_steps', 'log_every_n_steps', 'image_every_n_steps',
     'eval_every_n_steps', 'save_checkpoint_steps'])
 # `optimizer` is the optimizer's name, one of model.OPTIMIZERS.
+# `simulated_staleness` > 0 delays every gradient by that many steps
+# (cluster.StaleGradientOptimizer).
 OptimizerSettings = collections.namedtuple('OptimizerSettings', [
-    'optimizer', 'learning_rate'])
+    'optimizer', 'learning_rate', 'simulated_staleness'])
 # How each training step sees the data.
 StepSettings = collections.namedtuple('StepSettings', [
     'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize',
@@ -123,6 +125,9 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     model.add_loss_summaries(loss_terms, 'train')
     optimizer = model.make_optimizer(optimizer_settings.optimizer,
                                      optimizer_settings.learning_rate)
+    if optimizer_settings.simulated_staleness:
+      optimizer = cluster.StaleGradientOptimizer(
+          optimizer, optimizer_settings.simulated_staleness)
     synchronous = bool(sync_replicas and sync_replicas.sync_replicas)
     if synchronous:
       optimizer = cluster.synchronize(optimizer, sync_replicas, role)

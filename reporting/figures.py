@@ -61,7 +61,7 @@ def posterior_scatter(means, labels, size=600, radius=1):
   return np.asarray(image)
 
 
-def training_curves(path, curves, title):
+def training_curves(path, curves, title, xlabel='step'):
   """Plots {label: (steps, values)} into a PNG; False when matplotlib is absent."""
   try:
     import matplotlib
@@ -72,7 +72,7 @@ def training_curves(path, curves, title):
   figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=100)
   for label, (steps, values) in curves.items():
     axes.plot(steps, values, label=label, linewidth=1)
-  axes.set_xlabel('step')
+  axes.set_xlabel(xlabel)
   axes.set_ylabel('negative ELBO (nats)')
   axes.set_title(title)
   values = np.concatenate([np.asarray(v, float) for _, v in curves.values()])

@@ -46,7 +46,8 @@ def _load_json(path):
     return json.load(f)
 
 
-def _scalars(train_dir, tag):
+def read_scalars(train_dir, tag):
+  """(steps, values) of summary `tag` in train_dir's event files, by step."""
   steps, values = [], []
   for events in sorted(tf.io.gfile.glob(os.path.join(train_dir, 'events.out.tfevents.*'))):
     for event in tf.train.summary_iterator(events):
@@ -195,8 +196,8 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
     curves = {}
     for run in runs:
       seed = os.path.basename(run['dir'])
-      curves['minibatch, %s' % seed] = _scalars(run['dir'], 'train/neg_elbo')
-      curves['validation, %s' % seed] = _scalars(run['dir'], 'validation/neg_elbo')
+      curves['minibatch, %s' % seed] = read_scalars(run['dir'], 'train/neg_elbo')
+      curves['validation, %s' % seed] = read_scalars(run['dir'], 'validation/neg_elbo')
     curve_path = os.path.join(report_dir, 'curve_%s.png' % preset)
     sections.append('## %s' % preset)
     if figures.training_curves(curve_path, curves, 'preset %s' % preset):

@@ -46,15 +46,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
 
-# True when train.py finished DIR: its metrics.json holds the final test
-# evaluation and no interruption. Re-running train.py would overwrite the
-# wall time the report shows with that of a run that only evaluates.
-training_finished() {  # DIR
-  "$python" -c 'import json, sys
-metrics = json.load(open(sys.argv[1]))
-sys.exit(0 if "test" in metrics and not metrics.get("interrupted_by") else 1)' \
-    "$1/metrics.json" 2>/dev/null
-}
+source scripts/lib/runs.sh
 
 train_and_evaluate() {  # NAME SEED [train.py flags...]
   local name=$1 seed=$2

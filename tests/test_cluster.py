@@ -275,3 +275,42 @@ def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data
   assert results[2]['step'] == results[1]['step'] == 60
   assert results[2]['test']['neg_elbo'] == pytest.approx(results[1]['test']['neg_elbo'],
                                                          abs=1e-3)
+
+
+@pytest.mark.parametrize('staleness', [1, 2])
+def test_stale_gradient_optimizer_applies_the_gradient_of_steps_before(staleness):
+  # loss = |w - x|^2 / 2: the gradient at step t is w_t - x_t, so each update
+  # shows which step's weights and batch it was computed from.
+  targets = [[3.0, -1.0], [0.5, 2.0], [-2.0, 4.0], [1.0, 1.0], [7.0, -3.0]]
+  graph = tf.Graph()
+  with graph.as_default():
+    x = tf.compat.v1.placeholder(tf.float32, [2])
+    w = tf.compat.v1.get_variable('w', initializer=[1.0, 2.0])
+    optimizer = cluster.StaleGradientOptimizer(
+        tf.compat.v1.train.GradientDescentOptimizer(0.5), staleness)
+    train_op = optimizer.minimize(tf.reduce_sum(tf.square(w - x)) / 2)
+    with tf.compat.v1.Session() as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      trained = []
+      for target in targets:
+        session.run(train_op, {x: target})
+        trained.append(session.run(w))
+  expected, weights, gradients = [], [1.0, 2.0], []
+  for target in targets:
+    gradients.append([wi - xi for wi, xi in zip(weights, target)])
+    applied = (gradients[-1 - staleness] if len(gradients) > staleness
+               else [0.0, 0.0])
+    weights = [wi - 0.5 * gi for wi, gi in zip(weights, applied)]
+    expected.append(weights)
+  assert trained[staleness - 1].tolist() == [1.0, 2.0]  # nothing applied yet
+  for got, want in zip(trained, expected):
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
+
+
+def test_simulated_staleness_is_refused_in_a_cluster(tmp_path):
+  result = run_python(['train.py', '--train_dir', str(tmp_path / 'run'),
+                       '--simulated_staleness', '1', '--job_name', 'worker',
+                       '--ps_hosts', PS[0], '--worker_hosts', WORKERS[0]])
+  assert result.returncode == 1
+  assert '--simulated_staleness models a cluster in one process' in result.stderr
+  assert not (tmp_path / 'run').exists()
