@@ -1,6 +1,6 @@
 """The comparison peer: the same VAE written the plain TF2 way.
 
-A `tf.function` training step with `tf.GradientTape`, `tf.nn.dropout` and the
+A `tf.function` training step (SGD or Adam) with `tf.GradientTape`, `tf.nn.dropout` and the
 original loss formula, fed from an in-memory uint8 tensor. It exists only so
 that bench/throughput.py can measure this project against the straightforward
 alternative in the same run.
@@ -11,11 +11,13 @@ import tensorflow as tf
 
 
 def make_peer_step(train_images_uint8, batch_size=128, hidden_units=500,
-                   latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0):
-  """Returns a function running one SGD step of the peer; it returns the loss.
+                   latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0,
+                   optimizer='sgd'):
+  """Returns a function running one step of the peer; it returns the loss.
 
   Args:
     train_images_uint8: numpy uint8 [num_examples, 784].
+    optimizer: 'sgd' or 'adam' (Keras 3's optimizers).
   """
   rng = np.random.RandomState(seed)
   data = tf.constant(train_images_uint8)
@@ -29,7 +31,8 @@ def make_peer_step(train_images_uint8, batch_size=128, hidden_units=500,
     layers[name] = (tf.Variable(weights * np.sqrt(2.6 / fan_in), dtype=tf.float32),
                     tf.Variable(tf.zeros([fan_out])))
   variables = [v for pair in layers.values() for v in pair]
-  optimizer = tf.keras.optimizers.SGD(learning_rate)
+  optimizer = {'sgd': tf.keras.optimizers.SGD,
+               'adam': tf.keras.optimizers.Adam}[optimizer](learning_rate)
   rate = 1.0 - keep_prob
 
   def dense(x, name):

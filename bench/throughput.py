@@ -1,25 +1,35 @@
-"""Training throughput of this project against a TF2 peer and the matmul ceiling.
+"""Speed of this project against its peers, its multiply floors and the
+original script, with every performance target printed as met or not met.
 
-Measures, in one process and one run, alternating the contenders round by
-round and reporting medians (a noisy machine slows all of them alike):
+Measures in one process and one run, alternating the training contenders
+round by round and reporting medians (a noisy machine slows all alike):
 
-  1. this project's training loop as train.py runs it (build_training_graph +
-     MonitoredTrainingSession with its hooks), fed from the TFRecord pipeline,
-     with SGD (the default), with Adam, and with --matmul_precision=bfloat16;
-  2. the same loop fed from memory, so the input pipeline's cost shows;
-  3. the input pipeline alone;
-  4. the plain TF2 peer of bench/tf2_peer.py;
-  5. the ceiling: the matrix multiplies of one step alone (forward and both
-     backward products of every layer);
-  6. MNIST -> TFRecords conversion, evaluation throughput, and the time of
-     evaluate.py's k=1000 importance-weighted NLL of the test set (timed on
-     500 images and scaled, as the whole takes minutes);
-  7. peak RSS of a real train.py process.
+  1. train.py's training loop (build_training_graph + MonitoredTrainingSession
+     with its hooks and safety checks) fed from TFRecords with Adam and with
+     SGD, Adam with --matmul_precision=bfloat16, and Adam fed from memory;
+  2. the peers: the plain TF2 program of bench/tf2_peer.py (tf.function +
+     GradientTape, Adam and SGD) and the Keras 3 model of bench/keras_peer.py
+     trained by `fit` with Adam;
+  3. the ceiling: one step's matrix multiplies alone (forward and both
+     backward products of every layer), float32 and bfloat16;
+  4. the k=1000 importance-weighted NLL of the whole test set through
+     evaluate.py's evaluator, float32 and bfloat16, against its floor: the
+     decoder's multiplies for as many passes (10 million), timed alone;
+  5. which oneDNN kernels the bfloat16 multiplies ran (ONEDNN_VERBOSE);
+  6. with --original_script: `train.py --flagfile configs/original.flags`
+     (everything on) against the original TF1 script on the same TFRecords
+     (bench/original_runner.py), both as whole processes;
+  7. with --end_to_end: the work of `scripts/reproduce.sh --presets upstream
+     --seeds 0` (train, then k=1000 evaluation of validation and test), here
+     and, with --baseline_repo, in another checkout (e.g. an older commit);
+  8. MNIST -> TFRecords conversion, the input pipeline alone, evaluation
+     throughput, and the peak RSS of a real train.py process.
 
 Usage:
-  python bench/throughput.py                      # full run, ~3 minutes
-  python bench/throughput.py --json bench.json
-  python bench/throughput.py --smoke              # seconds, synthetic data
+  python bench/throughput.py                                 # 1-5 and 8, ~10 min
+  python bench/throughput.py --original_script ../shared/reference/original_vae_tf1.py \
+      --end_to_end --baseline_repo /tmp/main_checkout --json bench.json
+  python bench/throughput.py --smoke                         # seconds, synthetic data
 """
 
 import os
@@ -28,8 +38,8 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import json
+import re
 import platform
-import resource
 import subprocess
 import tempfile
 import time
@@ -41,23 +51,36 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
+from mnist_vae import model
 from mnist_vae import input_pipeline
 from mnist_vae import train
 from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records
+import keras_peer  # bench/keras_peer.py, beside this script.
 import tf2_peer  # bench/tf2_peer.py, beside this script.
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(REPO_ROOT, 'bench')
 
 flags.DEFINE_string('mnist_dir', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'),
                     help='The four MNIST IDX files (converted, and timed).')
 flags.DEFINE_integer('rounds', 5, lower_bound=1,
-                     help='Rounds; each measures every contender once.')
+                     help='Rounds; each measures every training contender once.')
 flags.DEFINE_integer('steps', 200, lower_bound=1,
                      help='Training steps per contender per round.')
 flags.DEFINE_integer('batch_size', 128, lower_bound=1, help='Batch size.')
+flags.DEFINE_integer('iw_samples', 1000, lower_bound=1,
+                     help='Importance samples of the NLL measurement.')
+flags.DEFINE_string('original_script', None,
+                    help='The original TF1 script: time it against train.py '
+                    '--flagfile configs/original.flags (about 5 minutes).')
+flags.DEFINE_boolean('end_to_end', False,
+                     help='Time the work of scripts/reproduce.sh --presets '
+                     'upstream --seeds 0 (about 5 minutes).')
+flags.DEFINE_string('baseline_repo', None,
+                    help='With --end_to_end: also time it in this checkout.')
 flags.DEFINE_boolean('smoke', False,
                      help='Tiny synthetic data, 1 round of 3 steps: checks that '
                      'every measurement runs, in seconds.')
@@ -67,6 +90,10 @@ FLAGS = flags.FLAGS
 # Layer shapes of one step's matrix multiplies; the encoder's mean and stddev
 # layers are one [500, 40] product's worth.
 LAYER_SHAPES = ((784, 500), (500, 500), (500, 40), (20, 500), (500, 500), (500, 784))
+# The decoder's, for the NLL floor.
+DECODER_SHAPES = ((20, 500), (500, 500), (500, 784))
+TRAIN = 'train.py loop, TFRecords, adam'
+PEERS = ('TF2 peer (tf.function), adam', 'Keras 3 fit, adam')
 
 
 def _synthetic_idx_dir(directory):
@@ -104,6 +131,7 @@ class ProjectLoop(object):
   def __init__(self, splits, work_dir, optimizer, batch_size, steps,
                memory_images=None, matmul_precision='float32'):
     self._steps, self._batch_size = steps, batch_size
+    self.work_dir = work_dir
     train_images_fn, self._load = None, None
     if memory_images is not None:
       train_images_fn = lambda: self._memory_batches(memory_images, batch_size)
@@ -122,7 +150,7 @@ class ProjectLoop(object):
     with self.graph.tf_graph.as_default():
       self.session = training.monitored_session(
           self.graph, work_dir, settings['schedule']._replace(max_steps=10**9),
-          tf.ConfigProto())
+          training.session_config(settings['threads']))
     if self._load:
       self.session.run_step_fn(lambda step_context: step_context.session.run(
           self._load[0], {self._load[1]: memory_images}))
@@ -181,8 +209,9 @@ class PipelineAlone(object):
 
 class Tf2Peer(object):
 
-  def __init__(self, images_uint8, batch_size, steps):
-    self._step = tf2_peer.make_peer_step(images_uint8, batch_size)
+  def __init__(self, images_uint8, batch_size, steps, optimizer):
+    self._step = tf2_peer.make_peer_step(images_uint8, batch_size,
+                                         optimizer=optimizer)
     self._steps, self._batch_size = steps, batch_size
     for _ in range(20):
       self._step()
@@ -195,20 +224,39 @@ class Tf2Peer(object):
     return _timed(run, self._steps * self._batch_size)
 
 
+class KerasPeer(object):
+
+  def __init__(self, images_uint8, batch_size, steps):
+    self._fit = keras_peer.make_peer_fit(images_uint8, batch_size)
+    self._steps, self._batch_size = steps, batch_size
+    self._fit(20)
+
+  def measure(self):
+    return _timed(lambda: self._fit(self._steps), self._steps * self._batch_size)
+
+
+def _chained_runs(runs, body):
+  """A while loop running body() `runs` times in one session.run."""
+  def step(i, total):
+    return i + 1, total + tf.cast(body(), tf.float32)
+  return tf.while_loop(lambda i, _: i < runs, step,
+                       [tf.constant(0), tf.constant(0.0)])[1]
+
+
 class MatmulCeiling(object):
   """Every matrix multiply of a training step, and nothing else."""
 
-  def __init__(self, batch_size, steps):
+  def __init__(self, batch_size, steps, dtype=tf.float32):
     graph = tf.Graph()
     with graph.as_default():
       products = []
       for fan_in, fan_out in LAYER_SHAPES:
-        x = tf.Variable(tf.random.normal([batch_size, fan_in]))
-        w = tf.Variable(tf.random.normal([fan_in, fan_out]))
-        dy = tf.Variable(tf.random.normal([batch_size, fan_out]))
+        x = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_in]), dtype))
+        w = tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]), dtype))
+        dy = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_out]), dtype))
         products += [tf.matmul(x, w), tf.matmul(dy, w, transpose_b=True),
                      tf.matmul(x, dy, transpose_a=True)]
-      self._step = tf.add_n([tf.reduce_sum(p) for p in products])
+      self._step = tf.add_n([tf.cast(p[0, 0], tf.float32) for p in products])
       init = tf.global_variables_initializer()
     self.flops_per_step = sum(3 * 2 * batch_size * a * b for a, b in LAYER_SHAPES)
     self._session = tf.Session(graph=graph)
@@ -224,20 +272,124 @@ class MatmulCeiling(object):
     return _timed(run, self._steps * self._batch_size)
 
 
-def _importance_weighted_test_seconds(checkpoint_dir, test_path, num_images,
-                                      num_test, iw_samples):
-  """Seconds evaluate.py needs for the k-sample importance-weighted NLL of the
-  whole test set, timed on its first `num_images` images and scaled."""
-  checkpoint = tf.train.latest_checkpoint(checkpoint_dir)
-  images = input_pipeline.read_first_images(test_path, num_images)
+def decoder_multiply_floor_sec(passes, timed_passes, dtype, rows=10000):
+  """Seconds the decoder's three multiplies take for `passes` decoder passes
+  (rows of z), timed on `timed_passes` of them in runs of `rows` rows and
+  scaled: the floor under the importance-weighted NLL."""
+  graph = tf.Graph()
+  with graph.as_default():
+    inputs = [tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
+              for fan_in, _ in DECODER_SHAPES]
+    weights = [tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
+               for fan_in, fan_out in DECODER_SHAPES]
+    # Each product from its own input, as in the decoder, none skippable.
+    runs = max(timed_passes // rows, 1)
+    products = lambda: tf.add_n([tf.cast(tf.matmul(x, w)[-1, -1], tf.float32)
+                                 for x, w in zip(inputs, weights)])
+    warm_up, total = products(), _chained_runs(runs, products)
+    init = tf.global_variables_initializer()
+  with tf.Session(graph=graph) as session:
+    session.run(init)
+    session.run(warm_up)
+    start = time.perf_counter()
+    session.run(total)
+    return (time.perf_counter() - start) * passes / (runs * rows)
+
+
+def nll_seconds(checkpoint, images, iw_samples, matmul_precision):
+  """(seconds, mean iw_nll) of the k-sample importance-weighted NLL of
+  `images` through the evaluator evaluate.py uses."""
   with tf.Graph().as_default():
-    evaluator = evaluation.Evaluator(checkpoints.model_size(checkpoint),
-                                     iw_samples=iw_samples)
+    evaluator = evaluation.Evaluator(
+        checkpoints.model_size(checkpoint), iw_samples=iw_samples,
+        matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
     with tf.Session() as session:
       checkpoints.restore(session, checkpoint)
+      evaluator.evaluate(session, images[:100])  # Warm-up.
       start = time.perf_counter()
-      evaluator.evaluate(session, images)
-      return (time.perf_counter() - start) * num_test / len(images)
+      result = evaluator.evaluate(session, images)
+      return time.perf_counter() - start, result['iw_nll']
+
+
+_ONEDNN_PROBE = '''
+import tensorflow.compat.v1 as tf
+from mnist_vae import model
+with tf.Graph().as_default():
+  for dtype in (tf.float32, tf.bfloat16):
+    with tf.variable_scope(dtype.name):
+      x = tf.random.uniform([128, 784])
+      y = model.dense(x, 500, 'fc', dtype)
+      gradient = tf.gradients(tf.reduce_sum(y), x)
+  with tf.Session() as session:
+    session.run(tf.global_variables_initializer())
+    session.run(tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES) + [gradient])
+'''
+
+
+def onednn_matmul_kernels():
+  """{'float32'|'bfloat16': sorted oneDNN implementation names} of the
+  multiplies of a dense layer, forward and backward, from ONEDNN_VERBOSE; {}
+  when oneDNN is off."""
+  output = subprocess.run(
+      [sys.executable, '-c', _ONEDNN_PROBE], capture_output=True, text=True,
+      cwd=REPO_ROOT, env=dict(os.environ, ONEDNN_VERBOSE='1',
+                              TF_CPP_MIN_LOG_LEVEL='2')).stdout
+  kernels = {}
+  for line in output.splitlines():
+    # onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src:bf16:...
+    match = re.search(r'exec,cpu,(?:inner_product|matmul),([^,]+),[^,]*,'
+                      r'src(?:_f32|_bf16)?:(\w+)', line)
+    if match:
+      precision = 'bfloat16' if match.group(2) == 'bf16' else 'float32'
+      kernels.setdefault(precision, set()).add(match.group(1))
+  return {key: sorted(value) for key, value in kernels.items()}
+
+
+def _process_seconds(command, cwd=REPO_ROOT):
+  start = time.perf_counter()
+  subprocess.run(command, check=True, cwd=cwd, capture_output=True,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  return time.perf_counter() - start
+
+
+def original_script_vs_train_py(original_script, data_dir, work, smoke):
+  """Wall seconds of the original script (through bench/original_runner.py)
+  and of train.py with configs/original.flags, on the same TFRecords."""
+  extra = ['--max_steps=30', '--hidden_units=32'] if smoke else []
+  train_sec = _process_seconds(
+      [sys.executable, 'train.py', '--flagfile=configs/original.flags',
+       '--data_dir=' + data_dir, '--train_dir=' + os.path.join(work, 'original_preset')]
+      + extra)
+  original_sec = _process_seconds(
+      [sys.executable, os.path.join(BENCH_DIR, 'original_runner.py'),
+       '--script=' + os.path.abspath(original_script), '--data_dir=' + data_dir,
+       '--work_dir=' + os.path.join(work, 'original_script')]
+      + (['--steps=30'] if smoke else []))
+  return {'train_py_sec': train_sec, 'original_sec': original_sec}
+
+
+def end_to_end(repo, data_dir, work, smoke):
+  """What `scripts/reproduce.sh --presets upstream --seeds 0` does, run in
+  checkout `repo`: train the upstream preset (seed 0), then the k=1000 NLL of
+  validation and test with evaluate.py. Returns its wall seconds and the test
+  figures (-ELBO, NLL)."""
+  train_dir = os.path.join(work, 'end_to_end_%d' % len(os.listdir(work)))
+  extra = ['--max_steps=30', '--hidden_units=32'] if smoke else []
+  iw = ['--iw_samples=5'] if smoke else ['--iw_samples=1000']
+  start = time.perf_counter()
+  _process_seconds([sys.executable, 'train.py', '--flagfile=configs/upstream.flags',
+                    '--data_dir=' + data_dir, '--train_dir=' + train_dir,
+                    '--seed=0'] + extra, cwd=repo)
+  for split in ('validation', 'test'):
+    _process_seconds([sys.executable, 'evaluate.py', '--data_dir=' + data_dir,
+                      '--train_dir=' + train_dir, '--split=' + split,
+                      '--output=' + os.path.join(train_dir, split + '.json')] + iw,
+                     cwd=repo)
+  seconds = time.perf_counter() - start
+  with open(os.path.join(train_dir, 'test.json')) as f:
+    test = json.load(f)
+  return {'seconds': seconds, 'test_neg_elbo': test['neg_elbo'],
+          'test_iw_nll': test['iw_nll']}
 
 
 def _train_images(path):
@@ -247,32 +399,47 @@ def _train_images(path):
 
 
 def _peak_rss_of_training(data_dir, validation_size, work_dir, steps):
-  """Peak RSS (MiB) of a real train.py process with default settings."""
+  """Peak RSS (MiB) of a real train.py process with default settings.
+
+  A small Python process starts train.py and reports its children's peak:
+  forked straight from this big process, the child's peak would count this
+  process's pages from before its exec (1.6 GB instead of 0.8).
+  """
   command = [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
              '--data_dir', data_dir, '--train_dir', work_dir,
              '--validation_size', str(validation_size),
              '--max_steps', str(steps), '--image_every_n_steps', str(max(steps // 2, 1)),
              '--eval_every_n_steps', str(max(steps // 2, 1))]
-  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  subprocess.run(command, check=True, capture_output=True,
-                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  return max(peak_kib, before) / 1024.0
+  reporter = ('import resource, subprocess, sys; '
+              'subprocess.run(sys.argv[1:], check=True, capture_output=True); '
+              'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
+  output = subprocess.run([sys.executable, '-c', reporter] + command, check=True,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')).stdout
+  return int(output.split()[-1]) / 1024.0
 
 
-def _cpu_flags():
+def _cpu():
+  model_name, cpu_flags = platform.processor(), []
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
+        if line.startswith('model name'):
+          model_name = line.split(':', 1)[1].strip()
         if line.startswith('flags'):
-          return sorted(flag for flag in line.split()
-                        if flag.startswith(('avx', 'amx', 'fma')))
+          cpu_flags = sorted(flag for flag in line.split()
+                             if flag.startswith(('avx', 'amx', 'fma')))
   except OSError:
     pass
-  return []
+  return model_name, cpu_flags
 
 
-def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
+def has_native_bfloat16(cpu_flags):
+  return bool({'avx512_bf16', 'amx_bf16'} & set(cpu_flags))
+
+
+def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
+                   original_script=None, run_end_to_end=False, baseline_repo=None):
   """Runs every measurement; returns a dict of results."""
   work = tempfile.mkdtemp(prefix='vae_bench_')
   if smoke or not os.path.exists(os.path.join(mnist_dir, idx.TRAIN_IMAGES + '.gz')):
@@ -290,20 +457,22 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
   train_images = _train_images(splits['train'][0])
 
   contenders = {
+      TRAIN: ProjectLoop(splits, os.path.join(work, 'adam'), 'adam', batch_size, steps),
       'train.py loop, TFRecords, sgd': ProjectLoop(
           splits, os.path.join(work, 'sgd'), 'sgd', batch_size, steps),
-      'train.py loop, TFRecords, adam': ProjectLoop(
-          splits, os.path.join(work, 'adam'), 'adam', batch_size, steps),
-      'train.py loop, memory, sgd': ProjectLoop(
-          splits, os.path.join(work, 'memory'), 'sgd', batch_size, steps,
-          memory_images=train_images),
-      'train.py loop, TFRecords, sgd, bfloat16 matmuls': ProjectLoop(
-          splits, os.path.join(work, 'bf16'), 'sgd', batch_size, steps,
+      'train.py loop, TFRecords, adam, bfloat16': ProjectLoop(
+          splits, os.path.join(work, 'bf16'), 'adam', batch_size, steps,
           matmul_precision='bfloat16'),
+      'train.py loop, memory, adam': ProjectLoop(
+          splits, os.path.join(work, 'memory'), 'adam', batch_size, steps,
+          memory_images=train_images),
       'input pipeline alone': PipelineAlone(splits['train'][0], splits['train'][1],
                                             batch_size, steps),
-      'TF2 peer (tf.function), sgd': Tf2Peer(train_images, batch_size, steps),
+      'TF2 peer (tf.function), adam': Tf2Peer(train_images, batch_size, steps, 'adam'),
+      'TF2 peer (tf.function), sgd': Tf2Peer(train_images, batch_size, steps, 'sgd'),
+      'Keras 3 fit, adam': KerasPeer(train_images, batch_size, steps),
       'matmul ceiling': MatmulCeiling(batch_size, steps),
+      'matmul ceiling, bfloat16': MatmulCeiling(batch_size, steps, tf.bfloat16),
   }
   samples = {name: [] for name in contenders}
   for round_index in range(rounds):
@@ -311,72 +480,153 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke):
       samples[name].append(contender.measure())
     print('round %d/%d done' % (round_index + 1, rounds), file=sys.stderr)
   medians = {name: float(np.median(values)) for name, values in samples.items()}
-  project = contenders['train.py loop, TFRecords, sgd']
-  evaluation = project.evaluation_examples_per_sec(
+  project = contenders[TRAIN]
+  evaluation_rate = project.evaluation_examples_per_sec(
       input_pipeline.read_split_images(splits['test'][0]))
   ceiling = contenders['matmul ceiling']
   for contender in contenders.values():
     if isinstance(contender, ProjectLoop):
       contender.close()
-  iw_samples = 20 if smoke else 1000
-  iw_sec = _importance_weighted_test_seconds(
-      os.path.join(work, 'sgd'), splits['test'][0], 50 if smoke else 500,
-      splits['test'][1], iw_samples)
-  rss_mib = _peak_rss_of_training(data_dir, validation_size,
-                                  os.path.join(work, 'rss'),
-                                  steps=5 if smoke else 300)
-  return {
+
+  # The NLL of the test set and its floor: test images x k decoder passes.
+  test_images = input_pipeline.read_split_images(splits['test'][0])
+  passes = len(test_images) * iw_samples
+  checkpoint = tf.train.latest_checkpoint(project.work_dir)
+  nll = {}
+  for precision in model.MATMUL_DTYPES:
+    seconds, value = nll_seconds(checkpoint, test_images, iw_samples, precision)
+    floor = decoder_multiply_floor_sec(
+        passes, min(passes, 1000000), model.MATMUL_DTYPES[precision])
+    nll[precision] = {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor}
+    print('NLL %s done' % precision, file=sys.stderr)
+
+  results = {
       'examples_per_sec': medians,
       'samples': samples,
       'matmul_gflops': medians['matmul ceiling'] * ceiling.flops_per_step / batch_size / 1e9,
+      'nll': nll,
+      'nll_passes': passes,
+      'iw_samples': iw_samples,
+      'onednn_kernels': onednn_matmul_kernels(),
       'conversion_sec': conversion_sec,
       'conversion_records_per_sec': num_records / conversion_sec,
-      'evaluation_examples_per_sec': evaluation,
-      'iw_nll_test_sec': iw_sec,
-      'iw_samples': iw_samples,
-      'train_peak_rss_mib': rss_mib,
-      'machine': {'cpu_count': os.cpu_count(), 'cpu_flags': _cpu_flags(),
-                  'tensorflow': tf.version.VERSION, 'python': platform.python_version()},
-      'settings': {'rounds': rounds, 'steps': steps, 'batch_size': batch_size,
-                   'smoke': smoke, 'num_train': splits['train'][1]},
+      'evaluation_examples_per_sec': evaluation_rate,
+      'train_peak_rss_mib': _peak_rss_of_training(
+          data_dir, validation_size, os.path.join(work, 'rss'),
+          steps=5 if smoke else 300),
   }
+  if original_script:
+    results['original_script'] = original_script_vs_train_py(
+        original_script, data_dir, work, smoke)
+    print('original script done', file=sys.stderr)
+  if run_end_to_end:
+    results['end_to_end'] = {'here': end_to_end(REPO_ROOT, data_dir, work, smoke)}
+    if baseline_repo:
+      results['end_to_end']['baseline'] = end_to_end(
+          os.path.abspath(baseline_repo), data_dir, work, smoke)
+    print('end to end done', file=sys.stderr)
+  model_name, cpu_flags = _cpu()
+  results.update(
+      machine={'cpu': model_name, 'cpu_count': os.cpu_count(), 'cpu_flags': cpu_flags,
+               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default'),
+               'tensorflow': tf.version.VERSION, 'python': platform.python_version()},
+      settings={'rounds': rounds, 'steps': steps, 'batch_size': batch_size,
+                'smoke': smoke, 'num_train': splits['train'][1],
+                'baseline_repo': baseline_repo})
+  return results
+
+
+def targets(results):
+  """[(label, value, met)] of every performance target measurable here;
+  met is None where the target does not apply to this CPU."""
+  rate = results['examples_per_sec']
+  train_rate = rate[TRAIN]
+  best_peer = max(PEERS, key=lambda name: rate[name])
+  nll = results['nll']
+  native_bf16 = has_native_bfloat16(results['machine']['cpu_flags'])
+  checks = [
+      ('training (adam, TFRecords) / best peer (%s) >= 1.2' % best_peer,
+       train_rate / rate[best_peer], train_rate / rate[best_peer] >= 1.2),
+      ('training / matmul ceiling >= 0.65', train_rate / rate['matmul ceiling'],
+       train_rate / rate['matmul ceiling'] >= 0.65),
+      ('k=%d NLL seconds / its multiply floor <= 1.25' % results['iw_samples'],
+       nll['float32']['seconds'] / nll['float32']['floor_seconds'],
+       nll['float32']['seconds'] / nll['float32']['floor_seconds'] <= 1.25),
+      ('bfloat16 training / float32 training >= 1.5',
+       rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate,
+       rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate >= 1.5
+       if native_bf16 else None),
+      ('bfloat16 NLL speed / float32 NLL speed >= 2',
+       nll['float32']['seconds'] / nll['bfloat16']['seconds'],
+       nll['float32']['seconds'] / nll['bfloat16']['seconds'] >= 2
+       if native_bf16 else None),
+      ('TFRecord loop / memory loop >= 0.97',
+       train_rate / rate['train.py loop, memory, adam'],
+       train_rate / rate['train.py loop, memory, adam'] >= 0.97),
+      ('pipeline alone / training >= 10', rate['input pipeline alone'] / train_rate,
+       rate['input pipeline alone'] / train_rate >= 10),
+      ('conversion seconds < 2', results['conversion_sec'],
+       results['conversion_sec'] < 2),
+      ('peak RSS MiB < 1536', results['train_peak_rss_mib'],
+       results['train_peak_rss_mib'] < 1536),
+  ]
+  if 'original_script' in results:
+    times = results['original_script']
+    ratio = times['train_py_sec'] / times['original_sec']
+    checks.append(('train.py original preset / original script < 1', ratio, ratio < 1))
+  runs = results.get('end_to_end', {})
+  if 'baseline' in runs:
+    ratio = runs['here']['seconds'] / runs['baseline']['seconds']
+    checks.append(('reproduce upstream seed 0 / baseline < 0.6', ratio, ratio < 0.6))
+  return checks
 
 
 def format_report(results):
   rate = results['examples_per_sec']
-  project = rate['train.py loop, TFRecords, sgd']
-  lines = ['| measurement | examples/s | vs. train.py loop (TFRecords, sgd) |',
-           '|---|---|---|']
+  train_rate = rate[TRAIN]
+  lines = ['| measurement | examples/s | vs. %s |' % TRAIN, '|---|---|---|']
   for name, value in rate.items():
-    lines.append('| %s | %.0f | %.2fx |' % (name, value, value / project))
+    lines.append('| %s | %.0f | %.2fx |' % (name, value, value / train_rate))
+  lines += ['', '| k=%d NLL of the test set (%d decoder passes) | seconds | '
+            'its multiply floor | ratio | mean NLL |' % (
+                results['iw_samples'], results['nll_passes']),
+            '|---|---|---|---|---|']
+  for precision, nll in results['nll'].items():
+    lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' % (
+        precision, nll['seconds'], nll['floor_seconds'],
+        nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
+  machine = results['machine']
   lines += [
       '',
       'matmul ceiling: %.0f GFLOP/s' % results['matmul_gflops'],
+      'oneDNN matmul kernels: %s' % (
+          '; '.join('%s: %s' % (k, ', '.join(v))
+                    for k, v in sorted(results['onednn_kernels'].items()))
+          or 'none (oneDNN is off)'),
       'MNIST -> TFRecords: %.2f s (%.0f records/s)' % (
           results['conversion_sec'], results['conversion_records_per_sec']),
       'evaluation (negative ELBO, test set): %.0f examples/s' %
       results['evaluation_examples_per_sec'],
-      'importance-weighted NLL of the test set, k=%d (evaluate.py): %.0f s '
-      '(timed on part of it, scaled)' % (results['iw_samples'], results['iw_nll_test_sec']),
       'peak RSS of train.py: %.0f MiB' % results['train_peak_rss_mib'],
-      'CPU: %d cores, %s; TensorFlow %s' % (
-          results['machine']['cpu_count'], ' '.join(results['machine']['cpu_flags']),
-          results['machine']['tensorflow']),
+  ]
+  if 'original_script' in results:
+    lines.append('original preset, whole process: train.py %.0f s, original '
+                 'script %.0f s' % (results['original_script']['train_py_sec'],
+                                     results['original_script']['original_sec']))
+  for where, run in results.get('end_to_end', {}).items():
+    lines.append('reproduce upstream seed 0 (train + k=1000 validation and '
+                 'test), %s: %.0f s; test -ELBO %.2f, NLL %.2f' % (
+                     where, run['seconds'], run['test_neg_elbo'], run['test_iw_nll']))
+  lines += [
+      'CPU: %s, %d cores, %s; oneDNN opts %s; TensorFlow %s' % (
+          machine['cpu'], machine['cpu_count'], ' '.join(machine['cpu_flags']),
+          machine['onednn'], machine['tensorflow']),
       '',
       'targets (ratios of this run):',
   ]
-  checks = [
-      ('TFRecord loop / TF2 peer >= 1.2', project / rate['TF2 peer (tf.function), sgd'], 1.2),
-      ('TFRecord loop / matmul ceiling >= 0.70', project / rate['matmul ceiling'], 0.70),
-      ('TFRecord loop / memory loop >= 0.97', project / rate['train.py loop, memory, sgd'], 0.97),
-      ('pipeline alone / TFRecord loop >= 10', rate['input pipeline alone'] / project, 10),
-  ]
-  for label, value, target in checks:
-    lines.append('  %-42s %.2f  %s' % (label, value, 'met' if value >= target else 'NOT met'))
-  lines.append('  %-42s %.2f  %s' % ('conversion seconds < 2', results['conversion_sec'],
-                                     'met' if results['conversion_sec'] < 2 else 'NOT met'))
-  lines.append('  %-42s %.0f  %s' % ('peak RSS MiB < 1536', results['train_peak_rss_mib'],
-                                     'met' if results['train_peak_rss_mib'] < 1536 else 'NOT met'))
+  for label, value, met in targets(results):
+    verdict = {True: 'met', False: 'NOT met', None: 'n/a (no native bfloat16)'}[met]
+    lines.append('  %-62s %7.2f  %s' % (label, value, verdict))
   return '\n'.join(lines)
 
 
@@ -384,8 +634,18 @@ def main(argv):
   del argv  # Unused.
   tf.get_logger().setLevel('ERROR')  # Checkpoint chatter of the contenders.
   rounds, steps = (1, 3) if FLAGS.smoke else (FLAGS.rounds, FLAGS.steps)
-  results = run_benchmarks(mnist_dir=FLAGS.mnist_dir, rounds=rounds, steps=steps,
-                           batch_size=FLAGS.batch_size, smoke=FLAGS.smoke)
+  if FLAGS.baseline_repo and not FLAGS.end_to_end:
+    raise app.UsageError('--baseline_repo is timed only with --end_to_end')
+  for path, flag in ((FLAGS.original_script, 'original_script'),
+                     (FLAGS.baseline_repo, 'baseline_repo')):
+    if path and not os.path.exists(path):
+      raise app.UsageError('--%s: %s does not exist' % (flag, path))
+  results = run_benchmarks(
+      mnist_dir=FLAGS.mnist_dir, rounds=rounds, steps=steps,
+      batch_size=FLAGS.batch_size, smoke=FLAGS.smoke,
+      iw_samples=5 if FLAGS.smoke else FLAGS.iw_samples,
+      original_script=FLAGS.original_script, run_end_to_end=FLAGS.end_to_end,
+      baseline_repo=FLAGS.baseline_repo)
   print(format_report(results))
   if FLAGS.json:
     with tf.io.gfile.GFile(FLAGS.json, 'w') as f:

@@ -27,6 +27,7 @@ loop reads the same for one process and for a cluster:
 import collections
 import json
 import signal
+import socket
 import time
 
 from absl import logging
@@ -107,6 +108,17 @@ def resolve_role(tf_config, ps_hosts, worker_hosts, job_name, task_index):
           or (role_from_tf_config(tf_config) if tf_config else None))
 
 
+def free_local_ports(count):
+  """`count` distinct ports free on 127.0.0.1 now, for a local cluster."""
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
 def device_of(role):
   """This task's device name, e.g. '/job:worker/task:1'."""
   return '/job:%s/task:%d' % (role.job_name, role.task_index)
@@ -119,7 +131,31 @@ def device_function(role):
     return None
   # tf.compat.v1.device: TF2's tf.device rejects a device function.
   return tf.train.replica_device_setter(
-      cluster=tf.train.ClusterSpec(role.cluster), worker_device=device_of(role))
+      cluster=tf.train.ClusterSpec(role.cluster), worker_device=device_of(role),
+      ps_strategy=ByteBalancer(len(role.cluster['ps'])))
+
+
+class ByteBalancer(object):
+  """Places each variable on the parameter server holding the fewest bytes.
+
+  replica_device_setter's default, round robin, alternates weights and
+  biases: with 2 ps one held 99.8% of this model's bytes, with 4 ps one held
+  61%, so the busiest ps's link moved nearly everything anyway. TF 1's
+  GreedyLoadBalancingStrategy did this; TF 2 dropped it with contrib.
+  """
+
+  def __init__(self, num_ps):
+    self.loads = [0] * num_ps
+
+  def __call__(self, op):
+    size = 1  # Scalars (steps, Adam's beta powers) still spread.
+    if op.type in ('VarHandleOp', 'VariableV2', 'Variable'):
+      shape = tf.TensorShape(op.get_attr('shape'))
+      if shape.is_fully_defined():
+        size = max(shape.num_elements() * op.get_attr('dtype').size, 1)
+    task = self.loads.index(min(self.loads))
+    self.loads[task] += size
+    return task
 
 
 def _done_queue(ps_index, num_workers):
@@ -222,10 +258,14 @@ class Worker(object):
     """Logs how many variables each parameter server holds."""
     if self.role is None:
       return
-    counts = collections.Counter(variable.device for variable
-                                 in graph.get_collection('variables'))
+    counts, sizes = collections.Counter(), collections.Counter()
+    for variable in graph.get_collection('variables'):
+      counts[variable.device] += 1
+      sizes[variable.device] += (variable.shape.num_elements()
+                                 * variable.dtype.base_dtype.size)
     logging.info('Variables per parameter server: %s.', ', '.join(
-        '%s: %d' % (device, count) for device, count in sorted(counts.items())))
+        '%s: %d (%.2f MB)' % (device, counts[device], sizes[device] / 1e6)
+        for device in sorted(counts)))
 
   def finish(self, local_steps, step):
     """Logs this task's share and tells every parameter server it is done."""
@@ -239,6 +279,15 @@ class Worker(object):
 # --sync_replicas and --replicas_to_aggregate, as given.
 SyncReplicas = collections.namedtuple('SyncReplicas', [
     'sync_replicas', 'replicas_to_aggregate'])
+
+
+def effective_sync(sync_replicas, role):
+  """The SyncReplicas a task runs with: synchronous only in a cluster with
+  two or more workers (one worker has no one to wait for)."""
+  synchronous = bool(sync_replicas and sync_replicas.sync_replicas and role
+                     and role.num_workers > 1)
+  return SyncReplicas(synchronous, sync_replicas.replicas_to_aggregate
+                      if synchronous else 0)
 
 
 class SyncReplicasParts(collections.namedtuple('SyncReplicasParts', [

@@ -69,6 +69,12 @@ def define_flags():
                        help='Importance samples decoded at once (memory bound).')
   flags.DEFINE_integer('batch_size', 100, lower_bound=1,
                        help='Examples per batch (does not change results).')
+  flags.DEFINE_enum('matmul_precision', 'float32', tuple(model.MATMUL_DTYPES),
+                    help='bfloat16: every multiply of the evaluation in '
+                    'bfloat16 (float32 accumulation; the rest float32). About '
+                    '2x faster on CPUs with native bfloat16 (AVX512_BF16, '
+                    'AMX); figures move by a few hundredths of a nat, and the '
+                    'output JSON records the precision.')
   flags.DEFINE_integer('seed', evaluation.DEFAULT_SEED, lower_bound=0,
                        help='Seed of the draws of z; train.py\'s metrics.json '
                        'uses the default.')
@@ -174,7 +180,8 @@ def _write_summaries(train_dir, split, step, result):
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
                    seed=evaluation.DEFAULT_SEED, output=None, watch=False,
-                   watch_timeout_sec=600, binarize=None, per_example_csv=None):
+                   watch_timeout_sec=600, binarize=None, per_example_csv=None,
+                   matmul_precision='float32'):
   """Evaluates one checkpoint (or, with watch, each new one); returns the
   results. binarize None means as the run in train_dir was trained.
 
@@ -195,7 +202,8 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
         with graph.as_default():
           evaluator = evaluation.Evaluator(
               model_size, num_samples=num_samples, iw_samples=iw_samples,
-              iw_chunk=iw_chunk, batch_size=batch_size, seed=seed)
+              iw_chunk=iw_chunk, batch_size=batch_size, seed=seed,
+              matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
           saver = tf.train.Saver(model.model_variables())
         session = tf.Session(graph=graph)
       checkpoints.restore(session, path, saver)
@@ -208,6 +216,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
     columns = evaluator.per_example(session, images)
     result = evaluator.summarize(columns)
     result.update(split=split, binarize=binarize, checkpoint=path, step=step,
+                  matmul_precision=matmul_precision,
                   wall_time_sec=time.time() - start)
     logging.info('%s step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s '
                  'over %d examples; %d of %d latent units active, KL per '
@@ -237,7 +246,8 @@ def main():
                    seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
                    watch_timeout_sec=FLAGS.watch_timeout_sec,
                    binarize=FLAGS.binarize,
-                   per_example_csv=FLAGS.per_example_csv)
+                   per_example_csv=FLAGS.per_example_csv,
+                   matmul_precision=FLAGS.matmul_precision)
   return 0
 
 

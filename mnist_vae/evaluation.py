@@ -86,7 +86,7 @@ class Evaluator(object):
   (new ones, or a training graph's: variables are shared by name)."""
 
   def __init__(self, model_size, num_samples=1, iw_samples=0, iw_chunk=100,
-               batch_size=100, seed=DEFAULT_SEED):
+               batch_size=100, seed=DEFAULT_SEED, matmul_dtype=tf.float32):
     """
     Args:
       model_size: model.ModelSize.
@@ -95,6 +95,8 @@ class Evaluator(object):
       iw_chunk: importance samples decoded at once (bounds memory).
       batch_size: examples per run (does not change results).
       seed: seed of the draws, >= 0.
+      matmul_dtype: tf.float32, or tf.bfloat16 for every multiply of the
+        evaluation (model.dense); float32 everywhere else.
     """
     self.model_size = model_size
     self.num_samples, self.iw_samples = num_samples, iw_samples
@@ -105,13 +107,14 @@ class Evaluator(object):
       self._first_index = tf.placeholder(tf.int64, [], 'first_index')
       indices = self._first_index + tf.range(
           tf.shape(self._images, out_type=tf.int64)[0])
-      z_mean, z_stddev = model.encode(self._images, model_size)
+      z_mean, z_stddev = model.encode(self._images, model_size,
+                                      matmul_dtype=matmul_dtype)
       # The reconstruction term's draws, made in the graph.
       log_likelihood = model.log_likelihood_of_draws(
           self._images, z_mean, z_stddev,
           keyed_normal_draws(seed, indices, ELBO_DRAWS, num_samples,
                              model_size.latent_dim),
-          model_size)
+          model_size, matmul_dtype)
       kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
       self._elbo_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),
@@ -119,14 +122,38 @@ class Evaluator(object):
           'kl_per_dimension': kl_per_dimension,
           'z_mean': z_mean,
       }
-      # The importance samples are made once per batch and fed back
-      # iw_chunk at a time, so memory stays bounded.
-      self._importance_draws = keyed_normal_draws(
-          seed, indices, IMPORTANCE_DRAWS, iw_samples, model_size.latent_dim)
-      self._noise = tf.placeholder(tf.float32, [None, None,
-                                                model_size.latent_dim], 'noise')
-      self._log_weights = model.log_importance_weights(
-          self._images, z_mean, z_stddev, self._noise, model_size)
+      if iw_samples:
+        self._elbo_terms['iw_nll'] = -self._log_mean_weight(
+            z_mean, z_stddev, indices, matmul_dtype)
+
+  def _log_mean_weight(self, z_mean, z_stddev, indices, matmul_dtype):
+    """log mean_k w_k per image of the batch, float64 [n].
+
+    The draws are made once per batch; a loop in the graph decodes them
+    iw_chunk at a time (bounding memory), with no round trip through NumPy.
+    """
+    draws = keyed_normal_draws(self.seed, indices, IMPORTANCE_DRAWS,
+                               self.iw_samples, self.model_size.latent_dim)
+    num_chunks = -(-self.iw_samples // self.iw_chunk)
+
+    def decode_chunk(chunk, log_weights):
+      noise = draws[chunk * self.iw_chunk:(chunk + 1) * self.iw_chunk]
+      # XLA only here, where the draws make the work: training never loads it
+      # (it costs a train.py process about 300 MB).
+      return chunk + 1, log_weights.write(chunk, model.log_importance_weights(
+          self._images, z_mean, z_stddev, noise, self.model_size,
+          matmul_dtype, compiled=True))
+
+    # One chunk at a time: its decoder multiplies use both cores already,
+    # and several in flight would multiply the memory.
+    _, log_weights = tf.while_loop(
+        lambda chunk, _: chunk < num_chunks, decode_chunk,
+        [tf.constant(0), tf.TensorArray(tf.float32, num_chunks,
+                                        infer_shape=False)],
+        parallel_iterations=1)
+    log_weights = tf.cast(log_weights.concat(), tf.float64)
+    return (tf.reduce_logsumexp(log_weights, axis=0)
+            - tf.math.log(tf.cast(self.iw_samples, tf.float64)))
 
   def per_example(self, session, images):
     """Every metric for each image: {name: float64 [n]}, and the posterior
@@ -139,21 +166,17 @@ class Evaluator(object):
     """
     start = last_progress = time.time()
     columns = {key: [] for key in self._elbo_terms}
-    if self.iw_samples:
-      columns['iw_nll'] = []
     for begin in range(0, len(images), self.batch_size):
       if begin and time.time() - last_progress >= PROGRESS_EVERY_SEC:
         last_progress = time.time()
         logging.info('%d of %d examples, about %.0f s left.', begin,
                      len(images),
                      (last_progress - start) * (len(images) - begin) / begin)
-      batch = images[begin:begin + self.batch_size]
-      terms = session.run(self._elbo_terms, {self._images: batch,
-                                             self._first_index: begin})
+      terms = session.run(self._elbo_terms, {
+          self._images: images[begin:begin + self.batch_size],
+          self._first_index: begin})
       for key, values in terms.items():
         columns[key].append(values.astype(np.float64))
-      if self.iw_samples:
-        columns['iw_nll'].append(-self._log_mean_weight(session, batch, begin))
     result = {key: np.concatenate(values) for key, values in columns.items()}
     result['neg_elbo'] = result['reconstruction'] + result['kl_divergence']
     return result
@@ -176,14 +199,3 @@ class Evaluator(object):
                   num_samples=self.num_samples, iw_samples=self.iw_samples,
                   seed=self.seed)
     return result
-
-  def _log_mean_weight(self, session, batch, first_index):
-    """log mean_k w_k per example of `batch`, float64 [len(batch)]."""
-    noise = session.run(self._importance_draws, {
-        self._images: batch, self._first_index: first_index})
-    log_weights = np.concatenate([
-        session.run(self._log_weights, {self._images: batch,
-                                        self._noise: noise[k:k + self.iw_chunk]})
-        for k in range(0, self.iw_samples, self.iw_chunk)]).astype(np.float64)
-    peak = log_weights.max(axis=0)
-    return peak + np.log(np.mean(np.exp(log_weights - peak), axis=0))

@@ -144,7 +144,7 @@ def define_flags(flag_values=flags.FLAGS):
                     help='none: grey levels, as the original; static: one fixed '
                     'Bernoulli sample per image; dynamic: a new sample per use '
                     'in training (evaluation then uses the static sample).')
-  flags.DEFINE_enum('matmul_precision', 'float32', tuple(training.MATMUL_DTYPES),
+  flags.DEFINE_enum('matmul_precision', 'float32', tuple(model.MATMUL_DTYPES),
                     flag_values=flag_values,
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
@@ -161,11 +161,15 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_integer('task_index', 0, lower_bound=0,
                        flag_values=flag_values,
                        help='Cluster: index of this task within its job.')
-  flags.DEFINE_boolean('sync_replicas', False,
+  flags.DEFINE_boolean('sync_replicas', True,
                        flag_values=flag_values,
-                       help='Cluster: aggregate gradients of '
-                       '--replicas_to_aggregate workers per update '
-                       '(SyncReplicasOptimizer) instead of asynchronous updates.')
+                       help='Cluster jobs with two or more workers: aggregate '
+                       'the gradients of --replicas_to_aggregate workers per '
+                       'update (SyncReplicasOptimizer). The default: it ends '
+                       'where one process ends, at the same examples seen. '
+                       '--nosync_replicas: asynchronous updates, which end '
+                       'several nats behind with Adam (README, "Cluster '
+                       'jobs"). No effect with one worker or one process.')
   flags.DEFINE_integer('replicas_to_aggregate', 0, lower_bound=0,
                        flag_values=flag_values,
                        help='With --sync_replicas: gradients per update; 0 = '
@@ -263,7 +267,7 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
                 **model_size._asdict(), **optimizer_settings._asdict(),
                 **schedule._asdict(), **step_settings._asdict(),
                 **threads._asdict(),
-                **(sync_replicas or cluster.SyncReplicas(False, 0))._asdict())
+                **cluster.effective_sync(sync_replicas, role)._asdict())
   images_dir = _make_train_dir(train_dir, splits['train'], step_settings)
   checkpoint, initial_step = checkpoints.latest(train_dir)
   if worker.is_chief:

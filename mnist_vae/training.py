@@ -47,8 +47,6 @@ StepSettings = collections.namedtuple('StepSettings', [
 Threads = collections.namedtuple('Threads', [
     'intra_op_threads', 'inter_op_threads'])
 
-MATMUL_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16}
-
 # What a training run writes in its train_dir besides checkpoints: the
 # configuration when it starts (what an evaluator beside training needs to
 # know, such as the binarize mode, before the end) and the metrics at the end.
@@ -91,7 +89,8 @@ def build_training_graph(*, train_path, num_train, fixed_images,
       shuffles anew instead of replaying the first epoch's order).
     worker: the cluster.Worker this process is (variables on the parameter
       servers, this worker's share of the data), or None for one process.
-    sync_replicas: cluster.SyncReplicas, or None for asynchronous updates.
+    sync_replicas: cluster.SyncReplicas, or None for asynchronous updates;
+      only a cluster with two or more workers synchronizes.
     train_images_fn: builds the training batches, float32 [batch_size, 784];
       None reads `train_path` (the benchmark passes an in-memory source).
 
@@ -120,7 +119,7 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     with tf.name_scope('training_tower'):
       outputs = model.inference(
           train_images, model_size, step_settings.keep_prob,
-          matmul_dtype=MATMUL_DTYPES[step_settings.matmul_precision])
+          matmul_dtype=model.MATMUL_DTYPES[step_settings.matmul_precision])
       loss_terms = model.loss(train_images, outputs)
     model.add_loss_summaries(loss_terms, 'train')
     optimizer = model.make_optimizer(optimizer_settings.optimizer,
@@ -128,7 +127,7 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     if optimizer_settings.simulated_staleness:
       optimizer = cluster.StaleGradientOptimizer(
           optimizer, optimizer_settings.simulated_staleness)
-    synchronous = bool(sync_replicas and sync_replicas.sync_replicas)
+    synchronous = cluster.effective_sync(sync_replicas, role).sync_replicas
     if synchronous:
       optimizer = cluster.synchronize(optimizer, sync_replicas, role)
     train_op, global_step = model.training(loss_terms.neg_elbo, optimizer)

@@ -3,7 +3,6 @@
 import gzip
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import pytest
 
+from mnist_vae import cluster
 from mnist_vae.data_prep import idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,15 +184,7 @@ def wait_for(condition, what, processes=(), timeout=120):
     time.sleep(0.1)
 
 
-def free_ports(count):
-  """`count` distinct ports that are free on 127.0.0.1 now."""
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
+free_ports = cluster.free_local_ports
 
 
 def checkpoint_step(train_dir):

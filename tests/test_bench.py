@@ -1,25 +1,57 @@
 """The benchmark's smoke mode runs every measurement, so the bench never rots."""
 
 import json
+import os
 
-from conftest import run_python
+from conftest import REPO_ROOT, run_python
 
 
 def test_smoke_run_measures_everything(tmp_path):
-  result = run_python(['bench/throughput.py', '--smoke', '--json',
-                       str(tmp_path / 'bench.json')], timeout=600)
+  original = os.path.join(REPO_ROOT, os.pardir, 'shared', 'reference', 'original_vae_tf1.py')
+  result = run_python(['bench/throughput.py', '--smoke', '--json', str(tmp_path / 'bench.json'),
+                       '--original_script', original, '--end_to_end'], timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((tmp_path / 'bench.json').read_text())
   rates = results['examples_per_sec']
   assert set(rates) == {
-      'train.py loop, TFRecords, sgd', 'train.py loop, TFRecords, adam',
-      'train.py loop, TFRecords, sgd, bfloat16 matmuls',
-      'train.py loop, memory, sgd', 'input pipeline alone',
-      'TF2 peer (tf.function), sgd', 'matmul ceiling'}
+      'train.py loop, TFRecords, adam', 'train.py loop, TFRecords, sgd',
+      'train.py loop, TFRecords, adam, bfloat16', 'train.py loop, memory, adam',
+      'input pipeline alone', 'TF2 peer (tf.function), adam', 'TF2 peer (tf.function), sgd',
+      'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16'}
   assert all(rate > 0 for rate in rates.values())
   assert results['matmul_gflops'] > 0
+  for precision in ('float32', 'bfloat16'):
+    nll = results['nll'][precision]
+    assert nll['seconds'] > 0 and nll['floor_seconds'] > 0 and nll['iw_nll'] > 0
   assert results['conversion_records_per_sec'] > 0
   assert results['evaluation_examples_per_sec'] > 0
   assert 100 < results['train_peak_rss_mib'] < 4096
-  assert results['iw_nll_test_sec'] > 0 and results['iw_samples'] == 20
-  assert 'TFRecord loop / TF2 peer >= 1.2' in result.stdout
+  assert results['original_script']['original_sec'] > 0
+  assert results['original_script']['train_py_sec'] > 0
+  assert results['end_to_end']['here']['test_iw_nll'] > 0
+  for target in ('training (adam, TFRecords) / best peer', 'training / matmul ceiling >= 0.65',
+                 'NLL seconds / its multiply floor <= 1.25', 'bfloat16 training / float32',
+                 'train.py original preset / original script < 1'):
+    assert target in result.stdout, target
+
+
+def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist_records,
+                                                                     tmp_path):
+  result = run_python(['bench/cluster_scaling.py', '--data_dir', small_mnist_records,
+                       '--short_steps', '10', '--long_steps', '40',
+                       '--json', str(tmp_path / 'scaling.json')], timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads((tmp_path / 'scaling.json').read_text())
+  model_bytes = sum(figures['bytes_per_ps']['1'])
+  assert model_bytes == 4 * 1316824  # The 784-500-500-20 model, float32.
+  for num_ps in ('2', '4'):
+    shares = figures['bytes_per_ps'][num_ps]
+    assert sum(shares) == model_bytes and len(shares) == int(num_ps)
+    assert max(shares) < 0.7 * model_bytes  # Spread by bytes.
+  # Each global step pulls the variables and pushes the gradients: at least
+  # twice the model's bytes cross the (namespace's own) loopback.
+  for workers in ('1_workers', '2_workers'):
+    assert 2 * model_bytes <= figures[workers]['wire_bytes_per_step'] < 4 * model_bytes
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith('| ') and ('| async |' in line or '| sync |' in line)]
+  assert len(rows) == 4 * 2 * 2, result.stdout

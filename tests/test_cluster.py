@@ -85,7 +85,8 @@ def _local_steps(log):
 
 @pytest.mark.parametrize('mode', ['async', 'sync'])
 def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
-  extra = ['--max_steps', '120'] + (['--sync_replicas'] if mode == 'sync' else [])
+  # Synchronous is the default with two workers.
+  extra = ['--max_steps', '120'] + (['--nosync_replicas'] if mode == 'async' else [])
   result = _launch(data_dir, tmp_path / 'train', extra)
   log = result.stdout + result.stderr
   assert result.returncode == 0, log[-5000:]
@@ -109,6 +110,8 @@ def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
   assert len(samples) >= 3, samples
   with open(os.path.join(train_dir, 'metrics.json')) as f:
     assert json.load(f)['test']['num_examples'] == 200
+  with open(os.path.join(train_dir, 'config.json')) as f:
+    assert json.load(f)['sync_replicas'] == (mode == 'sync')
   assert 'Parameter server 0: worker 1 is done' in log or \
       'Parameter server 0: worker 0 is done (2 of 2)' in log
 
@@ -117,7 +120,8 @@ def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path)
   ps_port, chief_port, worker_port = free_ports(3)
   base = ['train.py', '--ps_hosts', '127.0.0.1:%d' % ps_port, '--worker_hosts',
           '127.0.0.1:%d,127.0.0.1:%d' % (chief_port, worker_port), '--data_dir', data_dir,
-          '--train_dir', str(tmp_path / 'train'), '--max_steps', '600'] + SMALL
+          '--train_dir', str(tmp_path / 'train'), '--max_steps', '600',
+          '--nosync_replicas'] + SMALL
   logs = {name: str(tmp_path / name) for name in ('ps', 'chief', 'worker', 'worker2', 'chief2')}
   processes = {}
   try:
@@ -267,6 +271,10 @@ def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data
     counts = dict(re.findall(r'/job:ps/task:(\d+): (\d+)', placement))
     assert sorted(counts) == [str(i) for i in range(num_ps)], placement
     assert all(int(count) > 0 for count in counts.values()), placement
+    # Balanced by bytes: round robin left one ps 99.8% of them.
+    megabytes = [float(mb) for mb in re.findall(r'\(([\d.]+) MB\)', placement)]
+    assert len(megabytes) == num_ps, placement
+    assert min(megabytes) >= 0.6 * sum(megabytes) / num_ps, placement
     for i in range(num_ps):
       assert '[launcher] ps%d exited with status 0' % i in log
     with open(tmp_path / ('ps%d' % num_ps) / 'metrics.json') as f:

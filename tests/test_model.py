@@ -138,8 +138,11 @@ def test_gradients_stay_finite_when_saturated():
 def test_log_likelihood_equals_original_formula_where_finite():
   rng = np.random.RandomState(1)
   logits = rng.uniform(-15, 15, (64, 784)).astype(np.float32)
+  # Past |logit| = 18.4 the original clips the unlikelier probability at 1e-8.
+  logits[:, 600:] *= 2.5
   images = rng.uniform(0, 1, (64, 784)).astype(np.float32)
   images[:, :200] = np.round(images[:, :200])  # Exact 0s and 1s too.
+  images[:, 650:700] = np.round(images[:, 650:700])
   ours = _ours(model.bernoulli_log_likelihood, images, logits)
   original_64 = original_log_likelihood(images, logits, np.float64)
   np.testing.assert_allclose(ours, original_64, rtol=1e-5)
@@ -151,6 +154,28 @@ def test_log_likelihood_equals_original_formula_where_finite():
   assert np.isfinite(original_32).all()
   np.testing.assert_allclose(_ours(model.bernoulli_log_likelihood, images, moderate),
                              original_32, rtol=1e-5)
+
+
+def test_log_likelihood_broadcasts_draws_against_the_images():
+  rng = np.random.RandomState(2)
+  logits = rng.uniform(-20, 20, (3, 5, 784)).astype(np.float32)
+  images = rng.uniform(0, 1, (5, 784)).astype(np.float32)
+  broadcast = _ours(model.bernoulli_log_likelihood, images, logits)
+  assert broadcast.shape == (3, 5)
+  for draw in range(3):
+    np.testing.assert_array_equal(
+        broadcast[draw], _ours(model.bernoulli_log_likelihood, images, logits[draw]))
+
+
+def test_compiled_log_likelihood_equals_the_graph_one():
+  rng = np.random.RandomState(3)
+  logits = rng.uniform(-30, 30, (4, 6, 784)).astype(np.float32)
+  images = rng.uniform(0, 1, (6, 784)).astype(np.float32)
+  images[:, :300] = np.round(images[:, :300])
+  compiled = _ours(lambda x, l: model.bernoulli_log_likelihood(x, l, compiled=True),
+                   images, logits)
+  np.testing.assert_allclose(
+      compiled, _ours(model.bernoulli_log_likelihood, images, logits), rtol=1e-6)
 
 
 def test_dropout_only_in_training_and_evaluation_deterministic():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
@@ -41,6 +42,20 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
   assert again.stdout.count('already trained') == 4, again.stdout
   assert 'Resuming from' not in again.stderr
   assert (tmp_path / 'report' / 'REPRODUCTION.md').read_text() == report
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('--seeds', '0 x', "--seeds takes seed numbers"),
+    ('--presets', 'upstrem', 'unknown preset upstrem (no configs/upstrem.flags)'),
+])
+def test_bad_seeds_or_presets_are_refused_before_anything_runs(option, value, message,
+                                                               tmp_path):
+  result = subprocess.run(['bash', 'scripts/reproduce.sh', option, value,
+                           '--runs_dir', str(tmp_path / 'runs')],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert not (tmp_path / 'runs').exists()
 
 
 def test_manifold_latents_cover_the_prior_evenly():

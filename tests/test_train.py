@@ -70,6 +70,9 @@ def test_writes_pngs_checkpoint_events_and_metrics(first_run):
   assert _png_size(os.path.join(images, 'samples_step_000020.png')) == ('L', (298, 298))
   assert _png_size(os.path.join(images, 'inputs.png')) == ('L', (298, 298))
 
+  with open(os.path.join(train_dir, 'config.json')) as f:
+    # --sync_replicas (the default) only acts in a cluster of 2+ workers.
+    assert json.load(f)['sync_replicas'] is False
   checkpoint = tf.train.latest_checkpoint(train_dir)
   assert checkpoint.endswith('model.ckpt-20')
   assert tf.train.load_variable(checkpoint, 'global_step') == 20
