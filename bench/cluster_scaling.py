@@ -58,6 +58,10 @@ flags.DEFINE_integer('short_steps', 200, lower_bound=1,
                      help='Global steps of the shorter job of each pair.')
 flags.DEFINE_integer('long_steps', 1200, lower_bound=2,
                      help='Global steps of the longer job of each pair.')
+flags.DEFINE_integer('step_samples', 300, lower_bound=10,
+                     help='Single steps timed for the spread of step times.')
+flags.DEFINE_integer('adam_updates', 200, lower_bound=1,
+                     help='Adam updates timed for the ps update cost.')
 flags.DEFINE_boolean('allow_shared_network', False,
                      help='Measure on the machine\'s own loopback when no '
                      'namespace can be made (other traffic then counts too).')
@@ -241,11 +245,11 @@ def measure(work):
   alone = [one_process_seconds(steps, os.path.join(work, 'alone_%d' % steps))
            for steps in (short, long)]
   figures['one_process_sec_per_step'] = (alone[1] - alone[0]) / (long - short)
-  samples = step_time_samples()
+  samples = step_time_samples(FLAGS.step_samples)
   figures['step_samples'] = samples.tolist()
   figures['step_sec_median'] = float(np.median(samples))
   figures['step_sec_p90'] = float(np.percentile(samples, 90))
-  figures['adam_apply_sec'] = adam_apply_seconds()
+  figures['adam_apply_sec'] = adam_apply_seconds(FLAGS.adam_updates)
   payload = 2 * sum(figures['bytes_per_ps']['1'])
   figures['wire_overhead'] = figures['1_workers']['wire_bytes_per_step'] / payload
   return figures

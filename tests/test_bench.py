@@ -38,7 +38,8 @@ def test_smoke_run_measures_everything(tmp_path):
 def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist_records,
                                                                      tmp_path):
   result = run_python(['bench/cluster_scaling.py', '--data_dir', small_mnist_records,
-                       '--short_steps', '10', '--long_steps', '40',
+                       '--short_steps', '5', '--long_steps', '20',
+                       '--step_samples', '20', '--adam_updates', '10',
                        '--json', str(tmp_path / 'scaling.json')], timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'scaling.json').read_text())
