@@ -34,7 +34,6 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import json
 import platform
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import cluster
+from mnist_vae import files
 from mnist_vae import model
 from mnist_vae.data_prep import records
 
@@ -209,23 +209,20 @@ def projected(figures, workers, link_gbit, num_ps, synchronous):
   compute = figures['step_sec_median']
   apply_sec = figures['adam_apply_sec'] * share_fraction
   if not synchronous:
-    worker_step = compute + 2 * model_bytes / link
-    limits = {
-        "workers' compute": workers / compute,
-        "workers' links": workers / worker_step,
-        "ps's link": link / biggest_share,
-        "ps's updates": 1.0 / apply_sec,
-    }
-    # The workers' own links slow each step; the cap is the smallest rate.
-    rate = min(limits["workers' links"], limits["ps's link"], limits["ps's updates"])
-    limit = min(limits, key=lambda k: limits[k] if k != "workers' compute" else np.inf)
-    if limit == "workers' links" and 2 * model_bytes / link < 0.25 * compute:
-      limit = "workers' compute"
-    return rate * BATCH, limit
+    # A worker's step: its compute, then pulling and pushing through its link.
+    transfer = 2 * model_bytes / link
+    worker_part = "workers' compute" if compute >= transfer else "workers' links"
+    rates = {worker_part: workers / (compute + transfer),
+             "ps's link": link / biggest_share,
+             "ps's updates": 1.0 / apply_sec}
+    limit = min(rates, key=rates.get)
+    return rates[limit] * BATCH, limit
   slowest = expected_max(figures['step_samples'], workers)
-  transfer = 2 * max(model_bytes / link, workers * biggest_share / link)
+  # All workers pull and push at once: a ps link carries every worker's share.
+  busiest_link = ("ps's link" if workers * biggest_share > model_bytes
+                  else "workers' links")
   terms = {"workers' compute": compute, 'sync stragglers': slowest - compute,
-           "ps's link" if workers * biggest_share > model_bytes else "workers' links": transfer,
+           busiest_link: 2 * max(model_bytes, workers * biggest_share) / link,
            "ps's updates": apply_sec}
   round_sec = sum(terms.values())
   return workers * BATCH / round_sec, max(terms, key=terms.get)
@@ -336,8 +333,7 @@ def main(argv):
     figures = measure(work)
   print(report(figures))
   if FLAGS.json:
-    with tf.io.gfile.GFile(FLAGS.json, 'w') as f:
-      json.dump(figures, f, indent=2)
+    files.write_json(FLAGS.json, figures)
 
 
 if __name__ == '__main__':

@@ -112,8 +112,7 @@ def trained_binarize_mode(train_dir):
   for name in RUN_CONFIG_FILES:
     path = os.path.join(train_dir, name)
     try:
-      with tf.io.gfile.GFile(path) as f:
-        content = json.load(f)
+      content = files.read_json(path)
     except tf.errors.NotFoundError:
       continue
     except ValueError as e:

@@ -116,14 +116,14 @@ class Evaluator(object):
                              model_size.latent_dim),
           model_size, matmul_dtype)
       kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
-      self._elbo_terms = {
+      self._per_example_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),
           'kl_divergence': tf.reduce_sum(kl_per_dimension, axis=1),
           'kl_per_dimension': kl_per_dimension,
           'z_mean': z_mean,
       }
       if iw_samples:
-        self._elbo_terms['iw_nll'] = -self._log_mean_weight(
+        self._per_example_terms['iw_nll'] = -self._log_mean_weight(
             z_mean, z_stddev, indices, matmul_dtype)
 
   def _log_mean_weight(self, z_mean, z_stddev, indices, matmul_dtype):
@@ -165,14 +165,14 @@ class Evaluator(object):
         image's position is its index for the draws).
     """
     start = last_progress = time.time()
-    columns = {key: [] for key in self._elbo_terms}
+    columns = {key: [] for key in self._per_example_terms}
     for begin in range(0, len(images), self.batch_size):
       if begin and time.time() - last_progress >= PROGRESS_EVERY_SEC:
         last_progress = time.time()
         logging.info('%d of %d examples, about %.0f s left.', begin,
                      len(images),
                      (last_progress - start) * (len(images) - begin) / begin)
-      terms = session.run(self._elbo_terms, {
+      terms = session.run(self._per_example_terms, {
           self._images: images[begin:begin + self.batch_size],
           self._first_index: begin})
       for key, values in terms.items():

@@ -24,6 +24,12 @@ def write(path, content):
       f.write(content)
 
 
+def read_json(path):
+  """The parsed JSON file at `path` (tf.io.gfile's errors if it is missing)."""
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def write_json(path, content):
   """Writes `content` as indented JSON to `path` atomically."""
   write(path, json.dumps(content, indent=2, sort_keys=True))

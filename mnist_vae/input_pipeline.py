@@ -68,21 +68,24 @@ def binarize_dynamic(images, seed):
                  tf.float32)
 
 
-def _images_fn(binarize, seed=None):
-  """serialized [batch] -> float32 [batch, 784], binarized as asked."""
+def _check_binarize(binarize):
   if binarize not in BINARIZE_MODES:
     raise ValueError('binarize must be one of %s, not %r'
                      % (BINARIZE_MODES, binarize))
 
+
+def _evaluation_images_fn(binarize):
+  """serialized [batch] -> float32 [batch, 784] as evaluation sees them: grey
+  levels for 'none', the static sample for either binarized mode (so that
+  results are reproducible)."""
+  _check_binarize(binarize)
+
   def images_of(serialized):
     images = normalize(parse_batch(serialized)[0])
-    if binarize == 'static':
-      return binarize_static(images, serialized)
-    if binarize == 'dynamic':
-      return binarize_dynamic(images, seed)
-    return images
+    if binarize == 'none':
+      return images
+    return binarize_static(images, serialized)
   return images_of
-
 
 
 def train_dataset(path, batch_size, seed, shuffle_buffer_size,
@@ -104,9 +107,7 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
   Returns:
     A tf.data.Dataset of float32 [batch_size, 784].
   """
-  if binarize not in BINARIZE_MODES:
-    raise ValueError('binarize must be one of %s, not %r'
-                     % (BINARIZE_MODES, binarize))
+  _check_binarize(binarize)
   # Decoded once, then kept in memory (43 MB of uint8 for MNIST): parsing
   # every batch again each epoch took the 2 cores from the multiplies. The
   # shuffle sees the same number of elements with the same seed, so the
@@ -134,10 +135,9 @@ def _decoded_pixels(path, num_shards, shard_index, binarize):
     dataset = dataset.shard(num_shards, shard_index)
 
   def decode(serialized):
-    pixels = parse_batch(serialized)[0]
     if binarize == 'static':
-      return tf.cast(binarize_static(normalize(pixels), serialized), tf.uint8)
-    return pixels
+      return tf.cast(_evaluation_images_fn('static')(serialized), tf.uint8)
+    return parse_batch(serialized)[0]
   return dataset.batch(1024).map(decode).unbatch()
 
 
@@ -169,7 +169,7 @@ def eval_dataset(path, batch_size, binarize='none'):
     not depend on how often it has run.
   """
   dataset = tf.data.TFRecordDataset(path).batch(batch_size)
-  dataset = dataset.map(_images_fn('none' if binarize == 'none' else 'static'),
+  dataset = dataset.map(_evaluation_images_fn(binarize),
                         num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
 
@@ -177,7 +177,7 @@ def eval_dataset(path, batch_size, binarize='none'):
 def read_split_images(path, binarize='none'):
   """Every image of `path`, in order: float32 [n, 784] (n may be 0; binarized
   with the static sample unless binarize is 'none')."""
-  images_of = _images_fn('none' if binarize == 'none' else 'static')
+  images_of = _evaluation_images_fn(binarize)
   batches = [images.numpy() for images in
              tf.data.TFRecordDataset(path).batch(10000).map(images_of)]
   return (np.concatenate(batches) if batches
@@ -194,7 +194,7 @@ def read_split_labels(path):
 def read_first_images(path, count, binarize='none'):
   """Eagerly reads the first `count` images of `path`: float32 [count, 784]
   (binarized with the static sample unless binarize is 'none')."""
-  images_of = _images_fn('none' if binarize == 'none' else 'static')
+  images_of = _evaluation_images_fn(binarize)
   for images in tf.data.TFRecordDataset(path).batch(count).map(images_of):
     return images.numpy()
   raise RecordsError('%s holds no records' % path)

@@ -8,7 +8,6 @@ summaries); prints a Markdown table and writes it, with a PNG of the
 validation curves against examples seen, to --out_dir (default RUNS_DIR).
 """
 
-import json
 import os
 import statistics
 
@@ -43,11 +42,6 @@ def define_flags():
                       '(default: --runs_dir).')
 
 
-def _load_json(path):
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
 def examples_per_update(config):
   """Training examples one global step consumes in a run of `config`."""
   if config.get('sync_replicas'):
@@ -59,7 +53,7 @@ def examples_per_update(config):
 def read_run(run_dir):
   """A finished run's figures: test/validation -ELBO, steps, examples, the
   validation curve against examples seen, wall time."""
-  metrics = _load_json(os.path.join(run_dir, 'metrics.json'))
+  metrics = files.read_json(os.path.join(run_dir, 'metrics.json'))
   config = metrics['config']
   per_update = examples_per_update(config)
   steps, values = report.read_scalars(run_dir, 'validation/neg_elbo')

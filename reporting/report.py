@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
-import json
 import platform
 
 from absl import app
@@ -39,11 +38,6 @@ def define_flags():
   flags.DEFINE_string('report_dir', 'reproduction',
                       help='Where REPRODUCTION.md and the figures go.')
   flags.DEFINE_string('command', '', help='The command that made the runs, quoted in the report.')
-
-
-def _load_json(path):
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 def read_scalars(train_dir, tag):
@@ -75,9 +69,9 @@ def collect_runs(runs_dir):
   for run_dir in sorted(run_dirs, key=_run_order):
     preset = os.path.basename(os.path.dirname(run_dir))
     try:
-      run = {'dir': run_dir, 'metrics': _load_json(os.path.join(run_dir, 'metrics.json')),
-             'test': _load_json(os.path.join(run_dir, 'eval_test.json')),
-             'validation': _load_json(os.path.join(run_dir, 'eval_validation.json'))}
+      run = {'dir': run_dir, 'metrics': files.read_json(os.path.join(run_dir, 'metrics.json')),
+             'test': files.read_json(os.path.join(run_dir, 'eval_test.json')),
+             'validation': files.read_json(os.path.join(run_dir, 'eval_validation.json'))}
     except (tf.errors.NotFoundError, FileNotFoundError):
       continue  # Not finished.
     presets.setdefault(preset, []).append(run)

@@ -12,10 +12,11 @@ Each record is a tf.train.Example in TensorFlow's classic MNIST schema: int64
 row-major).
 """
 
-import json
 import os
 
 import tensorflow as tf
+
+from mnist_vae import files
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -42,8 +43,7 @@ def read_info(data_dir):
   path = os.path.join(data_dir, INFO_FILE)
   if not tf.io.gfile.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def splits_exist(data_dir):
