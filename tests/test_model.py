@@ -24,7 +24,7 @@ def original_log_likelihood(images, logits, dtype):
     y = (1 / (1 + np.exp(-logits.astype(dtype)))).astype(dtype)
     y = np.clip(y, dtype(1e-8), dtype(1) - dtype(1e-8))
     eps = dtype(1e-8)
-    return np.sum(x * np.log(eps + y) + (1 - x) * np.log(eps + 1 - y), axis=1)
+    return np.sum(x * np.log(eps + y) + (1 - x) * np.log(eps + 1 - y), axis=-1)
 
 
 def original_kl(mean, stddev):
@@ -167,15 +167,48 @@ def test_log_likelihood_broadcasts_draws_against_the_images():
         broadcast[draw], _ours(model.bernoulli_log_likelihood, images, logits[draw]))
 
 
-def test_compiled_log_likelihood_equals_the_graph_one():
+def _compiled(images, logits):
+  return _ours(lambda x, l: model.bernoulli_log_likelihood(x, l, compiled=True),
+               images, logits)
+
+
+@pytest.mark.parametrize('pixels', [784, 787])  # 787 is prime: groups of one.
+def test_compiled_log_likelihood_equals_the_graph_one_and_the_original(pixels):
   rng = np.random.RandomState(3)
-  logits = rng.uniform(-30, 30, (4, 6, 784)).astype(np.float32)
-  images = rng.uniform(0, 1, (6, 784)).astype(np.float32)
+  logits = np.concatenate([rng.uniform(-30, 30, (2, 6, pixels)),
+                           rng.normal(0, 3, (2, 6, pixels))]).astype(np.float32)
+  logits[0, 0, :5] = [1e4, -1e4, 18.4, -18.4, 0.0]  # Saturated, clip edge, 1/2.
+  images = rng.uniform(0, 1, (6, pixels)).astype(np.float32)
   images[:, :300] = np.round(images[:, :300])
-  compiled = _ours(lambda x, l: model.bernoulli_log_likelihood(x, l, compiled=True),
-                   images, logits)
+  compiled = _compiled(images, logits)
   np.testing.assert_allclose(
       compiled, _ours(model.bernoulli_log_likelihood, images, logits), rtol=1e-6)
+  np.testing.assert_allclose(
+      compiled, original_log_likelihood(images, logits, np.float64), rtol=3e-7)
+
+
+def test_compiled_log_likelihood_passes_nan_on_and_stays_finite_at_infinity():
+  images = np.full((2, 784), 0.5, np.float32)
+  logits = np.zeros((1, 2, 784), np.float32)
+  logits[0, 0, 3] = np.nan
+  logits[0, 1, :2] = [np.inf, -np.inf]
+  compiled = _compiled(images, logits)[0]
+  assert np.isnan(compiled[0])
+  # Each infinite logit costs 0.5 * (log(1 + 1e-8) + log(2e-8)), the rest log(1/2).
+  expected = math.log(2e-8) + 782 * math.log(0.5)
+  assert compiled[1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_fast_logarithm_is_within_an_ulp():
+  values = np.exp(np.random.RandomState(4).uniform(
+      math.log(2e-8), math.log(2.0), 100000)).astype(np.float32)
+  values[:4] = [2e-8, 1.0, 2.0, math.sqrt(2.0)]
+  with tf.Graph().as_default():
+    ours = _run(model._log_of_positive_normal(tf.constant(values)))
+  exact = np.log(values.astype(np.float64))
+  assert ours[1] == 0.0
+  ulps = np.abs(ours - exact) / np.spacing(np.abs(exact).astype(np.float32) + 1e-30)
+  assert ulps.max() <= 1.0
 
 
 def test_dropout_only_in_training_and_evaluation_deterministic():
