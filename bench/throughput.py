@@ -14,7 +14,9 @@ round by round and reporting medians (a noisy machine slows all alike):
      backward products of every layer), float32 and bfloat16;
   4. the k=1000 importance-weighted NLL of the whole test set through
      evaluate.py's evaluator, float32 and bfloat16, against its floor: the
-     decoder's multiplies for as many passes (10 million), timed alone;
+     decoder's multiplies for as many passes (10 million), timed alone, and
+     the float32 NLL's parts, each timed alone (the decoder with its biases
+     and activations, the likelihood of every pixel, the draws of z);
   5. which oneDNN kernels the bfloat16 multiplies ran (ONEDNN_VERBOSE);
   6. with --original_script: `train.py --flagfile configs/original.flags`
      (everything on) against the original TF1 script on the same TFRecords
@@ -270,21 +272,17 @@ class MatmulCeiling(object):
     return _timed(run, self._steps * self._batch_size)
 
 
-def decoder_multiply_floor_sec(passes, timed_passes, dtype, rows=10000):
-  """Seconds the decoder's three multiplies take for `passes` decoder passes
-  (rows of z), timed on `timed_passes` of them in runs of `rows` rows and
-  scaled: the floor under the importance-weighted NLL."""
+def _seconds_for_passes(build, rows, passes, timed_passes):
+  """Seconds `passes` decoder passes take at the pace of body() = build(),
+  which does the work of `rows` passes: build() makes a fresh graph's
+  variables; body() is run over about `timed_passes` passes in one
+  session.run and the time scaled."""
   graph = tf.Graph()
   with graph.as_default():
-    inputs = [tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
-              for fan_in, _ in DECODER_SHAPES]
-    weights = [tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
-               for fan_in, fan_out in DECODER_SHAPES]
-    # Each product from its own input, as in the decoder, none skippable.
+    body = build()
     runs = max(timed_passes // rows, 1)
-    products = lambda: tf.add_n([tf.cast(tf.matmul(x, w)[-1, -1], tf.float32)
-                                 for x, w in zip(inputs, weights)])
-    warm_up, total = products(), _chained_runs(runs, products)
+    # The first call outside the loop also creates any variables body() uses.
+    warm_up, total = body(), _chained_runs(runs, body)
     init = tf.global_variables_initializer()
   with tf.Session(graph=graph) as session:
     session.run(init)
@@ -292,6 +290,52 @@ def decoder_multiply_floor_sec(passes, timed_passes, dtype, rows=10000):
     start = time.perf_counter()
     session.run(total)
     return (time.perf_counter() - start) * passes / (runs * rows)
+
+
+def decoder_multiply_floor_sec(passes, timed_passes, dtype, rows=10000):
+  """Seconds the decoder's three multiplies take for `passes` decoder passes
+  (rows of z), timed on `timed_passes` of them in runs of `rows` rows and
+  scaled: the floor under the importance-weighted NLL."""
+  def build():
+    inputs = [tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
+              for fan_in, _ in DECODER_SHAPES]
+    weights = [tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
+               for fan_in, fan_out in DECODER_SHAPES]
+    # Each product from its own input, as in the decoder, none skippable.
+    return lambda: tf.add_n([tf.cast(tf.matmul(x, w)[-1, -1], tf.float32)
+                             for x, w in zip(inputs, weights)])
+  return _seconds_for_passes(build, rows, passes, timed_passes)
+
+
+def nll_parts_sec(model_size, passes, timed_passes, iw_samples, rows=10000,
+                  images_per_batch=100):
+  """{part: seconds for `passes` passes} of the float32 importance-weighted
+  NLL, each part timed alone as evaluation.Evaluator runs it: the decoder
+  (its products with their biases, tanh and elu), the likelihood of every
+  pixel, and the keyed draws of z (iw_samples per image)."""
+  def decoder():
+    z = tf.Variable(tf.random.normal([rows, model_size.latent_dim]))
+    return lambda: model.decode(z, model_size)[-1, -1]
+
+  def likelihood():
+    images = tf.Variable(tf.random.uniform([images_per_batch, model_size.image_pixels]))
+    logits = tf.Variable(5.0 * tf.random.normal(
+        [rows // images_per_batch, images_per_batch, model_size.image_pixels]))
+    return lambda: tf.reduce_sum(
+        model.bernoulli_log_likelihood(images, logits, compiled=True))
+
+  def draws():
+    indices = tf.range(images_per_batch, dtype=tf.int64)
+    return lambda: evaluation.keyed_normal_draws(
+        evaluation.DEFAULT_SEED, indices, evaluation.IMPORTANCE_DRAWS,
+        iw_samples, model_size.latent_dim)[-1, -1, -1]
+
+  return {
+      'decoder': _seconds_for_passes(decoder, rows, passes, timed_passes),
+      'likelihood': _seconds_for_passes(likelihood, rows, passes, timed_passes),
+      'draws': _seconds_for_passes(draws, images_per_batch * iw_samples, passes,
+                                   timed_passes),
+  }
 
 
 def nll_seconds(checkpoint, images, iw_samples, matmul_precision):
@@ -498,6 +542,9 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
         passes, min(passes, 1000000), model.MATMUL_DTYPES[precision])
     nll[precision] = {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor}
     print('NLL %s done' % precision, file=sys.stderr)
+  # Where the float32 NLL's time goes beyond its floor.
+  nll['float32']['parts_seconds'] = nll_parts_sec(
+      checkpoints.model_size(checkpoint), passes, min(passes, 1000000), iw_samples)
 
   results = {
       'examples_per_sec': medians,
@@ -594,6 +641,13 @@ def format_report(results):
     lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' % (
         precision, nll['seconds'], nll['floor_seconds'],
         nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
+  parts = results['nll']['float32']['parts_seconds']
+  lines += ['', 'float32 NLL, its parts timed alone: decoder with biases and '
+            'activations %.1f s (its bare multiplies %.1f s), likelihood of '
+            'every pixel %.1f s, draws of z %.1f s; together %.1f s of the %.1f s '
+            'measured' % (parts['decoder'], results['nll']['float32']['floor_seconds'],
+                          parts['likelihood'], parts['draws'], sum(parts.values()),
+                          results['nll']['float32']['seconds'])]
   machine = results['machine']
   lines += [
       '',

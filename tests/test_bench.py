@@ -23,6 +23,10 @@ def test_smoke_run_measures_everything(tmp_path):
   for precision in ('float32', 'bfloat16'):
     nll = results['nll'][precision]
     assert nll['seconds'] > 0 and nll['floor_seconds'] > 0 and nll['iw_nll'] > 0
+  parts = results['nll']['float32']['parts_seconds']
+  assert set(parts) == {'decoder', 'likelihood', 'draws'}
+  assert all(seconds > 0 for seconds in parts.values())
+  assert 'float32 NLL, its parts timed alone: decoder' in result.stdout
   assert results['conversion_records_per_sec'] > 0
   assert results['evaluation_examples_per_sec'] > 0
   assert 100 < results['train_peak_rss_mib'] < 4096
