@@ -394,10 +394,14 @@ def _process_seconds(command, cwd=REPO_ROOT):
   return time.perf_counter() - start
 
 
+# --smoke: train.py runs that only check the whole process works.
+_SMOKE_TRAIN_FLAGS = ['--max_steps=30', '--hidden_units=32']
+
+
 def original_script_vs_train_py(original_script, data_dir, work, smoke):
   """Wall seconds of the original script (through bench/original_runner.py)
   and of train.py with configs/original.flags, on the same TFRecords."""
-  extra = ['--max_steps=30', '--hidden_units=32'] if smoke else []
+  extra = _SMOKE_TRAIN_FLAGS if smoke else []
   train_sec = _process_seconds(
       [sys.executable, 'train.py', '--flagfile=configs/original.flags',
        '--data_dir=' + data_dir, '--train_dir=' + os.path.join(work, 'original_preset')]
@@ -418,7 +422,7 @@ def end_to_end(repo, data_dir, work, smoke):
   checkout's reproduce.sh, whose --seeds meant a count before it listed
   seeds, so that both checkouts do the same work."""
   train_dir = os.path.join(work, 'end_to_end_%d' % len(os.listdir(work)))
-  extra = ['--max_steps=30', '--hidden_units=32'] if smoke else []
+  extra = _SMOKE_TRAIN_FLAGS if smoke else []
   iw = ['--iw_samples=5'] if smoke else ['--iw_samples=1000']
   start = time.perf_counter()
   _process_seconds([sys.executable, 'train.py', '--flagfile=configs/upstream.flags',

@@ -235,18 +235,22 @@ def bernoulli_log_likelihood(images, logits, compiled=False):
   """
   if compiled:
     return _compiled_log_likelihood(images, logits)
+  u, terms = _pixel_terms_but_log1p(images, logits, tf.log)
+  return tf.reduce_sum(terms - tf.math.log1p(u), axis=-1)
+
+
+def _pixel_terms_but_log1p(images, logits, log):
+  """(u, each pixel's log-likelihood plus log1p(u)), with u = exp(-|logit|)
+  and `log` the logarithm to use (see `bernoulli_log_likelihood`)."""
   # -|l| as min(l, -l): a chain of unary ops (Neg, Abs, Exp) would be fused by
   # Grappler into one op of its own, out of an XLA cluster.
   u = tf.exp(tf.minimum(logits, -logits))
-  log1p_u = tf.math.log1p(u)
   epsilon_mass = EPSILON * (1.0 + u)
   log_likelier = epsilon_mass
-  log_unlikelier = tf.log(tf.maximum(u + epsilon_mass, 2.0 * epsilon_mass))
+  log_unlikelier = log(tf.maximum(u + epsilon_mass, 2.0 * epsilon_mass))
   # The weight of the likelier outcome: x where it is 1 (logit >= 0), else 1 - x.
   weight_likelier = tf.where_v2(logits >= 0.0, images, 1.0 - images)
-  return tf.reduce_sum(
-      log_unlikelier + weight_likelier * (log_likelier - log_unlikelier)
-      - log1p_u, axis=-1)
+  return u, log_unlikelier + weight_likelier * (log_likelier - log_unlikelier)
 
 
 # (1 + u) <= 2, so a product of this many factors stays below float32's
@@ -299,17 +303,11 @@ def _compiled_log_likelihood(images, logits):
   pixels = int(logits.shape[-1])
   group = max(size for size in range(1, _MAX_FACTORS_PER_PRODUCT + 1)
               if pixels % size == 0)
-  u = tf.exp(tf.minimum(logits, -logits))
-  epsilon_mass = EPSILON * (1.0 + u)
-  log_unlikelier = _log_of_positive_normal(
-      tf.maximum(u + epsilon_mass, 2.0 * epsilon_mass))
-  weight_likelier = tf.where_v2(logits >= 0.0, images, 1.0 - images)
+  u, terms = _pixel_terms_but_log1p(images, logits, _log_of_positive_normal)
   factors = tf.reshape(1.0 + u, tf.concat(
       [tf.shape(u)[:-1], [pixels // group, group]], axis=0))
   sum_log1p_u = tf.reduce_sum(tf.log(tf.reduce_prod(factors, axis=-1)), axis=-1)
-  return tf.reduce_sum(
-      log_unlikelier + weight_likelier * (epsilon_mass - log_unlikelier),
-      axis=-1) - sum_log1p_u
+  return tf.reduce_sum(terms, axis=-1) - sum_log1p_u
 
 
 def gaussian_kl(z_mean, z_stddev):
