@@ -538,7 +538,7 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   # The NLL of the test set and its floor: test images x k decoder passes.
   test_images = input_pipeline.read_split_images(splits['test'][0])
   passes = len(test_images) * iw_samples
-  checkpoint = tf.train.latest_checkpoint(project.work_dir)
+  checkpoint = checkpoints.readable(project.work_dir)
   nll = {}
   for precision in model.MATMUL_DTYPES:
     seconds, value = nll_seconds(checkpoint, test_images, iw_samples, precision)

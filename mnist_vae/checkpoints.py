@@ -1,5 +1,12 @@
 """What a checkpoint of this project holds, read without building a graph."""
 
+import collections
+import os
+import re
+import time
+
+from absl import logging
+from google.protobuf import text_format
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import model
@@ -31,12 +38,158 @@ def model_size(checkpoint):
   return model.ModelSize(hidden_units=hidden_units, latent_dim=latent_dim)
 
 
-def latest(train_dir):
-  """(path, global step) of the newest checkpoint in train_dir, or (None, 0)."""
-  checkpoint = tf.train.latest_checkpoint(train_dir)
-  if checkpoint is None:
-    return None, 0
-  return checkpoint, step_of(checkpoint)
+# The saver's file-name prefix in a run directory: model.ckpt-<global step>.
+BASENAME = 'model.ckpt'
+_NAME = re.compile(re.escape(BASENAME) + r'-(\d+)$')
+
+# Run directories whose `checkpoint` file was found naming another place
+# (a moved or copied run), so that each is reported once per process.
+_RELOCATED_REPORTED = set()
+
+Found = collections.namedtuple('Found', [
+    'checkpoint',  # path of the newest readable checkpoint, or None.
+    'step',        # its global step (0 without one).
+    'skipped',     # [(path, why)] of newer checkpoints that do not read.
+])
+
+
+def in_directory(train_dir):
+  """Paths of the checkpoints in train_dir, oldest first.
+
+  Found by their index files, not by the `checkpoint` file: that one names
+  absolute paths when the run was written with an absolute --train_dir (or
+  before the saver wrote relative ones), which no longer exist once the
+  directory is moved or copied; and a checkpoint whose save was cut short
+  before the `checkpoint` file was updated is complete all the same.
+  """
+  _report_relocation(train_dir)
+  try:
+    index_files = tf.io.gfile.glob(
+        os.path.join(train_dir, BASENAME + '-*.index'))
+  except tf.errors.NotFoundError:
+    return []
+  by_step = []
+  for index_file in index_files:
+    prefix = index_file[:-len('.index')]
+    match = _NAME.match(os.path.basename(prefix))
+    if match:
+      by_step.append((int(match.group(1)), prefix))
+  return [prefix for _, prefix in sorted(by_step)]
+
+
+def _report_relocation(train_dir):
+  """Logs once when train_dir's `checkpoint` file names another directory."""
+  if train_dir in _RELOCATED_REPORTED:
+    return
+  try:
+    state = tf.train.get_checkpoint_state(train_dir)
+  except (tf.errors.OpError, ValueError, text_format.ParseError):
+    state = None  # Unparsable: in_directory does not need it.
+  if state is None or not state.model_checkpoint_path:
+    return
+  named_dir = os.path.dirname(state.model_checkpoint_path)
+  if named_dir and os.path.normpath(named_dir) != os.path.normpath(train_dir):
+    _RELOCATED_REPORTED.add(train_dir)
+    logging.info('%s names checkpoints in %s (the run was moved or copied): '
+                 'using the checkpoints found in %s.',
+                 os.path.join(train_dir, 'checkpoint'), named_dir, train_dir)
+
+
+def unreadable_reason(checkpoint):
+  """Why `checkpoint` does not read completely (every variable read, not only
+  its index: a truncated or corrupted data file shows only then), or None when
+  it does."""
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  # The reader raises IndexError for a short data file, OpError for a bad
+  # checksum, ValueError for a missing or unparsable index.
+  except (tf.errors.OpError, ValueError, IndexError) as e:
+    message = getattr(e, 'message', None) or str(e) or type(e).__name__
+    return message.strip().splitlines()[0]
+  return None
+
+
+def newest_readable(train_dir):
+  """The newest checkpoint in train_dir that reads completely.
+
+  Returns:
+    Found; Found(None, 0, []) when train_dir holds no checkpoint.
+
+  Raises:
+    CheckpointError: train_dir holds checkpoints and none of them reads; the
+      message lists each with what is wrong.
+  """
+  skipped = []
+  for checkpoint in reversed(in_directory(train_dir)):
+    reason = unreadable_reason(checkpoint)
+    if reason is None:
+      return Found(checkpoint, step_of(checkpoint), skipped)
+    skipped.append((checkpoint, reason))
+  if skipped:
+    raise CheckpointError('No readable checkpoint in %s; tried %s'
+                          % (train_dir, '; '.join('%s (%s)' % pair
+                                                  for pair in skipped)))
+  return Found(None, 0, [])
+
+
+def log_skipped(skipped, what_happens='its files are left as they are'):
+  """Warns about each damaged checkpoint that newest_readable passed over."""
+  for checkpoint, reason in skipped:
+    logging.warning('Skipped checkpoint %s, which does not read completely '
+                    '(%s); %s.', checkpoint, reason, what_happens)
+
+
+def readable(train_dir=None, checkpoint=None):
+  """The checkpoint a reader (evaluate, export, generate, report) uses: the
+  given `checkpoint`, which must read completely, or the newest readable one
+  in train_dir (damaged newer ones are skipped with a warning).
+
+  Raises:
+    CheckpointError: the given checkpoint does not read, or train_dir holds
+      no readable checkpoint (the message says which were tried).
+  """
+  if checkpoint:
+    reason = unreadable_reason(checkpoint)
+    if reason:
+      raise CheckpointError('Cannot read checkpoint %s: %s'
+                            % (checkpoint, reason))
+    return checkpoint
+  found = newest_readable(train_dir)
+  if found.checkpoint is None:
+    raise CheckpointError('No checkpoint in %s (no %s-N.index file)'
+                          % (train_dir, os.path.join(train_dir, BASENAME)))
+  log_skipped(found.skipped)
+  return found.checkpoint
+
+
+def each_new(train_dir, timeout_sec, poll_sec=1.0):
+  """Yields each new checkpoint of train_dir that reads completely, as
+  training writes them (when several appeared since the last look, the
+  newest), until timeout_sec pass without one. Takes no lock: a reader beside
+  the writer."""
+  last_step, warned = -1, set()
+  deadline = time.time() + timeout_sec
+  while time.time() < deadline:
+    newer = [checkpoint for checkpoint in in_directory(train_dir)
+             if _step_in_name(checkpoint) > last_step]
+    for checkpoint in reversed(newer):
+      reason = unreadable_reason(checkpoint)
+      if reason is None:
+        last_step = _step_in_name(checkpoint)
+        yield checkpoint
+        deadline = time.time() + timeout_sec
+        break
+      if checkpoint not in warned:
+        warned.add(checkpoint)
+        log_skipped([(checkpoint, reason)])
+    else:
+      time.sleep(poll_sec)
+
+
+def _step_in_name(checkpoint):
+  return int(_NAME.match(os.path.basename(checkpoint)).group(1))
 
 
 def step_of(checkpoint):

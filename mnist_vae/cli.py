@@ -4,7 +4,8 @@
   names it and the closest defined flag (absl's "Did you mean"), never a
   silent fallback to a default.
 - An error whose message is the whole story is logged on one line (the
-  traceback with --verbosity=1) and the program exits with status 1.
+  traceback with --verbosity=1) and the program exits with status 1; so is
+  a full disk, named with the file being written.
 """
 
 import sys
@@ -13,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 import tensorflow.compat.v1 as tf
+
+from mnist_vae import files
 
 FLAGS = flags.FLAGS
 
@@ -59,5 +62,14 @@ def run(main, define_flags, module_name, expected_errors):
       return main()
     except expected_errors as e:
       logging.error('%s', e, exc_info=logging.level_debug())
+      return 1
+    except Exception as e:  # pylint: disable=broad-except
+      # Whichever writer met a full disk (a PNG, an event file, a JSON, a
+      # TFRecord, a SavedModel), the cause is the whole story.
+      path = files.disk_full_path(e)
+      if path is None:
+        raise
+      logging.error('%s writing %s. Free space and re-run the same command.',
+                    files.NO_SPACE, path, exc_info=logging.level_debug())
       return 1
   app.run(guarded_main, flags_parser=_parse_flags)

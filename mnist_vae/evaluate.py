@@ -141,14 +141,11 @@ def load_split(data_dir, split, binarize):
 
 
 def _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
-  """The checkpoints to evaluate: the given one, the latest, or (watch) each
-  new one as it appears."""
+  """The checkpoints to evaluate: the given one, the newest readable, or
+  (watch) each new one as it appears."""
   if watch:
-    return tf.train.checkpoints_iterator(train_dir, timeout=watch_timeout_sec)
-  checkpoint = checkpoint or tf.train.latest_checkpoint(train_dir)
-  if not checkpoint:
-    raise EvaluationError('No checkpoint in %s' % train_dir)
-  return [checkpoint]
+    return checkpoints.each_new(train_dir, timeout_sec=watch_timeout_sec)
+  return [checkpoints.readable(train_dir, checkpoint)]
 
 
 def write_per_example_csv(path, labels, columns):

@@ -173,9 +173,7 @@ def main():
   if not FLAGS.checkpoint and not FLAGS.train_dir:
     raise ExportError('Pass --train_dir (its latest checkpoint is exported) '
                       'or --checkpoint')
-  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(FLAGS.train_dir)
-  if not checkpoint:
-    raise ExportError('No checkpoint in %s' % FLAGS.train_dir)
+  checkpoint = checkpoints.readable(FLAGS.train_dir, FLAGS.checkpoint)
   start = time.time()
   names = export(checkpoint, FLAGS.export_dir, FLAGS.overwrite)
   logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s',

@@ -4,17 +4,43 @@ knows). A reader never sees half a file under its real name; a write cut
 short leaves only the `.tmp`."""
 
 import contextlib
+import errno
 import json
+import re
 
 import tensorflow as tf
 
 
+NO_SPACE = 'No space left on device'
+
+
+def disk_full_path(error):
+  """The file a write was making when `error` (any exception) says the
+  device is full, or None for every other error. TensorFlow's message names
+  the file it was writing; Python's OSError carries it as filename."""
+  if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    return error.filename or '?'
+  message = getattr(error, 'message', None) or str(error)
+  if NO_SPACE not in message:
+    return None
+  match = re.search(r'(\S+?)[;:,]? *' + NO_SPACE, message)
+  return match.group(1) if match else '?'
+
+
 @contextlib.contextmanager
 def partial_path(path):
-  """Yields the temporary name to write `path` under; renames it on success."""
+  """Yields the temporary name to write `path` under; renames it on success,
+  deletes it when the write fails (a full disk keeps no half file)."""
   partial = path + '.tmp'
-  yield partial
-  tf.io.gfile.rename(partial, path, overwrite=True)
+  try:
+    yield partial
+    tf.io.gfile.rename(partial, path, overwrite=True)
+  except BaseException:
+    try:
+      tf.io.gfile.remove(partial)
+    except tf.errors.OpError:
+      pass  # Never made.
+    raise
 
 
 def write(path, content):

@@ -309,13 +309,9 @@ def load_model(train_dir=None, checkpoint=None, export_dir=None):
   """The model of an export or of a checkpoint (the latest in train_dir)."""
   if export_dir:
     return ExportedModel(export_dir)
-  if not checkpoint:
-    if not train_dir:
-      raise GenerateError('Pass --train_dir, --checkpoint or --export_dir')
-    checkpoint = tf.train.latest_checkpoint(train_dir)
-    if not checkpoint:
-      raise GenerateError('No checkpoint in %s' % train_dir)
-  return CheckpointModel(checkpoint)
+  if not checkpoint and not train_dir:
+    raise GenerateError('Pass --train_dir, --checkpoint or --export_dir')
+  return CheckpointModel(checkpoints.readable(train_dir, checkpoint))
 
 
 def generate(*, mode, output_dir, vae, inputs=None, data_dir='data/mnist',

@@ -17,6 +17,8 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
+import contextlib
+import re
 import signal
 import time
 
@@ -32,6 +34,7 @@ from mnist_vae import files
 from mnist_vae import images
 from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae import run_dir
 from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import download
@@ -201,7 +204,8 @@ class TrainingError(RuntimeError):
 # Errors whose message is the whole story: reported in one line, no traceback.
 EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
                    convert_to_records.ConversionError, download.DownloadError,
-                   cluster.ClusterError, checkpoints.CheckpointError)
+                   cluster.ClusterError, checkpoints.CheckpointError,
+                   run_dir.RunDirBusyError)
 
 
 def prepare_data(data):
@@ -269,59 +273,67 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
                 **threads._asdict(),
                 **cluster.effective_sync(sync_replicas, role)._asdict())
   images_dir = _make_train_dir(train_dir, splits['train'], step_settings)
-  checkpoint, initial_step = checkpoints.latest(train_dir)
-  if worker.is_chief:
-    _log_start(checkpoint, initial_step, schedule.max_steps)
-  # Evaluation feeds whole splits, binarized as in training.
-  split_images = {split: input_pipeline.read_split_images(
-      path, step_settings.binarize) for split, (path, _) in splits.items()
-                  if split != 'train'}
-  training_graph = training.build_training_graph(
-      train_path=splits['train'][0], num_train=splits['train'][1],
-      fixed_images=split_images['test'][:images.NUM_GRID_IMAGES],
-      model_size=model_size, optimizer_settings=optimizer_settings,
-      step_settings=step_settings, eval_batch_size=eval_batch_size,
-      initial_step=initial_step, worker=worker, sync_replicas=sync_replicas)
-  with training_graph.tf_graph.as_default(), training.StopSignals() as stop_signals:
-    if checkpoint:
-      checkpoints.check_matches(checkpoint, tf.global_variables(),
-                                optimizer_settings.optimizer)
+  # One writer per run directory: the chief (or the only process) holds it.
+  writer_lock = (run_dir.WriterLock(train_dir) if worker.is_chief
+                 else run_dir.NoLock())
+  with writer_lock, _disk_full_explained(train_dir):
+    checkpoint, initial_step, kept_checkpoints = _resume_point(
+        train_dir, worker.is_chief)
     if worker.is_chief:
-      files.write_json(os.path.join(train_dir, training.CONFIG_FILE), config)
-    worker.log_placement(training_graph.tf_graph)
-    worker.wait_for_chief(training_graph.tf_graph)
-    summary_writer = (tf.summary.FileWriterCache.get(train_dir)
-                      if worker.is_chief else None)
-    with training.monitored_session(training_graph, train_dir, schedule, worker.config,
-                                    worker.target, worker.is_chief) as session:
+      _log_start(checkpoint, initial_step, schedule.max_steps)
+    # Evaluation feeds whole splits, binarized as in training.
+    split_images = {split: input_pipeline.read_split_images(
+        path, step_settings.binarize) for split, (path, _) in splits.items()
+                    if split != 'train'}
+    training_graph = training.build_training_graph(
+        train_path=splits['train'][0], num_train=splits['train'][1],
+        fixed_images=split_images['test'][:images.NUM_GRID_IMAGES],
+        model_size=model_size, optimizer_settings=optimizer_settings,
+        step_settings=step_settings, eval_batch_size=eval_batch_size,
+        initial_step=initial_step, worker=worker, sync_replicas=sync_replicas)
+    with training_graph.tf_graph.as_default(), training.StopSignals() as stop_signals:
+      if checkpoint:
+        checkpoints.check_matches(checkpoint, tf.global_variables(),
+                                  optimizer_settings.optimizer)
       if worker.is_chief:
-        training_graph.grid_writer.write_inputs(images_dir)
-      progress = _train(session, training_graph, initial_step, schedule, stop_signals,
-                        worker.is_chief, summary_writer, images_dir,
-                        step_settings.batch_size, split_images['validation'],
-                        lambda e, step: _numerics_error(
-                            e, step, optimizer_settings, train_dir))
-  # Closing the session saved a checkpoint of the last step.
-  metrics = dict(progress, interrupted_by=stop_signals.name)
-  if worker.is_chief:
-    metrics['checkpoint'] = tf.train.latest_checkpoint(train_dir)
-    if stop_signals.received:
-      logging.warning('Stopped by %s at step %d; checkpoint %s. Re-run the '
-                      'same command to resume.', stop_signals.name,
-                      metrics['step'], metrics['checkpoint'])
-    else:
-      metrics.update(training.final_evaluation(
-          metrics['checkpoint'], split_images, model_size, eval_batch_size,
-          summary_writer, images_dir))
-  if not stop_signals.received:
-    worker.finish(metrics['local_steps'], metrics['step'])
-  if not worker.is_chief:
+        files.write_json(os.path.join(train_dir, training.CONFIG_FILE), config)
+      worker.log_placement(training_graph.tf_graph)
+      worker.wait_for_chief(training_graph.tf_graph)
+      summary_writer = (tf.summary.FileWriterCache.get(train_dir)
+                        if worker.is_chief else None)
+      with training.monitored_session(
+          training_graph, train_dir, schedule, worker.config, worker.target,
+          worker.is_chief, restore_from=checkpoint,
+          kept_checkpoints=kept_checkpoints) as session:
+        if worker.is_chief:
+          training_graph.grid_writer.write_inputs(images_dir)
+        progress = _train(session, training_graph, initial_step, schedule, stop_signals,
+                          worker.is_chief, summary_writer, images_dir,
+                          step_settings.batch_size, split_images['validation'],
+                          lambda e, step: _numerics_error(
+                              e, step, optimizer_settings, train_dir),
+                          writer_lock)
+    # Closing the session saved a checkpoint of the last step.
+    metrics = dict(progress, interrupted_by=stop_signals.name)
+    if worker.is_chief:
+      metrics['checkpoint'] = checkpoints.in_directory(train_dir)[-1]
+      if stop_signals.received:
+        logging.warning('Stopped by %s at step %d; checkpoint %s. Re-run the '
+                        'same command to resume.', stop_signals.name,
+                        metrics['step'], metrics['checkpoint'])
+      else:
+        metrics.update(training.final_evaluation(
+            metrics['checkpoint'], split_images, model_size, eval_batch_size,
+            summary_writer, images_dir))
+    if not stop_signals.received:
+      worker.finish(metrics['local_steps'], metrics['step'])
+    if not worker.is_chief:
+      return metrics
+    summary_writer.flush()
+    metrics.update(wall_time_sec=time.time() - start_time, config=config)
+    files.write_json(os.path.join(train_dir, training.METRICS_FILE), metrics)
+    logging.info('Wrote %s', os.path.join(train_dir, training.METRICS_FILE))
     return metrics
-  summary_writer.flush()
-  metrics.update(wall_time_sec=time.time() - start_time, config=config)
-  files.write_json(os.path.join(train_dir, training.METRICS_FILE), metrics)
-  logging.info('Wrote %s', os.path.join(train_dir, training.METRICS_FILE))
-  return metrics
 
 
 def _make_train_dir(train_dir, train_split, step_settings):
@@ -339,6 +351,44 @@ def _make_train_dir(train_dir, train_split, step_settings):
   return images_dir
 
 
+def _resume_point(train_dir, is_chief):
+  """The checkpoint to resume (the newest that reads completely; None for a
+  new run), its step, and the older ones the saver keeps rotating. The chief
+  first clears what writes cut short left behind, and moves each damaged
+  newer checkpoint aside, out of the way of its own saves."""
+  found = checkpoints.newest_readable(train_dir)
+  if is_chief:
+    run_dir.remove_partial_files(train_dir)
+    run_dir.set_damaged_aside(train_dir, found.skipped)
+  kept = [checkpoint for checkpoint in checkpoints.in_directory(train_dir)
+          if checkpoint != found.checkpoint]
+  return found.checkpoint, found.step, kept
+
+
+@contextlib.contextmanager
+def _disk_full_explained(train_dir):
+  """A full disk while training becomes one TrainingError saying what was
+  being written and which checkpoint is the last complete one."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    path = files.disk_full_path(e)
+    if path is None:
+      raise
+    run_dir.remove_partial_files(train_dir)
+    checkpoint_save = re.match(r'(.*%s-\d+)[._]' % re.escape(checkpoints.BASENAME),
+                               path)
+    try:
+      last = checkpoints.newest_readable(train_dir).checkpoint
+    except checkpoints.CheckpointError:
+      last = None
+    raise TrainingError(
+        '%s writing %s; %s. Free space and re-run the same command to resume.'
+        % (files.NO_SPACE, checkpoint_save.group(1) if checkpoint_save else path,
+           'the last complete checkpoint is %s (untouched)' % last if last
+           else 'no checkpoint was saved yet')) from e
+
+
 def _log_start(checkpoint, initial_step, max_steps):
   if not checkpoint:
     return
@@ -351,7 +401,7 @@ def _log_start(checkpoint, initial_step, max_steps):
 
 def _train(session, training_graph, step, schedule, stop_signals, is_chief,
            summary_writer, images_dir, batch_size, validation_images,
-           numerics_error):
+           numerics_error, writer_lock):
   """The training loop: steps until max_steps or a stop signal, logging the
   last minibatch's losses and examples/s, and (the chief) writing image grids
   and validating on schedule.
@@ -385,6 +435,7 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
                    minibatch_losses['reconstruction'],
                    minibatch_losses['kl_divergence'], examples_per_sec)
       last_log_time, last_log_step, side_work_sec = now, step, 0.0
+      writer_lock.check()  # A lease another writer took over stops us.
     if not is_chief:
       continue
     side_start = time.time()

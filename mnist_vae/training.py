@@ -137,7 +137,9 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     evaluator = evaluation.Evaluator(model_size, batch_size=eval_batch_size)
     with tf.name_scope('images'):
       grid_writer = images.GridWriter(fixed_images, model_size)
-    saver = tf.train.Saver(max_to_keep=5)
+    # Relative paths in the `checkpoint` file: a run directory keeps working
+    # when it is moved or copied off the disk it was trained on.
+    saver = tf.train.Saver(max_to_keep=5, save_relative_paths=True)
   train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
                    'reconstruction': loss_terms.reconstruction,
                    'kl_divergence': loss_terms.kl_divergence}
@@ -146,21 +148,46 @@ def build_training_graph(*, train_path, num_train, fixed_images,
 
 
 def monitored_session(training_graph, train_dir, schedule, config, master='',
-                      is_chief=True):
-  """The MonitoredTrainingSession of a run: restores or initialises, then
-  saves checkpoints and summaries as it goes (chief only), and stops at
-  schedule.max_steps."""
-  hooks = [tf.train.StopAtStepHook(last_step=schedule.max_steps)]
+                      is_chief=True, restore_from=None, kept_checkpoints=()):
+  """The MonitoredSession of a run: restores `restore_from` or initialises,
+  then saves checkpoints and summaries as it goes (chief only), and stops at
+  schedule.max_steps.
+
+  This is MonitoredTrainingSession's assembly, but restoring the checkpoint it
+  is given (the newest one that reads, checkpoints.newest_readable) instead of
+  the one the `checkpoint` file names, which may be damaged or, in a moved run
+  directory, elsewhere.
+
+  Args:
+    kept_checkpoints: the older checkpoints in train_dir, oldest first, which
+      the saver deletes in turn as it keeps its last five.
+  """
+  scaffold = tf.train.Scaffold(saver=training_graph.saver)
+  if is_chief:
+    # What Saver.recover_last_checkpoints does, without its deprecated call.
+    training_graph.saver.set_last_checkpoints_with_time([
+        (path, tf.io.gfile.stat(path + '.index').mtime_nsec / 1e9)
+        for path in kept_checkpoints])
+    creator = tf.train.ChiefSessionCreator(
+        scaffold=scaffold, master=master, config=config,
+        checkpoint_filename_with_path=restore_from)
+    hooks = [
+        tf.train.SummarySaverHook(scaffold=scaffold, output_dir=train_dir,
+                                  save_steps=schedule.log_every_n_steps),
+        tf.train.CheckpointSaverHook(
+            train_dir, save_steps=schedule.save_checkpoint_steps,
+            scaffold=scaffold, checkpoint_basename=checkpoints.BASENAME)]
+  else:
+    creator = tf.train.WorkerSessionCreator(scaffold=scaffold, master=master,
+                                            config=config)
+    hooks = []
+  hooks.append(tf.train.StopAtStepHook(last_step=schedule.max_steps))
   if training_graph.sync:
     hooks.append(training_graph.sync.hook)
-  return tf.train.MonitoredTrainingSession(
-      master=master, is_chief=is_chief, checkpoint_dir=train_dir,
-      scaffold=tf.train.Scaffold(saver=training_graph.saver), hooks=hooks,
-      save_checkpoint_steps=schedule.save_checkpoint_steps,
-      save_summaries_steps=schedule.log_every_n_steps, log_step_count_steps=0,
-      # SyncReplicasOptimizer's queue runner would hold a closing session
-      # for the default 120 s.
-      stop_grace_period_secs=5, config=config)
+  # SyncReplicasOptimizer's queue runner would hold a closing session for the
+  # default 120 s.
+  return tf.train.MonitoredSession(session_creator=creator, hooks=hooks,
+                                   stop_grace_period_secs=5)
 
 
 class StopSignals(object):

@@ -145,7 +145,7 @@ def _iw_samples(presets):
 
 def latent2_figures(run_dir, data_dir, report_dir):
   """The manifold and the posterior means of a 2-d latent model; paths written."""
-  checkpoint = tf.train.latest_checkpoint(run_dir)
+  checkpoint = checkpoints.readable(run_dir)
   model_size = checkpoints.model_size(checkpoint)
   if model_size.latent_dim != 2:
     return []
