@@ -40,7 +40,7 @@ def model_size(checkpoint):
 
 # The saver's file-name prefix in a run directory: model.ckpt-<global step>.
 BASENAME = 'model.ckpt'
-_NAME = re.compile(re.escape(BASENAME) + r'-(\d+)$')
+_STEP_IN_NAME = re.compile(r'-(\d+)$')
 
 # Run directories whose `checkpoint` file was found naming another place
 # (a moved or copied run), so that each is reported once per process.
@@ -54,7 +54,7 @@ Found = collections.namedtuple('Found', [
 
 
 def in_directory(train_dir):
-  """Paths of the checkpoints in train_dir, oldest first.
+  """Paths of the checkpoints in train_dir, oldest (lowest step) first.
 
   Found by their index files, not by the `checkpoint` file: that one names
   absolute paths when the run was written with an absolute --train_dir (or
@@ -64,17 +64,11 @@ def in_directory(train_dir):
   """
   _report_relocation(train_dir)
   try:
-    index_files = tf.io.gfile.glob(
-        os.path.join(train_dir, BASENAME + '-*.index'))
+    index_files = tf.io.gfile.glob(os.path.join(train_dir, '*.index'))
   except tf.errors.NotFoundError:
     return []
-  by_step = []
-  for index_file in index_files:
-    prefix = index_file[:-len('.index')]
-    match = _NAME.match(os.path.basename(prefix))
-    if match:
-      by_step.append((int(match.group(1)), prefix))
-  return [prefix for _, prefix in sorted(by_step)]
+  prefixes = [index_file[:-len('.index')] for index_file in index_files]
+  return sorted(prefixes, key=lambda prefix: (_step_in_name(prefix), prefix))
 
 
 def _report_relocation(train_dir):
@@ -189,12 +183,19 @@ def each_new(train_dir, timeout_sec, poll_sec=1.0):
 
 
 def _step_in_name(checkpoint):
-  return int(_NAME.match(os.path.basename(checkpoint)).group(1))
+  """N of a checkpoint named PREFIX-N (as the saver names them); -1 for a
+  name without a step, taken as older than any other."""
+  match = _STEP_IN_NAME.search(os.path.basename(checkpoint))
+  return int(match.group(1)) if match else -1
 
 
 def step_of(checkpoint):
-  """The global step saved in `checkpoint`."""
-  return int(tf.train.load_variable(checkpoint, 'global_step'))
+  """The global step saved in `checkpoint` (for a checkpoint without one, not
+  of this project, the step in its name, or 0)."""
+  try:
+    return int(tf.train.load_variable(checkpoint, 'global_step'))
+  except tf.errors.NotFoundError:
+    return max(_step_in_name(checkpoint), 0)
 
 
 def restore(session, checkpoint, saver=None):

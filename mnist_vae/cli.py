@@ -9,6 +9,7 @@
 """
 
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -38,6 +39,14 @@ def _parse_flags(argv):
     sys.exit(1)
 
 
+def _quiet_disk_full_in_threads(args, default=threading.excepthook):
+  """A writer thread (TensorBoard's event logger) that meets a full disk
+  would print a traceback; its writer raises the same error in the thread
+  that writes next, which reports it in one line."""
+  if files.disk_full_path(args.exc_value) is None:
+    default(args)
+
+
 def run(main, define_flags, module_name, expected_errors):
   """Defines the flags, parses them strictly and runs main(), an entry
   point's body, which returns its exit status.
@@ -51,6 +60,7 @@ def run(main, define_flags, module_name, expected_errors):
   """
   define_flags()
   _show_flags_in_short_help(module_name)
+  threading.excepthook = _quiet_disk_full_in_threads
 
   def guarded_main(argv):
     if argv[1:]:  # A flag without its --, a path in the wrong place.

@@ -25,6 +25,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
 
 import json
+import socket
 import time
 
 from absl import flags
@@ -167,10 +168,20 @@ def _write_summaries(train_dir, split, step, result):
   for dimension, kl in enumerate(result['kl_per_dimension']):
     summary.value.add(tag='%s/kl_per_dimension/%02d' % (split, dimension),
                       simple_value=kl)
-  with tf.Graph().as_default():  # FileWriter refuses eager mode.
-    writer = tf.summary.FileWriter(os.path.join(train_dir, 'eval_' + split))
-    writer.add_summary(summary, step)
-    writer.close()
+  events_dir = os.path.join(train_dir, 'eval_' + split)
+  tf.io.gfile.makedirs(events_dir)
+  # An event file is TFRecords of Event protos. Written here rather than by
+  # FileWriter, whose C++ writer only logs a file it cannot write (a full
+  # disk), so that the error reaches the user.
+  now = time.time()
+  path = os.path.join(events_dir, 'events.out.tfevents.%d.%s'
+                      % (now, socket.gethostname()))
+  with files.partial_path(path) as partial:
+    with tf.io.TFRecordWriter(partial) as writer:
+      writer.write(tf.Event(wall_time=now, file_version='brain.Event:2')
+                   .SerializeToString())
+      writer.write(tf.Event(wall_time=now, step=step, summary=summary)
+                   .SerializeToString())
 
 
 def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',

@@ -149,15 +149,20 @@ def export(checkpoint, export_dir, overwrite=False):
     raise ExportError('%s already exists: pass --overwrite to replace it, or '
                       'choose another --export_dir' % export_dir)
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
-  with tf.Graph().as_default():
-    signatures = build_signatures(model_size)
-    with tf.Session() as session:
-      checkpoints.restore(session, checkpoint)
-      builder = tf.saved_model.Builder(partial)
-      builder.add_meta_graph_and_variables(
-          session, [SERVING_TAG], signature_def_map=signatures,
-          strip_default_attrs=True)
-      builder.save()
+  try:
+    with tf.Graph().as_default():
+      signatures = build_signatures(model_size)
+      with tf.Session() as session:
+        checkpoints.restore(session, checkpoint)
+        builder = tf.saved_model.Builder(partial)
+        builder.add_meta_graph_and_variables(
+            session, [SERVING_TAG], signature_def_map=signatures,
+            strip_default_attrs=True)
+        builder.save()
+  except BaseException:
+    if tf.io.gfile.exists(partial):  # A full disk keeps no half export.
+      tf.io.gfile.rmtree(partial)
+    raise
   if tf.io.gfile.exists(export_dir):
     # The old export stays whole until the new one is complete beside it.
     previous = '%s.previous-%d' % (export_dir.rstrip('/'), os.getpid())

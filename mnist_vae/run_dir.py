@@ -91,7 +91,7 @@ class WriterLock(object):
     self.train_dir = train_dir
     self._lease_stale_sec = lease_stale_sec
     self._holder = _holder()
-    self._lock_file = None
+    self._lock_fd = None
     self._heartbeat = None
     self._stop_heartbeat = threading.Event()
     self.lost_to = None  # The holder that took a lease from under us.
@@ -104,9 +104,9 @@ class WriterLock(object):
     return self
 
   def __exit__(self, *exc_info):
-    if self._lock_file:
-      self._lock_file.close()  # Closing drops the lock.
-      self._lock_file = None
+    if self._lock_fd is not None:
+      os.close(self._lock_fd)  # Closing drops the lock.
+      self._lock_fd = None
     if self._heartbeat:
       self._stop_heartbeat.set()
       self._heartbeat.join()
@@ -126,29 +126,31 @@ class WriterLock(object):
                         % self._lease_path)
 
   # An OS lock needs an OS file descriptor, which tf.io.gfile does not give:
-  # local paths only, by is_local.
+  # local paths only, by is_local. Unbuffered, so that a full disk fails the
+  # write itself, naming the file, and never a later close.
   def _lock(self):
     path = os.path.join(self.train_dir.replace('file://', '', 1), LOCK_FILE)
-    lock_file = open(path, 'a+')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-      fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
+      content = os.read(fd, 4096)
+      os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES):
-        lock_file.close()
         raise
-      lock_file.seek(0)
       try:
-        holder = json.loads(lock_file.read() or '{}')
+        holder = json.loads(content or b'{}')
       except ValueError:
         holder = {}
-      lock_file.close()
       raise _busy_error(self.train_dir, holder,
                         'which holds the lock on %s' % path) from None
-    lock_file.seek(0)
-    lock_file.truncate()
-    lock_file.write(json.dumps(self._holder))
-    lock_file.flush()
-    self._lock_file = lock_file
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(self._holder).encode(), 0)
+    except OSError as e:
+      os.close(fd)
+      raise OSError(e.errno, e.strerror, path) from e  # Name the file.
+    self._lock_fd = fd
 
   @property
   def _lease_path(self):

@@ -171,21 +171,25 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
   if tf.io.gfile.exists(staging_dir):
     tf.io.gfile.rmtree(staging_dir)
   tf.io.gfile.makedirs(staging_dir)
-  for split in records.SPLITS:
-    images, labels = splits[split]
-    _write_records(images, labels, records.split_path(staging_dir, split))
-    logging.info('Wrote %d examples of %s', len(images),
-                 records.split_path(output_dir, split))
-  info = {
-      'dataset': dataset,
-      'validation_size': validation_size,
-      'num_examples': {split: len(images)
-                       for split, (images, _) in splits.items()},
-      'image_shape': [records.IMAGE_SIDE, records.IMAGE_SIDE, 1],
-      'source_files': {name: os.path.basename(path)
-                       for name, path in paths.items()},
-  }
-  files.write_json(os.path.join(staging_dir, records.INFO_FILE), info)
+  try:
+    for split in records.SPLITS:
+      images, labels = splits[split]
+      _write_records(images, labels, records.split_path(staging_dir, split))
+      logging.info('Wrote %d examples of %s', len(images),
+                   records.split_path(output_dir, split))
+    info = {
+        'dataset': dataset,
+        'validation_size': validation_size,
+        'num_examples': {split: len(images)
+                         for split, (images, _) in splits.items()},
+        'image_shape': [records.IMAGE_SIDE, records.IMAGE_SIDE, 1],
+        'source_files': {name: os.path.basename(path)
+                         for name, path in paths.items()},
+    }
+    files.write_json(os.path.join(staging_dir, records.INFO_FILE), info)
+  except BaseException:
+    tf.io.gfile.rmtree(staging_dir)  # A full disk keeps no half split.
+    raise
   _commit(staging_dir, output_dir)
   logging.info('Converted %s in %.2f s.', mnist_dir, time.time() - start)
   return info
