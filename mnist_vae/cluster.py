@@ -164,28 +164,60 @@ def _done_queue(ps_index, num_workers):
                         shared_name='done_queue_%d' % ps_index)
 
 
+# How long a parameter server keeps serving after SIGTERM (preemption, a
+# requeue, the time limit's --signal): long enough for the chief, stopped by
+# the same signal, to save a checkpoint of the variables it holds, and shorter
+# than Slurm's KillWait (30 s by default), after which SIGKILL comes.
+PS_STOP_GRACE_SEC = 20
+
+
 def run_parameter_server(role, session_config):
-  """Serves variables until every training task has reported that it is done.
+  """Serves variables until every training task has reported that it is done,
+  or PS_STOP_GRACE_SEC after SIGTERM.
 
   A ps blocked in `server.join()` ignores SIGINT and never ends by itself;
   this one waits on a queue the workers enqueue into when they finish
   (`report_done`), so a finished job exits with status 0 on its own.
+
+  Returns:
+    The exit status: 0, or 128 + SIGTERM when stopped by it.
   """
   server = tf.train.Server(tf.train.ClusterSpec(role.cluster), job_name='ps',
                            task_index=role.task_index, config=session_config)
   # The dequeue below blocks inside TensorFlow, where Python signal handlers
-  # never run: let SIGINT end the process at once, as SIGTERM does.
+  # never run: let SIGINT end the process at once. SIGTERM, which stops every
+  # task of a preempted job at once, is served through the grace period: the
+  # dequeue gives up every second so that its handler runs.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
+  terminated_at = []
+
+  def on_sigterm(signum, frame):
+    del signum, frame  # Unused.
+    if not terminated_at:
+      terminated_at.append(time.time())
+      logging.warning('Parameter server %d: received SIGTERM; serving %d s '
+                      'more so that the chief can save a checkpoint.',
+                      role.task_index, PS_STOP_GRACE_SEC)
+  signal.signal(signal.SIGTERM, on_sigterm)
   logging.info('Parameter server %d serving at %s; waiting for %d workers.',
                role.task_index, role.cluster['ps'][role.task_index],
                role.num_workers)
+  poll = tf.RunOptions(timeout_in_ms=1000)
   with tf.Graph().as_default():
     done = _done_queue(role.task_index, role.num_workers).dequeue()
     with tf.Session(server.target, config=session_config) as session:
-      for finished in range(1, role.num_workers + 1):
-        worker = session.run(done)
+      finished = 0
+      while finished < role.num_workers:
+        if terminated_at and time.time() - terminated_at[0] > PS_STOP_GRACE_SEC:
+          return 128 + signal.SIGTERM
+        try:
+          worker = session.run(done, options=poll)
+        except tf.errors.DeadlineExceededError:
+          continue
+        finished += 1
         logging.info('Parameter server %d: worker %d is done (%d of %d).',
                      role.task_index, worker, finished, role.num_workers)
+  return 0
 
 
 def report_done(role, target, session_config):

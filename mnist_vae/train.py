@@ -195,6 +195,8 @@ def define_flags(flag_values=flags.FLAGS):
 FLAGS = flags.FLAGS
 
 IMAGES_SUBDIR = 'images'
+# Below cluster.PS_STOP_GRACE_SEC, so that the chief saves within it.
+SYNC_STEP_TIMEOUT_SEC = 8
 
 
 class TrainingError(RuntimeError):
@@ -415,14 +417,28 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
   last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
   # StopAtStepHook only looks after a step, so a run restored at max_steps
   # would otherwise train one step past it.
+  step_options = None
   while (step < schedule.max_steps and not session.should_stop()
          and not stop_signals.received):
     try:
-      minibatch_losses = session.run(training_graph.train_fetches)
+      minibatch_losses = session.run(training_graph.train_fetches,
+                                     options=step_options)
     except tf.errors.InvalidArgumentError as e:
       if 'non-finite' not in e.message:
         raise
       raise numerics_error(e, step + 1) from e
+    except tf.errors.DeadlineExceededError:
+      if not stop_signals.received:
+        logging.warning('A synchronous step waited %d s for the other '
+                        'workers\' gradients; trying again.',
+                        SYNC_STEP_TIMEOUT_SEC)
+      continue
+    if training_graph.sync:
+      # A synchronous step waits for the other workers' gradients, forever
+      # once they have stopped (a preempted job's tasks all get SIGTERM), and
+      # a signal's handler only runs once it returns. Past the first step
+      # (which waits for the others to start) a step gives up after this long.
+      step_options = tf.RunOptions(timeout_in_ms=SYNC_STEP_TIMEOUT_SEC * 1000)
     previous_step, step = step, int(minibatch_losses['step'])
     local_steps += 1
     if training.crossed(previous_step, step, schedule.log_every_n_steps):
@@ -505,9 +521,8 @@ def main():
         'is the %s task %d of a cluster, whose staleness is real. Drop one of '
         'them.' % (role.job_name, role.task_index))
   if role and role.job_name == 'ps':
-    cluster.run_parameter_server(role,
-                                 training.session_config(settings['threads']))
-    return 0
+    return cluster.run_parameter_server(
+        role, training.session_config(settings['threads']))
   metrics = run_training(role=role, **settings)
   if metrics.get('interrupted_by'):
     return 128 + signal.Signals[metrics['interrupted_by']].value

@@ -278,3 +278,74 @@ def test_slurm_batch_script_completes(slurm, small_mnist_records, tmp_path, layo
   assert checkpoint_step(tmp_path / 'train') >= 300
   with open(tmp_path / 'train' / 'metrics.json') as f:
     assert json.load(f)['step'] >= 300
+
+
+def _job_records(root, job_id):
+  """Every jobcomp record of job_id (one per run of a requeued job)."""
+  path = root / 'jobcomp.txt'
+  if not path.exists():
+    return []
+  records = []
+  for line in path.read_text().splitlines():
+    fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
+    if fields.get('JobId') == str(job_id):
+      records.append(fields)
+  return records
+
+
+def test_slurm_requeue_resumes_from_the_checkpoint_of_the_signal(slurm,
+                                                                 small_mnist_records,
+                                                                 tmp_path):
+  env, root = slurm
+  train_dir = tmp_path / 'train'
+  env = dict(env, DATA_DIR=small_mnist_records, TRAIN_DIR=str(train_dir),
+             PORT_BASE=str(_consecutivefree_ports(3)), PYTHON=sys.executable,
+             TF_CPP_MIN_LOG_LEVEL='2', PATH=os.path.dirname(sys.executable) + ':' +
+             os.environ['PATH'], PYTHONPATH=REPO_ROOT)
+  max_steps = 800
+  submitted = subprocess.run(
+      ['sbatch', '--parsable', '--output', str(tmp_path / 'job-%j.log'),
+       '--nodes=1', '--ntasks=3', '--ntasks-per-node=3',
+       os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'),
+       '--max_steps=%d' % max_steps, '--hidden_units=64', '--latent_dim=8',
+       '--batch_size=32', '--eval_batch_size=200', '--save_checkpoint_steps=100000',
+       '--log_every_n_steps=20'],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+  assert submitted.returncode == 0, submitted.stderr
+  job_id = submitted.stdout.strip().split(';')[0]
+  log_path = tmp_path / ('job-%s.log' % job_id)
+  # Checkpoints are saved only at the start and on the way out: the step
+  # resumed from is the one the chief reached when SIGTERM came.
+  wait_for(lambda: re.search(r'step (2\d\d|[3-9]\d\d): neg_elbo',
+                             log_path.read_text() if log_path.exists() else ''),
+           'training past step 200', timeout=300)
+  requeued = subprocess.run(['scontrol', 'requeue', job_id], env=env,
+                            capture_output=True, text=True)
+  assert requeued.returncode == 0, requeued.stderr
+
+  def eligible_now():
+    # Slurm holds a requeued job back for a while (its BeginTime); once it
+    # is pending again, let it start at once.
+    state = subprocess.run(['squeue', '-h', '-j', job_id, '-o', '%T'], env=env,
+                           capture_output=True, text=True).stdout.strip()
+    if state == 'PENDING':
+      subprocess.run(['scontrol', 'update', 'JobId=' + job_id, 'StartTime=now'],
+                     env=env, capture_output=True, check=True)
+      return True
+    return state == 'RUNNING' and 'run 2 of' in log_path.read_text()
+  wait_for(eligible_now, 'the requeued job pending', timeout=120)
+  wait_for(lambda: any(r['JobState'] == 'COMPLETED' for r in _job_records(root, job_id)),
+           'the requeued job %s to complete' % job_id, timeout=600)
+  log = log_path.read_text()
+  assert 'run 1 of job %s' % job_id in log and 'run 2 of job %s' % job_id in log
+  assert 'Received SIGTERM' in log
+  stopped = re.search(r'Stopped by SIGTERM at step (\d+); checkpoint (\S+)\.', log)
+  assert stopped, log[-4000:]
+  assert int(stopped.group(1)) > 200
+  assert 'Resuming from %s (step %s)' % (stopped.group(2), stopped.group(1)) in log
+  records = _job_records(root, job_id)
+  assert records[-1]['JobState'] == 'COMPLETED' and records[-1]['ExitCode'] == '0:0'
+  assert checkpoint_step(train_dir) == max_steps
+  with open(train_dir / 'metrics.json') as f:
+    metrics = json.load(f)
+  assert metrics['step'] == max_steps and metrics['interrupted_by'] is None
