@@ -70,7 +70,7 @@ def run(main, define_flags, module_name, expected_errors):
     tf.get_logger().handlers.clear()
     try:
       return main()
-    except expected_errors as e:
+    except expected_errors + (files.OutputError,) as e:
       logging.error('%s', e, exc_info=logging.level_debug())
       return 1
     except Exception as e:  # pylint: disable=broad-except

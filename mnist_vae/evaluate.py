@@ -45,6 +45,11 @@ from mnist_vae.data_prep import records
 FLAGS = flags.FLAGS
 
 
+# Images decoded at once by the importance-weighted bound (--iw_chunk x
+# --batch_size); each holds 784 logits and a few temporaries of that size.
+MAX_DECODED_AT_ONCE = 200000
+
+
 class EvaluationError(RuntimeError):
   """The checkpoint or the data cannot be evaluated; the message says why."""
 
@@ -67,7 +72,8 @@ def define_flags():
                        help='Importance samples per example for -log p(x); '
                        '0 skips it.')
   flags.DEFINE_integer('iw_chunk', 100, lower_bound=1,
-                       help='Importance samples decoded at once (memory bound).')
+                       help='Importance samples decoded at once (memory bound; '
+                       'iw_chunk x batch_size at most %d).' % MAX_DECODED_AT_ONCE)
   flags.DEFINE_integer('batch_size', 100, lower_bound=1,
                        help='Examples per batch (does not change results).')
   flags.DEFINE_enum('matmul_precision', 'float32', tuple(model.MATMUL_DTYPES),
@@ -196,6 +202,17 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
     checkpoints.CheckpointError: a checkpoint to evaluate cannot be read (with
       watch, one that training deleted meanwhile is skipped instead).
   """
+  # Checked before the work, not after an hour of importance sampling.
+  if iw_samples and min(iw_chunk, iw_samples) * batch_size > MAX_DECODED_AT_ONCE:
+    raise EvaluationError(
+        '--iw_chunk=%d x --batch_size=%d decodes %d images at once; at most '
+        '%d (about %.1f GB of logits and temporaries). Lower either flag: '
+        'results do not depend on them.'
+        % (iw_chunk, batch_size, min(iw_chunk, iw_samples) * batch_size,
+           MAX_DECODED_AT_ONCE, MAX_DECODED_AT_ONCE * 784 * 4 * 3 / 1e9))
+  for path, flag in ((output, '--output'), (per_example_csv, '--per_example_csv')):
+    if path:
+      files.make_parent_dirs(path, flag)
   binarize = binarize or trained_binarize_mode(train_dir)
   images = load_split(data_dir, split, binarize)
   graph, results = None, []

@@ -37,6 +37,7 @@ from absl import logging
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
+from mnist_vae import files
 from mnist_vae import cli
 from mnist_vae import evaluation
 from mnist_vae import model
@@ -148,6 +149,7 @@ def export(checkpoint, export_dir, overwrite=False):
   if tf.io.gfile.exists(export_dir) and not overwrite:
     raise ExportError('%s already exists: pass --overwrite to replace it, or '
                       'choose another --export_dir' % export_dir)
+  files.make_parent_dirs(export_dir.rstrip('/'), '--export_dir')
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
   try:
     with tf.Graph().as_default():

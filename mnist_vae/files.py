@@ -6,12 +6,33 @@ short leaves only the `.tmp`."""
 import contextlib
 import errno
 import json
+import os
 import re
 
 import tensorflow as tf
 
 
 NO_SPACE = 'No space left on device'
+
+
+class OutputError(ValueError):
+  """An output cannot be written where a flag says; the message names the
+  flag, the path and why."""
+
+
+def make_dirs(directory, flag):
+  """Creates `directory` (and its parents) for the output of `flag`, or raises
+  OutputError naming them."""
+  try:
+    tf.io.gfile.makedirs(directory)
+  except tf.errors.OpError as e:
+    raise OutputError('Cannot create %s %s: %s' % (flag, directory, e.message)) from e
+
+
+def make_parent_dirs(path, flag):
+  """make_dirs for the directory of the file `path`."""
+  if os.path.dirname(path):
+    make_dirs(os.path.dirname(path), flag)
 
 
 def disk_full_path(error):

@@ -47,6 +47,14 @@ TRAVERSE_RANGE = 3.0
 # MNIST's digits: the ink's bounding box scaled into 20x20, centred by centre
 # of mass in 28x28 (LeCun et al., the MNIST page).
 DIGIT_BOX = 20
+# Bounds on what one run makes and reads, stated in the flags' help: a grid of
+# MAX_SAMPLES digits is a 280 x 28,000 PNG; an input image is refused above
+# MAX_INPUT_PIXELS (a 6,000 x 6,000 photo) or MAX_INPUT_BYTES before it is
+# decoded, where Pillow would need gigabytes.
+MAX_SAMPLES = 10000
+MAX_STEPS = 1000
+MAX_INPUT_PIXELS = 6000 * 6000
+MAX_INPUT_BYTES = 64 * 2**20
 
 
 class GenerateError(RuntimeError):
@@ -70,17 +78,21 @@ def define_flags():
                       'refer to.')
   flags.DEFINE_list('inputs', None,
                     help='Comma-separated test-set indices or image files '
-                    '(PNG, JPEG). Default: 0,1 for interpolate, 0 otherwise.')
-  flags.DEFINE_integer('num', 100, lower_bound=1,
-                       help='samples: how many, 10 to a row.')
+                    '(PNG, JPEG; at most %d pixels and %d MB each). Default: '
+                    '0,1 for interpolate, 0 otherwise.'
+                    % (MAX_INPUT_PIXELS, MAX_INPUT_BYTES // 2**20))
+  flags.DEFINE_integer('num', 100, lower_bound=1, upper_bound=MAX_SAMPLES,
+                       help='samples: how many, 10 to a row (at most %d).'
+                       % MAX_SAMPLES)
   flags.DEFINE_integer('seed', 0, lower_bound=0,
                        help='samples: seed of the prior draws.')
   flags.DEFINE_float('temperature', 1.0, lower_bound=0.0,
                      help='samples: scale of the prior draws (below 1: '
                      'cleaner, less varied digits).')
-  flags.DEFINE_integer('steps', 10, lower_bound=2,
+  flags.DEFINE_integer('steps', 10, lower_bound=2, upper_bound=MAX_STEPS,
                        help='interpolate: frames from the first input to the '
-                       'second, both included; traverse: values per row.')
+                       'second, both included; traverse: values per row (at '
+                       'most %d).' % MAX_STEPS)
   flags.DEFINE_list('dims', None,
                     help='traverse: latent dimensions to sweep (default: all).')
 
@@ -197,16 +209,7 @@ def read_inputs(specs, data_dir):
                                 data_dir, 'test'), len(test_images)))
       result.append((None, test_images[index]))
       continue
-    try:
-      with tf.io.gfile.GFile(spec, 'rb') as f:
-        image = Image.open(io.BytesIO(f.read()))
-        image.load()
-    except tf.errors.NotFoundError as e:
-      raise GenerateError('%s: no such file (an input is a test-set index '
-                          'or an image file)' % spec) from e
-    except (UnidentifiedImageError, OSError) as e:
-      raise GenerateError('%s is not an image Pillow can read: %s'
-                          % (spec, e)) from e
+    image = _open_image(spec)
     try:
       prepared = mnist_style(image)
     except ValueError as e:
@@ -215,6 +218,37 @@ def read_inputs(specs, data_dir):
         (records.IMAGE_SIDE, records.IMAGE_SIDE)), np.float32) / 255.0
     result.append((as_given.reshape(records.IMAGE_PIXELS), prepared))
   return result
+
+
+def _open_image(path):
+  """The image file at `path`, decoded; GenerateError when it is missing,
+  not an image, or too large to decode (its size is read from the header
+  first)."""
+  try:
+    size = tf.io.gfile.stat(path).length
+  except tf.errors.NotFoundError as e:
+    raise GenerateError('%s: no such file (an input is a test-set index or an '
+                        'image file)' % path) from e
+  if size > MAX_INPUT_BYTES:
+    raise GenerateError('%s is %d MB; --inputs takes images of at most %d MB'
+                        % (path, size // 2**20, MAX_INPUT_BYTES // 2**20))
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      image = Image.open(io.BytesIO(f.read()))  # Reads the header only.
+      width, height = image.size
+      if width * height > MAX_INPUT_PIXELS:
+        raise GenerateError(
+            '%s is %d x %d pixels; --inputs takes images of at most %d pixels '
+            '(a digit needs 28 x 28): scale it down first.'
+            % (path, width, height, MAX_INPUT_PIXELS))
+      image.load()
+  except Image.DecompressionBombError as e:  # Pillow's own, larger bound.
+    raise GenerateError('%s: %s; --inputs takes images of at most %d pixels'
+                        % (path, e, MAX_INPUT_PIXELS)) from e
+  except (UnidentifiedImageError, OSError) as e:
+    raise GenerateError('%s is not an image Pillow can read: %s'
+                        % (path, e)) from e
+  return image
 
 
 def slerp(z0, z1, fractions):
@@ -317,7 +351,7 @@ def load_model(train_dir=None, checkpoint=None, export_dir=None):
 def generate(*, mode, output_dir, vae, inputs=None, data_dir='data/mnist',
              num=100, seed=0, temperature=1.0, steps=10, dims=None):
   """Writes the pictures of `mode` into output_dir; returns their paths."""
-  tf.io.gfile.makedirs(output_dir)
+  files.make_dirs(output_dir, '--output_dir')
   if mode == 'samples':
     return make_samples(vae, output_dir, num, seed, temperature)
   specs = inputs or (['0', '1'] if mode == 'interpolate' else ['0'])

@@ -97,13 +97,15 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
                        flag_values=flag_values,
                        help='Train until the global step reaches this value.')
-  flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+  flags.DEFINE_integer('latent_dim', 20, lower_bound=1, upper_bound=1000,
                        flag_values=flag_values,
-                       help='Number of dimensions in the latent code z.')
-  flags.DEFINE_integer('hidden_units', 500, lower_bound=1,
+                       help='Number of dimensions in the latent code z (at '
+                       'most 1000).')
+  flags.DEFINE_integer('hidden_units', 500, lower_bound=1, upper_bound=8000,
                        flag_values=flag_values,
                        help='Width of each of the two hidden layers of the '
-                       'encoder and of the decoder.')
+                       'encoder and of the decoder (at most 8000: the middle '
+                       'layers then hold 64 M weights each).')
   flags.DEFINE_float('keep_prob', 0.9,
                      flag_values=flag_values,
                      help='Dropout keep probability in (0, 1] after each hidden '
@@ -344,12 +346,9 @@ def _make_train_dir(train_dir, train_split, step_settings):
   if step_settings.batch_size > num_train:
     raise TrainingError('--batch_size=%d is larger than the %d examples of %s'
                         % (step_settings.batch_size, num_train, path))
+  files.make_dirs(train_dir, '--train_dir')
   images_dir = os.path.join(train_dir, IMAGES_SUBDIR)
-  try:
-    tf.io.gfile.makedirs(images_dir)
-  except tf.errors.OpError as e:
-    raise TrainingError('Cannot create --train_dir %s: %s'
-                        % (train_dir, e.message)) from e
+  files.make_dirs(images_dir, '--train_dir')
   return images_dir
 
 

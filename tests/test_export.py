@@ -5,6 +5,7 @@ scores and latent statistics, and the out-of-distribution script."""
 import csv
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -293,3 +294,44 @@ def test_out_of_distribution_script(trained, tmp_path):
   assert figures['in_examples'] == 200 and figures['out_examples'] == 10000
   assert 0.0 <= figures['auroc'] <= 1.0
   assert (tmp_path / 'out' / 'ood_fashion_mnist.png').exists()
+
+
+def test_absurd_values_unwritable_outputs_and_oversized_inputs_are_one_line(
+    trained, tmp_path):
+  data_dir, train_dir = trained
+  huge = tmp_path / 'huge.png'
+  Image.new('L', (15000, 15000)).save(huge)  # Compresses to a few hundred KB.
+  wide = tmp_path / 'wide.png'
+  Image.new('L', (7000, 6000)).save(wide)  # Under Pillow's bound, over ours.
+  run = ['--train_dir', str(train_dir)]
+  cases = [
+      (['generate.py', '--num', '3000000'] + run,
+       r'--num=3000000: .*not an integer in the range \[1, 10000\]'),
+      (['generate.py', '--steps', '100000', '--mode', 'interpolate'] + run,
+       r'--steps=100000: .*not an integer in the range \[2, 1000\]'),
+      (['generate.py', '--output_dir', '/proc/nope'] + run,
+       r'Cannot create --output_dir /proc/nope: '),
+      (['generate.py', '--mode', 'reconstruct', '--inputs', str(huge)] + run,
+       r'huge.png: Image size \(225000000 pixels\) exceeds limit .*at most '
+       r'36000000 pixels'),
+      (['generate.py', '--mode', 'reconstruct', '--inputs', str(wide)] + run,
+       r'wide.png is 7000 x 6000 pixels; --inputs takes images of at most '
+       r'36000000 pixels'),
+      (['train.py', '--hidden_units', '1000000000', '--train_dir', str(tmp_path / 't')],
+       r'--hidden_units=1000000000: .*not an integer in the range \[1, 8000\]'),
+      (['evaluate.py', '--iw_chunk', '1000', '--batch_size', '1000'] + run,
+       r'--iw_chunk=1000 x --batch_size=1000 decodes 1000000 images at once'),
+      (['evaluate.py', '--output', '/proc/nope/eval.json'] + run,
+       r'Cannot create --output /proc/nope: '),
+      (['evaluate.py', '--per_example_csv', '/proc/nope/rows.csv'] + run,
+       r'Cannot create --per_example_csv /proc/nope: '),
+      (['export.py', '--export_dir', '/proc/nope/model'] + run,
+       r'Cannot create --export_dir /proc/nope: '),
+  ]
+  for arguments, pattern in cases:
+    if arguments[0] != 'export.py':
+      arguments = arguments + ['--data_dir', data_dir]
+    result = run_python(arguments)
+    assert result.returncode == 1, (arguments, result.stderr[-2000:])
+    assert 'Traceback' not in result.stderr, (arguments, result.stderr[-2000:])
+    assert re.search(pattern, result.stderr), (pattern, result.stderr[-2000:])
