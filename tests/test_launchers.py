@@ -241,15 +241,9 @@ def slurm(tmp_path_factory):
 
 
 def _job_completion(root, job_id):
-  """The jobcomp record of job_id as a dict, or None while it runs."""
-  path = root / 'jobcomp.txt'
-  if not path.exists():
-    return None
-  for line in path.read_text().splitlines():
-    fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
-    if fields.get('JobId') == str(job_id):
-      return fields
-  return None
+  """The first jobcomp record of job_id as a dict, or None while it runs."""
+  records = _job_records(root, job_id)
+  return records[0] if records else None
 
 
 @pytest.mark.parametrize('layout', [[], ['--nodes=1', '--ntasks=3', '--ntasks-per-node=3']],

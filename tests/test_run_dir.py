@@ -129,10 +129,11 @@ def test_damaged_checkpoints_are_skipped_loudly_and_kept(trained_run, tmp_path):
     assert 'model.ckpt-100' in result.stderr, program
     # Readers leave the damaged files where they are.
     assert open(damaged + '.' + data_name.split('.', 2)[-1], 'rb').read() == damaged_bytes
-    result = run_python([program, '--checkpoint', damaged, '--train_dir',
-                         str(train_dir)] + extra)
-    _one_line_error(result, r'Cannot read checkpoint %s: Read less bytes'
-                    % re.escape(damaged))
+  # Every reader takes an explicit --checkpoint through checkpoints.readable.
+  result = run_python(['evaluate.py', '--checkpoint', damaged, '--train_dir',
+                       str(train_dir), '--data_dir', data_dir])
+  _one_line_error(result, r'Cannot read checkpoint %s: Read less bytes'
+                  % re.escape(damaged))
 
   resumed = run_python(_train(data_dir, train_dir, 200))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
