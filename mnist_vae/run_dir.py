@@ -228,9 +228,10 @@ def set_damaged_aside(train_dir, skipped):
   """Moves the files of each damaged checkpoint (checkpoints.newest_readable's
   `skipped`) into TRAIN_DIR/damaged/, untouched, so that the resumed run's
   saves of the same steps do not overwrite them; warns about each."""
-  for checkpoint, reason in skipped:
-    target_dir = os.path.join(train_dir, DAMAGED_SUBDIR)
+  target_dir = os.path.join(train_dir, DAMAGED_SUBDIR)
+  if skipped:
     tf.io.gfile.makedirs(target_dir)
+  for checkpoint, reason in skipped:
     for path in tf.io.gfile.glob(checkpoint + '.*'):
       target = os.path.join(target_dir, os.path.basename(path))
       if tf.io.gfile.exists(target):  # Damaged twice at one step.

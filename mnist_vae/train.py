@@ -414,9 +414,9 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
   minibatch_losses, last_validation, throughputs = {}, None, []
   local_steps = 0
   last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
+  step_options = None
   # StopAtStepHook only looks after a step, so a run restored at max_steps
   # would otherwise train one step past it.
-  step_options = None
   while (step < schedule.max_steps and not session.should_stop()
          and not stop_signals.received):
     try:
@@ -432,7 +432,7 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
                         'workers\' gradients; trying again.',
                         SYNC_STEP_TIMEOUT_SEC)
       continue
-    if training_graph.sync:
+    if training_graph.sync and step_options is None:
       # A synchronous step waits for the other workers' gradients, forever
       # once they have stopped (a preempted job's tasks all get SIGTERM), and
       # a signal's handler only runs once it returns. Past the first step
