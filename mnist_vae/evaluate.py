@@ -90,6 +90,10 @@ def define_flags():
                     'binarized mode (evaluates on the static binary sample). '
                     'Default: the mode TRAIN_DIR/config.json (written when '
                     'training starts) records.')
+  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
+                       help='Threads inside one op; 0 = TensorFlow picks.')
+  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
+                       help='Ops run in parallel; 0 = TensorFlow picks.')
   flags.DEFINE_string('output', None,
                       help='JSON file for the results; default: '
                       'TRAIN_DIR/eval_<split>_step_<N>.json.')
@@ -194,7 +198,8 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
                    seed=evaluation.DEFAULT_SEED, output=None, watch=False,
                    watch_timeout_sec=600, binarize=None, per_example_csv=None,
-                   matmul_precision='float32'):
+                   matmul_precision='float32', intra_op_threads=0,
+                   inter_op_threads=0):
   """Evaluates one checkpoint (or, with watch, each new one); returns the
   results. binarize None means as the run in train_dir was trained.
 
@@ -229,7 +234,9 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
               iw_chunk=iw_chunk, batch_size=batch_size, seed=seed,
               matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
           saver = tf.train.Saver(model.model_variables())
-        session = tf.Session(graph=graph)
+        session = tf.Session(graph=graph, config=tf.ConfigProto(
+            intra_op_parallelism_threads=intra_op_threads,
+            inter_op_parallelism_threads=inter_op_threads))
       checkpoints.restore(session, path, saver)
     except checkpoints.CheckpointError:
       if not watch:
@@ -264,14 +271,16 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
 
 def main():
   run_evaluation(data_dir=FLAGS.data_dir, train_dir=FLAGS.train_dir,
-                   checkpoint=FLAGS.checkpoint, split=FLAGS.split,
-                   num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
-                   iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
-                   seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
-                   watch_timeout_sec=FLAGS.watch_timeout_sec,
-                   binarize=FLAGS.binarize,
-                   per_example_csv=FLAGS.per_example_csv,
-                   matmul_precision=FLAGS.matmul_precision)
+                 checkpoint=FLAGS.checkpoint, split=FLAGS.split,
+                 num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
+                 iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
+                 seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
+                 watch_timeout_sec=FLAGS.watch_timeout_sec,
+                 binarize=FLAGS.binarize,
+                 per_example_csv=FLAGS.per_example_csv,
+                 matmul_precision=FLAGS.matmul_precision,
+                 intra_op_threads=FLAGS.intra_op_threads,
+                 inter_op_threads=FLAGS.inter_op_threads)
   return 0
 
 

@@ -94,6 +94,16 @@ def define_flags(flag_values=flags.FLAGS):
                        'gradient computed this many steps earlier, on the '
                        'weights of then, as an asynchronous worker of a '
                        'cluster does (scripts/cluster_study.sh). 0 = off.')
+  flags.DEFINE_float('kl_weight', 1.0, lower_bound=0.0,
+                     flag_values=flag_values,
+                     help='beta: training minimizes reconstruction + beta * KL '
+                     '(0 = a plain autoencoder, 1 = the VAE, > 1 = a beta-VAE). '
+                     'The log, metrics.json and evaluate.py report the true '
+                     'negative ELBO (beta = 1) beside it.')
+  flags.DEFINE_integer('kl_warmup_steps', 0, lower_bound=0,
+                       flag_values=flag_values,
+                       help='Raise the KL weight linearly from 0 to --kl_weight '
+                       'over this many steps (Bowman et al. 2016); 0 = off.')
   flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
                        flag_values=flag_values,
                        help='Train until the global step reaches this value.')
@@ -311,7 +321,11 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
           kept_checkpoints=kept_checkpoints) as session:
         if worker.is_chief:
           training_graph.grid_writer.write_inputs(images_dir)
-        progress = _train(session, training_graph, initial_step, schedule, stop_signals,
+        step_runner = training.StepRunner(
+            session, training_graph.train_fetches, schedule,
+            through_hooks_always=bool(worker.target))
+        progress = _train(session, step_runner, training_graph, initial_step,
+                          schedule, stop_signals,
                           worker.is_chief, summary_writer, images_dir,
                           step_settings.batch_size, split_images['validation'],
                           lambda e, step: _numerics_error(
@@ -400,8 +414,8 @@ def _log_start(checkpoint, initial_step, max_steps):
     logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
 
-def _train(session, training_graph, step, schedule, stop_signals, is_chief,
-           summary_writer, images_dir, batch_size, validation_images,
+def _train(session, step_runner, training_graph, step, schedule, stop_signals,
+           is_chief, summary_writer, images_dir, batch_size, validation_images,
            numerics_error, writer_lock):
   """The training loop: steps until max_steps or a stop signal, logging the
   last minibatch's losses and examples/s, and (the chief) writing image grids
@@ -420,8 +434,7 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
   while (step < schedule.max_steps and not session.should_stop()
          and not stop_signals.received):
     try:
-      minibatch_losses = session.run(training_graph.train_fetches,
-                                     options=step_options)
+      minibatch_losses = step_runner.run(step, options=step_options)
     except tf.errors.InvalidArgumentError as e:
       if 'non-finite' not in e.message:
         raise
@@ -445,14 +458,23 @@ def _train(session, training_graph, step, schedule, stop_signals, is_chief,
       examples_per_sec = ((step - last_log_step) * batch_size
                           / max(now - last_log_time - side_work_sec, 1e-9))
       throughputs.append(examples_per_sec)
-      logging.info('step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f), '
+      objective = minibatch_losses.get('objective')
+      logging.info('step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s, '
                    '%.0f examples/s', step, minibatch_losses['neg_elbo'],
                    minibatch_losses['reconstruction'],
-                   minibatch_losses['kl_divergence'], examples_per_sec)
+                   minibatch_losses['kl_divergence'],
+                   '' if objective is None else
+                   ', objective %.3f (KL weight %.3g)' % (
+                       objective, minibatch_losses['kl_weight']),
+                   examples_per_sec)
       last_log_time, last_log_step, side_work_sec = now, step, 0.0
       writer_lock.check()  # A lease another writer took over stops us.
     if not is_chief:
       continue
+    if local_steps == 1 or training.crossed(previous_step, step,
+                                            schedule.log_every_n_steps):
+      training.add_scalar_summaries(summary_writer, step, 'train',
+                                    minibatch_losses)
     side_start = time.time()
     # run_step_fn hands over the raw session: hooks do not fire for these.
     if training.crossed(previous_step, step, schedule.image_every_n_steps):

@@ -18,8 +18,11 @@
 #   scripts/cluster_study.sh                       # everything, 3 seeds (about 50 min on 2 cores)
 #   scripts/cluster_study.sh --modes "async2 sync2_examples" --seeds 1
 #   scripts/cluster_study.sh --smoke               # tiny runs: checks the script
+#   scripts/cluster_study.sh --jobs 2              # two runs at once, the cores split
 #
-# Re-running resumes: finished runs are not re-run.
+# Re-running resumes: finished runs are not re-run. --jobs N runs up to N
+# trainings at once (--threads_per_job T threads each; default the cores
+# split evenly), each one's output in RUNS_DIR/logs/.
 set -euo pipefail
 
 MNIST_DIR=../shared/mnist
@@ -39,14 +42,18 @@ while [[ $# -gt 0 ]]; do
     --mnist_dir) MNIST_DIR=$2; shift 2 ;;
     --data_dir) DATA_DIR=$2; shift 2 ;;
     --runs_dir) RUNS_DIR=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
+    --threads_per_job) THREADS_PER_JOB=$2; shift 2 ;;
     --smoke)
       SEEDS=1; STEPS=40; EVAL_EVERY=20
       EXTRA=(--hidden_units=32 --log_every_n_steps=10 --save_checkpoint_steps=20)
       shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "cluster_study.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+source "$(dirname "$0")/lib/runs.sh"
+check_jobs_flags cluster_study.sh
 for mode in $MODES; do
   case "$mode" in
     one_process|staleness1|staleness2|async2|sync2_examples|sync2_updates) ;;
@@ -57,7 +64,32 @@ done
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
-source scripts/lib/runs.sh
+read -ra threads <<< "$(thread_flags)"
+
+train_mode() {  # MODE DIR SEED
+  local mode=$1 dir=$2 seed=$3
+  local flags=(--flagfile="$FLAGFILE" --mnist_dir="$MNIST_DIR" --data_dir="$DATA_DIR"
+               --train_dir="$dir" --seed="$seed" --image_every_n_steps=0
+               "${threads[@]}" "${EXTRA[@]}")
+  # Validation every 64,000 examples in every mode: a synchronous update
+  # consumes two batches.
+  case "$mode" in
+    one_process)
+      "$python" train.py "${flags[@]}" --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" ;;
+    staleness*)
+      "$python" train.py "${flags[@]}" --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" \
+        --simulated_staleness="${mode#staleness}" ;;
+    async2)
+      scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" \
+        --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" ;;
+    sync2_examples)
+      scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" --sync_replicas \
+        --max_steps=$((STEPS / 2)) --eval_every_n_steps=$((EVAL_EVERY / 2)) ;;
+    sync2_updates)
+      scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" --sync_replicas \
+        --max_steps="$STEPS" --eval_every_n_steps=$((EVAL_EVERY / 2)) ;;
+  esac
+}
 
 for mode in $MODES; do
   seeds=$SEEDS
@@ -69,27 +101,14 @@ for mode in $MODES; do
       echo "   already trained: not re-run"
       continue
     fi
-    flags=(--flagfile="$FLAGFILE" --mnist_dir="$MNIST_DIR" --data_dir="$DATA_DIR"
-           --train_dir="$dir" --seed="$seed" --image_every_n_steps=0 "${EXTRA[@]}")
-    # Validation every 64,000 examples in every mode: a synchronous update
-    # consumes two batches.
-    case "$mode" in
-      one_process)
-        "$python" train.py "${flags[@]}" --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" ;;
-      staleness*)
-        "$python" train.py "${flags[@]}" --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" \
-          --simulated_staleness="${mode#staleness}" ;;
-      async2)
-        scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" \
-          --max_steps="$STEPS" --eval_every_n_steps="$EVAL_EVERY" ;;
-      sync2_examples)
-        scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" --sync_replicas \
-          --max_steps=$((STEPS / 2)) --eval_every_n_steps=$((EVAL_EVERY / 2)) ;;
-      sync2_updates)
-        scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- "${flags[@]}" --sync_replicas \
-          --max_steps="$STEPS" --eval_every_n_steps=$((EVAL_EVERY / 2)) ;;
-    esac
+    pool_run "$mode seed $seed" "$RUNS_DIR/logs/$mode.seed$seed.log" \
+      train_mode "$mode" "$dir" "$seed"
   done
 done
+if ! pool_wait_all; then
+  echo "cluster_study.sh: a run failed (above); the others are kept. Re-run the" \
+    "same command to resume." >&2
+  exit 1
+fi
 
 "$python" -m reporting.cluster_study --runs_dir="$RUNS_DIR" --modes="$MODES"

@@ -8,6 +8,7 @@
 #   scripts/reproduce.sh --seeds "0 1 2 3 4" --presets "original upstream"
 #   scripts/reproduce.sh --presets upstream --seeds 0 # one run: train + k=1000 evaluations
 #   scripts/reproduce.sh --smoke                      # tiny runs: checks the pipeline
+#   scripts/reproduce.sh --jobs 2                     # two runs at once, a core each
 #
 # --seeds lists the seeds to run. The presets are configs/<preset>.flags plus
 # latent2 (upstream with a 2-d latent, for the manifold figure) and
@@ -16,6 +17,12 @@
 # continue from their checkpoint; finished ones are not re-run, only
 # evaluated if their evaluation files are missing. About 2 hours on 2 cores
 # with the defaults; the total time is printed at the end.
+#
+# --jobs N runs up to N trainings (each followed by its evaluations) at once,
+# the cores split between them (--threads_per_job T to choose), each run's
+# output in RUNS_DIR/logs/. Two one-thread runs side by side get more out of
+# 2 cores than one two-thread run after another; a run's numbers depend on its
+# seed and thread setting only, not on what runs beside it.
 set -euo pipefail
 
 MNIST_DIR=../shared/mnist
@@ -37,15 +44,19 @@ while [[ $# -gt 0 ]]; do
     --runs_dir) RUNS_DIR=$2; shift 2 ;;
     --report_dir) REPORT_DIR=$2; shift 2 ;;
     --iw_samples) IW_SAMPLES=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
+    --threads_per_job) THREADS_PER_JOB=$2; shift 2 ;;
     --smoke)
       SEEDS="0 1"; PRESETS="original latent2 upstream_binarized"; IW_SAMPLES=5
       EXTRA=(--max_steps=30 --hidden_units=32 --log_every_n_steps=10
              --image_every_n_steps=10 --eval_every_n_steps=10 --save_checkpoint_steps=10)
       shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+source "$(dirname "$0")/lib/runs.sh"
+check_jobs_flags reproduce.sh
 for seed in $SEEDS; do
   if ! [[ $seed =~ ^[0-9]+$ ]]; then
     echo "reproduce.sh: --seeds takes seed numbers (\"0 1 2\"), not '$seed'" >&2
@@ -66,45 +77,59 @@ start_seconds=$SECONDS
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
+read -ra threads <<< "$(thread_flags)"
 
-source scripts/lib/runs.sh
-
-train_and_evaluate() {  # NAME SEED [train.py flags...]
-  local name=$1 seed=$2
+train_and_evaluate() {  # DIR SEED [train.py flags...]
+  local dir=$1 seed=$2
   shift 2
-  local dir="$RUNS_DIR/$name/seed$seed"
-  echo "== $name, seed $seed -> $dir"
   if training_finished "$dir"; then
     echo "   already trained (its metrics.json has the final evaluation): not re-run"
   else
     "$python" train.py --mnist_dir="$MNIST_DIR" --data_dir="$DATA_DIR" --train_dir="$dir" \
-      --seed="$seed" "$@" "${EXTRA[@]}"
+      --seed="$seed" "${threads[@]}" "$@" "${EXTRA[@]}"
   fi
   local split
   for split in validation test; do
     [[ -f "$dir/eval_$split.json" ]] && continue
     "$python" evaluate.py --data_dir="$DATA_DIR" --train_dir="$dir" --split="$split" \
-      --iw_samples="$IW_SAMPLES" --output="$dir/eval_$split.json"
+      --iw_samples="$IW_SAMPLES" --output="$dir/eval_$split.json" "${threads[@]}"
   done
 }
+
+# The runs, as "NAME SEED FLAGS...", the longest first so that, with --jobs,
+# the short ones fill in around them.
+runs=()
 
 first_seed=${SEEDS%% *}
 for preset in $PRESETS; do
   case "$preset" in
     # A 2-d latent model of the upstream preset, for the manifold figure.
     latent2)
-      train_and_evaluate latent2 "$first_seed" --flagfile=configs/upstream.flags --latent_dim=2 ;;
+      runs+=("latent2 $first_seed --flagfile=configs/upstream.flags --latent_dim=2") ;;
     # The upstream preset on dynamically binarized pixels, to stand next to the
     # binarized-MNIST literature (evaluate.py reads the mode from metrics.json).
     upstream_binarized)
-      train_and_evaluate upstream_binarized "$first_seed" --flagfile=configs/upstream.flags \
-        --binarize=dynamic ;;
+      runs+=("upstream_binarized $first_seed --flagfile=configs/upstream.flags --binarize=dynamic") ;;
+    long)
+      for seed in $SEEDS; do runs=("long $seed --flagfile=configs/long.flags" "${runs[@]}"); done ;;
     *)
-      for seed in $SEEDS; do
-        train_and_evaluate "$preset" "$seed" --flagfile="configs/$preset.flags"
-      done ;;
+      for seed in $SEEDS; do runs+=("$preset $seed --flagfile=configs/$preset.flags"); done ;;
   esac
 done
+
+for run in "${runs[@]}"; do
+  read -ra fields <<< "$run"
+  name=${fields[0]} seed=${fields[1]}
+  dir="$RUNS_DIR/$name/seed$seed"
+  echo "== $name, seed $seed -> $dir"
+  pool_run "$name seed $seed" "$RUNS_DIR/logs/$name.seed$seed.log" \
+    train_and_evaluate "$dir" "$seed" "${fields[@]:2}"
+done
+if ! pool_wait_all; then
+  echo "reproduce.sh: a run failed (above); the others' results are kept. Re-run" \
+    "the same command to resume." >&2
+  exit 1
+fi
 
 "$python" -m reporting.report --runs_dir="$RUNS_DIR" --data_dir="$DATA_DIR" \
   --report_dir="$REPORT_DIR" --command="$command_line"

@@ -17,8 +17,16 @@ def test_smoke_run_measures_everything(tmp_path):
       'train.py loop, TFRecords, adam', 'train.py loop, TFRecords, sgd',
       'train.py loop, TFRecords, adam, bfloat16', 'train.py loop, memory, adam',
       'input pipeline alone', 'TF2 peer (tf.function), adam', 'TF2 peer (tf.function), sgd',
-      'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16'}
+      'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16',
+      'fast TF2 peer, 1 step(s) per call', 'fast TF2 peer, 10 step(s) per call',
+      # CI installs the bench extra, so the JAX peer is measured too.
+      'JAX jit peer, 1 step(s) per call', 'JAX jit peer, 10 step(s) per call'}
   assert all(rate > 0 for rate in rates.values())
+  processes = results['process_examples_per_sec']
+  assert set(processes) == {'train.py --optimizer=adam', 'fast TF2 peer, 1 step(s) per call',
+                            'fast TF2 peer, 10 step(s) per call',
+                            'JAX jit peer, 10 step(s) per call'}
+  assert all(rate > 0 for rate in processes.values())
   assert results['matmul_gflops'] > 0
   for precision in ('float32', 'bfloat16'):
     nll = results['nll'][precision]
@@ -33,7 +41,8 @@ def test_smoke_run_measures_everything(tmp_path):
   assert results['original_script']['original_sec'] > 0
   assert results['original_script']['train_py_sec'] > 0
   assert results['end_to_end']['here']['test_iw_nll'] > 0
-  for target in ('training (adam, TFRecords) / best peer', 'training / matmul ceiling >= 0.65',
+  for target in ('training loop (adam, TFRecords) / best peer',
+                 'train.py --optimizer=adam, whole process / best peer process', 'training / matmul ceiling >= 0.65',
                  'NLL seconds / its multiply floor <= 1.25', 'bfloat16 training / float32',
                  'train.py original preset / original script < 1'):
     assert target in result.stdout, target

@@ -45,6 +45,22 @@ def test_same_seed_same_order_other_seed_other_order(records):
   assert not np.array_equal(first, other)
 
 
+@pytest.mark.parametrize('buffer_size', [48, 10])
+def test_batches_are_those_of_a_shuffle_of_the_examples_themselves(records, buffer_size):
+  # The pipeline shuffles indices and gathers each batch; the batches must be
+  # exactly those of the example-level shuffle it replaced (same seed, same
+  # buffer), so that runs of earlier versions are reproduced batch for batch.
+  examples = tf.data.TFRecordDataset(records['train']).map(
+      lambda serialized: input_pipeline.normalize(
+          input_pipeline.parse_batch(serialized[None])[0][0]))
+  expected = examples.cache().shuffle(buffer_size, seed=5, reshuffle_each_iteration=True)
+  expected = expected.repeat().batch(8, drop_remainder=True).take(20)
+  actual = input_pipeline.train_dataset(records['train'], 8, seed=5,
+                                        shuffle_buffer_size=buffer_size).take(20)
+  for want, got in zip(expected, actual):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_sharding_splits_the_examples(records):
   shards = []
   for shard_index in range(2):

@@ -1,5 +1,6 @@
 """scripts/reproduce.sh end to end in its smoke mode, and the report's figures."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,59 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
   assert (tmp_path / 'report' / 'REPRODUCTION.md').read_text() == report
 
 
+def test_two_jobs_at_once_give_each_run_the_numbers_it_gets_alone(small_mnist_records,
+                                                                 tmp_path):
+  env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
+  outputs = {}
+  for jobs in ('1', '2'):
+    runs = tmp_path / ('runs_jobs' + jobs)
+    result = subprocess.run(
+        ['bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'original', '--seeds', '0 1',
+         '--jobs', jobs, '--threads_per_job', '1', '--data_dir', small_mnist_records,
+         '--runs_dir', str(runs), '--report_dir', str(tmp_path / ('report' + jobs))],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs[jobs] = result.stdout
+    for seed in ('seed0', 'seed1'):
+      assert (runs / 'original' / seed / 'eval_test.json').exists()
+  # With two jobs both runs started before either finished, each logging to its own file.
+  lines = outputs['2'].splitlines()
+  started = [i for i, line in enumerate(lines) if 'in the background' in line]
+  finished = [i for i, line in enumerate(lines) if line.strip().startswith('finished')]
+  assert len(started) == 2 and len(finished) == 2 and started[1] < finished[0], outputs['2']
+  log = tmp_path / 'runs_jobs2' / 'logs' / 'original.seed1.log'
+  assert 'step 30' in log.read_text()
+  for seed in ('seed0', 'seed1'):
+    for name in ('eval_test.json', 'eval_validation.json'):
+      alone, beside = (_numbers(tmp_path / runs / 'original' / seed / name)
+                       for runs in ('runs_jobs1', 'runs_jobs2'))
+      assert alone == beside and alone['neg_elbo'] > 0, (seed, name)
+
+
+def _numbers(path):
+  """An evaluation's JSON without what differs between identical runs."""
+  result = json.loads(path.read_text())
+  for key in ('wall_time_sec', 'checkpoint'):
+    result.pop(key)
+  return result
+
+
+def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(tmp_path):
+  result = subprocess.run(
+      ['bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'original', '--seeds', '0 1',
+       '--jobs', '2', '--data_dir', str(tmp_path / 'no_data'),
+       '--mnist_dir', str(tmp_path / 'no_mnist'), '--runs_dir', str(tmp_path / 'runs')],
+      cwd=REPO_ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 1
+  assert 'FAILED (1): original seed 0. The end of' in result.stderr
+  assert 'no_mnist' in result.stderr  # The end of the run's log names what is missing.
+  assert 'a run failed (above)' in result.stderr
+
+
 @pytest.mark.parametrize('option, value, message', [
+    ('--jobs', '0', '--jobs takes a number of runs at once'),
+    ('--threads_per_job', 'two', '--threads_per_job takes a number of threads'),
     ('--seeds', '0 x', "--seeds takes seed numbers"),
     ('--presets', 'upstrem', 'unknown preset upstrem (no configs/upstrem.flags)'),
 ])

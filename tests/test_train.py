@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import indexed_images, run_python, write_idx_dir
+from mnist_vae import model
 
 SMALL_MODEL = ['--hidden_units', '32', '--latent_dim', '4', '--batch_size', '16',
                '--validation_size', '10', '--log_every_n_steps', '5',
@@ -160,7 +161,47 @@ def test_checkpoint_of_another_model_size_is_refused(first_run, idx_dir):
   assert tf.train.load_variable(latest, 'gaussian_encoder/mean/weights').shape == (32, 4)
 
 
+def test_weighted_kl_trains_the_objective_and_reports_the_true_bound(first_run, idx_dir,
+                                                                   tmp_path):
+  root, first = first_run
+  result = _train(idx_dir, root / 'data', tmp_path / 'beta2', '--max_steps', '20',
+                  '--kl_weight', '2', '--kl_warmup_steps', '10')
+  assert result.returncode == 0, result.stderr
+  assert 'objective' in result.stderr and '(KL weight 2)' in result.stderr
+  metrics = _metrics(tmp_path / 'beta2')
+  last = metrics['last_minibatch']
+  assert last['kl_weight'] == 2.0  # The warm-up of 10 steps is over at step 20.
+  assert last['objective'] == pytest.approx(last['reconstruction'] + 2 * last['kl_divergence'],
+                                            rel=1e-5)
+  assert last['neg_elbo'] == pytest.approx(last['reconstruction'] + last['kl_divergence'],
+                                           rel=1e-5)
+  # The final evaluation is the true bound, and the configuration is recorded.
+  test = metrics['test']
+  assert test['neg_elbo'] == pytest.approx(test['reconstruction'] + test['kl_divergence'],
+                                           rel=1e-5)
+  assert metrics['config']['kl_weight'] == 2.0 and metrics['config']['kl_warmup_steps'] == 10
+  assert {'train/objective', 'train/kl_weight'} <= _summary_tags(tmp_path / 'beta2')
+  # Another beta trains another model from the same seed; the default run has
+  # no weighted objective at all.
+  assert _loss_lines(result.stderr)[-1] != _loss_lines(first.stderr)[-1]
+  assert 'objective' not in _metrics(root / 'train')['last_minibatch']
+
+
+def test_kl_weight_rises_linearly_over_the_warm_up():
+  with tf.Graph().as_default():
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    weight = model.kl_weight_at(step, 4.0, 100)
+    with tf.compat.v1.Session() as session:
+      values = [session.run(weight, {step: s}) for s in (0, 25, 100, 5000)]
+    assert values == [0.0, 1.0, 4.0, 4.0]
+    assert model.kl_weight_at(step, 1.0, 0) is None  # The plain ELBO, as before.
+    with pytest.raises(ValueError, match='kl_weight'):
+      model.kl_weight_at(step, -1.0, 0)
+
+
 @pytest.mark.parametrize('flag, message', [
+    ('--kl_weight=-1', 'flag --kl_weight=-1: -1.0 is not a non-negative number'),
+    ('--kl_warmup_steps=-5', 'flag --kl_warmup_steps=-5: -5 is not a non-negative integer'),
     ('--batch_size=0', 'flag --batch_size=0: 0 is not a positive integer'),
     ('--keep_prob=1.5', '--keep_prob must be in (0, 1]'),
     ('--optimizer=lbfgs', 'flag --optimizer=lbfgs: value should be one of'),

@@ -9,3 +9,70 @@ metrics = json.load(open(sys.argv[1]))
 sys.exit(0 if "test" in metrics and not metrics.get("interrupted_by") else 1)' \
     "$1/metrics.json" 2>/dev/null
 }
+
+# A pool of up to $JOBS runs at once (scripts' --jobs N). With JOBS=1 a run
+# goes in the foreground, its output on the terminal; otherwise in the
+# background, its output in its own log file, and the pool waits for a free
+# slot first. A run that fails gets the end of its log printed; no new run
+# starts after it, and pool_wait_all returns non-zero.
+JOBS=${JOBS:-1}
+pool_failed=0
+declare -A pool_logs=()
+
+pool_run() {  # NAME LOG COMMAND...
+  local name=$1 log=$2
+  shift 2
+  if ((JOBS == 1)); then
+    "$@"
+    return
+  fi
+  while ((${#pool_logs[@]} >= JOBS)); do pool_wait_one; done
+  ((pool_failed)) && return 0
+  mkdir -p "$(dirname "$log")"
+  "$@" >"$log" 2>&1 &
+  pool_logs[$!]="$name|$log"
+  echo "   started $name in the background (pid $!); its output: $log"
+}
+
+pool_wait_one() {
+  local pid status=0
+  wait -n -p pid "${!pool_logs[@]}" || status=$?
+  local name=${pool_logs[$pid]%%|*} log=${pool_logs[$pid]#*|}
+  unset "pool_logs[$pid]"
+  if ((status)); then
+    pool_failed=1
+    echo "FAILED ($status): $name. The end of $log:" >&2
+    tail -n 20 "$log" >&2
+  else
+    echo "   finished $name"
+  fi
+}
+
+pool_wait_all() {
+  while ((${#pool_logs[@]})); do pool_wait_one; done
+  ((pool_failed == 0))
+}
+
+# Thread flags for train.py and evaluate.py when runs share the cores: the
+# cores split evenly between the $JOBS runs (or $THREADS_PER_JOB each); none
+# with one run at a time and no --threads_per_job (TensorFlow picks).
+thread_flags() {
+  local threads=${THREADS_PER_JOB:-}
+  if [[ -z $threads ]]; then
+    ((JOBS == 1)) && return 0
+    threads=$(($(nproc) / JOBS))
+    ((threads >= 1)) || threads=1
+  fi
+  echo "--intra_op_threads=$threads --inter_op_threads=$threads"
+}
+
+check_jobs_flags() {  # SCRIPT_NAME
+  if ! [[ $JOBS =~ ^[1-9][0-9]*$ ]]; then
+    echo "$1: --jobs takes a number of runs at once (1, 2, ...), not '$JOBS'" >&2
+    exit 2
+  fi
+  if [[ -n ${THREADS_PER_JOB:-} && ! $THREADS_PER_JOB =~ ^[1-9][0-9]*$ ]]; then
+    echo "$1: --threads_per_job takes a number of threads, not '$THREADS_PER_JOB'" >&2
+    exit 2
+  fi
+}

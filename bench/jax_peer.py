@@ -1,0 +1,81 @@
+"""The same VAE step in JAX (`jax.jit` + optax Adam), a peer for the bench.
+
+Optional: it needs the bench extra (`pip install -e '.[bench]'`, which
+installs jax[cpu] and optax); bench/throughput.py leaves it out with a note
+when JAX does not import. The step is the fast TF2 peer's: the batch gathered
+from the training images kept on the device as uint8, one 500x40 product for
+the mean and stddev, dropout keeping 0.9, the original loss formula, Adam;
+`steps_per_call` steps run in one compiled `lax.fori_loop`.
+
+  python bench/jax_peer.py --mnist_dir ../shared/mnist --steps 2000
+"""
+
+
+import numpy as np
+
+import peer_data  # bench/peer_data.py, beside this script.
+
+
+def make_step(train_images_uint8, batch_size=128, hidden_units=500,
+              latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0,
+              steps_per_call=1):
+  """Returns step(): runs `steps_per_call` Adam steps, returns the last loss
+  (a JAX array; float() waits for it)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  rng = np.random.RandomState(seed)
+  sizes = [(784, hidden_units), (hidden_units, hidden_units),
+           (hidden_units, 2 * latent_dim), (latent_dim, hidden_units),
+           (hidden_units, hidden_units), (hidden_units, 784)]
+  params = [(jnp.asarray(np.clip(rng.standard_normal(shape), -2, 2)
+                         * np.sqrt(2.6 / shape[0]), jnp.float32),
+             jnp.zeros([shape[1]], jnp.float32)) for shape in sizes]
+  data = jnp.asarray(train_images_uint8)
+  optimizer = optax.adam(learning_rate)
+
+  def dropout(key, h):
+    return jnp.where(jax.random.bernoulli(key, keep_prob, h.shape),
+                     h / keep_prob, 0.0)
+
+  def loss_fn(params, x, keys):
+    (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5), (w6, b6) = params
+    h = dropout(keys[0], jax.nn.elu(x @ w1 + b1))
+    h = dropout(keys[1], jnp.tanh(h @ w2 + b2))
+    mean, pre_stddev = jnp.split(h @ w3 + b3, 2, axis=1)
+    stddev = 1e-6 + jax.nn.softplus(pre_stddev)
+    z = mean + stddev * jax.random.normal(keys[2], mean.shape)
+    h = dropout(keys[3], jnp.tanh(z @ w4 + b4))
+    h = dropout(keys[4], jax.nn.elu(h @ w5 + b5))
+    y = jnp.clip(jax.nn.sigmoid(h @ w6 + b6), 1e-8, 1 - 1e-8)
+    log_likelihood = jnp.sum(x * jnp.log(1e-8 + y)
+                             + (1 - x) * jnp.log(1e-8 + 1 - y), axis=1)
+    kl = 0.5 * jnp.sum(stddev ** 2 + mean ** 2
+                       - jnp.log(1e-8 + stddev ** 2) - 1, axis=1)
+    return -jnp.mean(log_likelihood - kl)
+
+  def one_step(_, carry):
+    params, opt_state, key, _ = carry
+    key, batch_key, *keys = jax.random.split(key, 7)
+    index = jax.random.randint(batch_key, [batch_size], 0, data.shape[0])
+    x = data[index].astype(jnp.float32) * (1.0 / 255.0)
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, keys)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, key, loss
+
+  @jax.jit
+  def run(carry):
+    return jax.lax.fori_loop(0, steps_per_call, one_step, carry)
+
+  state = [(params, optimizer.init(params), jax.random.PRNGKey(seed),
+            jnp.float32(0))]
+
+  def step():
+    state[0] = run(state[0])
+    return state[0][3]
+  return step
+
+
+if __name__ == '__main__':
+  peer_data.run_as_program(make_step, __doc__.splitlines()[0])
