@@ -5,8 +5,9 @@ Measures in one process and one run, alternating the training contenders
 round by round and reporting medians (a noisy machine slows all alike):
 
   1. train.py's training loop (build_training_graph, its monitored session
-     and training.StepRunner, with every safety check) fed from TFRecords with Adam and with
-     SGD, Adam with --matmul_precision=bfloat16, and Adam fed from memory;
+     and training.StepRunner, with every safety check) fed from TFRecords
+     with Adam and with SGD, Adam with --matmul_precision=bfloat16, and Adam
+     fed from memory;
   2. the peers: the fastest plain TF2 program we could write
      (bench/fast_tf2_peer.py: fused Adam kernels, data in memory, 1 and 10
      steps per call), the JAX one (bench/jax_peer.py, jit + optax, when the
