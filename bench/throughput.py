@@ -178,16 +178,16 @@ class ProjectLoop(object):
             batch_size=batch_size, matmul_precision=matmul_precision),
         eval_batch_size=settings['eval_batch_size'],
         train_images_fn=train_images_fn)
+    schedule = settings['schedule']._replace(max_steps=10**9)
     with self.graph.tf_graph.as_default():
       self.session = training.monitored_session(
-          self.graph, work_dir, settings['schedule']._replace(max_steps=10**9),
+          self.graph, work_dir, schedule,
           training.session_config(settings['threads']))
     if self._load:
       self.session.run_step_fn(lambda step_context: step_context.session.run(
           self._load[0], {self._load[1]: memory_images}))
-    self._schedule = settings['schedule']._replace(max_steps=10**9)
     self._runner = training.StepRunner(self.session, self.graph.train_fetches,
-                                       self._schedule, through_hooks_always=False)
+                                       schedule, through_hooks_always=False)
     self._step = 0
     for _ in range(20):
       self._run_step()

@@ -21,11 +21,24 @@ from mnist_vae import files
 FLAGS = flags.FLAGS
 
 
+def define_thread_flags(flag_values=FLAGS):
+  """--intra_op_threads and --inter_op_threads, the same for every entry
+  point that runs a session (training.Threads holds their values)."""
+  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
+                       flag_values=flag_values,
+                       help='Threads inside one op; 0 = TensorFlow picks.')
+  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
+                       flag_values=flag_values,
+                       help='Ops run in parallel; 0 = TensorFlow picks.')
+
+
 def _show_flags_in_short_help(module_name):
   """--helpshort lists the flags of the program's main module, which absl
   takes to be sys.argv[0]; the flags here are defined in `module_name`
-  (the entry point behind train.py, vae-train, ...), so list them there too."""
-  for flag in FLAGS.get_key_flags_for_module(module_name):
+  (the entry point behind train.py, vae-train, ...), and the shared ones
+  (define_thread_flags) here, so list both there too."""
+  for flag in (FLAGS.get_key_flags_for_module(module_name)
+               + FLAGS.get_key_flags_for_module(__name__)):
     FLAGS.register_flag_by_module(sys.argv[0], flag)
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 

@@ -90,10 +90,7 @@ def define_flags():
                     'binarized mode (evaluates on the static binary sample). '
                     'Default: the mode TRAIN_DIR/config.json (written when '
                     'training starts) records.')
-  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
-                       help='Threads inside one op; 0 = TensorFlow picks.')
-  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
-                       help='Ops run in parallel; 0 = TensorFlow picks.')
+  cli.define_thread_flags()
   flags.DEFINE_string('output', None,
                       help='JSON file for the results; default: '
                       'TRAIN_DIR/eval_<split>_step_<N>.json.')
@@ -234,9 +231,8 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
               iw_chunk=iw_chunk, batch_size=batch_size, seed=seed,
               matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
           saver = tf.train.Saver(model.model_variables())
-        session = tf.Session(graph=graph, config=tf.ConfigProto(
-            intra_op_parallelism_threads=intra_op_threads,
-            inter_op_parallelism_threads=inter_op_threads))
+        session = tf.Session(graph=graph, config=training.session_config(
+            training.Threads(intra_op_threads, inter_op_threads)))
       checkpoints.restore(session, path, saver)
     except checkpoints.CheckpointError:
       if not watch:

@@ -148,12 +148,7 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
                        flag_values=flag_values,
                        help='Batch size of evaluation (does not change results).')
-  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values,
-                       help='Threads inside one op; 0 = TensorFlow picks.')
-  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values,
-                       help='Ops run in parallel; 0 = TensorFlow picks.')
+  cli.define_thread_flags(flag_values)
   flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
                     flag_values=flag_values,
                     help='none: grey levels, as the original; static: one fixed '
