@@ -9,7 +9,12 @@ mnist_vae/evaluation.py, the evaluator train.py uses too):
   iw_nll   = -log p(x) estimated with --iw_samples importance samples
              (Burda et al. 2015), computed --iw_chunk samples at a time so
              memory stays bounded; an upper bound on the true NLL that
-             tightens with more samples.
+             tightens with more samples;
+  the aggregate posterior q(z) against the prior (mnist_vae/
+  aggregate_posterior.py): kl_divergence = mutual_information + marginal_kl
+  (ELBO surgery, --aggregate_draws draws of z per example, with the Monte
+  Carlo standard error), prior_fit_kl and the eigenvalues of q(z)'s
+  covariance.
 
 Results are printed and written as JSON. The draws depend only on --seed and
 the example's index in the split, so results are reproducible and equal
@@ -33,6 +38,7 @@ from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
 from mnist_vae import cli
 from mnist_vae import evaluation
@@ -90,6 +96,10 @@ def define_flags():
                     'binarized mode (evaluates on the static binary sample). '
                     'Default: the mode TRAIN_DIR/config.json (written when '
                     'training starts) records.')
+  flags.DEFINE_integer('aggregate_draws', 1, lower_bound=0,
+                       help='Draws of z per example for the mutual information '
+                       'and marginal KL (each draw is scored against every '
+                       'posterior of the split); 0 skips them.')
   cli.define_thread_flags()
   flags.DEFINE_string('output', None,
                       help='JSON file for the results; default: '
@@ -148,6 +158,47 @@ def load_split(data_dir, split, binarize):
   return images
 
 
+def fitted_aggregate_posterior(checkpoint, data_dir, binarize=None,
+                               batch_size=1000):
+  """The moment-matched Gaussian of q(z) over the training split, for
+  `checkpoint`: (mean float64 [D], covariance float64 [D, D]).
+
+  Read from aggregate_posterior.fit_path(checkpoint) when it is there;
+  otherwise the training split is encoded (dropout off, as the run was
+  trained: binarize None reads its config.json), and the fit saved there.
+  """
+  path = aggregate_posterior.fit_path(checkpoint)
+  model_size = checkpoints.model_size(checkpoint)
+  if tf.io.gfile.exists(path):
+    try:
+      fit = aggregate_posterior.read_fit(path, model_size.latent_dim)
+    except ValueError as e:
+      raise EvaluationError('%s; delete it to fit again' % e) from e
+    logging.info('The aggregate posterior\'s fit: %s', path)
+    return fit
+  start = time.time()
+  binarize = binarize or trained_binarize_mode(os.path.dirname(checkpoint))
+  images = load_split(data_dir, 'train', binarize)
+  with tf.Graph().as_default():
+    pixels = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
+    posterior = model.encode(pixels, model_size)
+    with tf.Session() as session:
+      checkpoints.restore(session, checkpoint)
+      z_mean, z_stddev = (np.concatenate(column) for column in zip(*(
+          session.run(posterior, {pixels: images[begin:begin + batch_size]})
+          for begin in range(0, len(images), batch_size))))
+  mean, covariance = aggregate_posterior.moments(z_mean, z_stddev)
+  aggregate_posterior.write_fit(
+      path, mean, covariance, checkpoint=os.path.basename(checkpoint),
+      split='train', num_examples=len(images), binarize=binarize,
+      data_dir=data_dir)
+  logging.info('Fitted the aggregate posterior to the %d training images in '
+               '%.1f s (KL %.3f from N(0, I)); saved to %s', len(images),
+               time.time() - start,
+               aggregate_posterior.prior_fit_kl(mean, covariance), path)
+  return mean, covariance
+
+
 def _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
   """The checkpoints to evaluate: the given one, the newest readable, or
   (watch) each new one as it appears."""
@@ -169,7 +220,8 @@ def write_per_example_csv(path, labels, columns):
 def _write_summaries(train_dir, split, step, result):
   """The figures as TensorBoard scalars under TRAIN_DIR/eval_<split>."""
   summary = tf.Summary()
-  for key in evaluation.SCALARS + ('active_units',):
+  for key in evaluation.SCALARS + evaluation.AGGREGATE_SCALARS + (
+      'active_units',):
     if key in result:
       summary.value.add(tag='%s/%s' % (split, key), simple_value=result[key])
   for dimension, kl in enumerate(result['kl_per_dimension']):
@@ -196,7 +248,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                    seed=evaluation.DEFAULT_SEED, output=None, watch=False,
                    watch_timeout_sec=600, binarize=None, per_example_csv=None,
                    matmul_precision='float32', intra_op_threads=0,
-                   inter_op_threads=0):
+                   inter_op_threads=0, aggregate_draws=1):
   """Evaluates one checkpoint (or, with watch, each new one); returns the
   results. binarize None means as the run in train_dir was trained.
 
@@ -229,7 +281,8 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
           evaluator = evaluation.Evaluator(
               model_size, num_samples=num_samples, iw_samples=iw_samples,
               iw_chunk=iw_chunk, batch_size=batch_size, seed=seed,
-              matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
+              matmul_dtype=model.MATMUL_DTYPES[matmul_precision],
+              aggregate_draws=aggregate_draws)
           saver = tf.train.Saver(model.model_variables())
         session = tf.Session(graph=graph, config=training.session_config(
             training.Threads(intra_op_threads, inter_op_threads)))
@@ -253,6 +306,19 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                  if iw_samples else '', result['num_examples'],
                  result['active_units'], model_size.latent_dim,
                  ' '.join('%.2f' % kl for kl in result['kl_per_dimension']))
+    if aggregate_draws:
+      logging.info('%s step %d: kl %.3f = mutual information %.3f (Monte Carlo '
+                   'stderr %.3f, %d draws; at most log n = %.3f) + marginal '
+                   'KL(q(z) || p(z)) %.3f', split, step,
+                   result['kl_divergence'], result['mutual_information'],
+                   result['mutual_information_stderr'],
+                   result['aggregate_draws'] * result['num_examples'],
+                   result['mutual_information_max'], result['marginal_kl'])
+    logging.info('%s step %d: q(z) as a Gaussian is KL %.3f from N(0, I); '
+                 'covariance eigenvalues %s', split, step,
+                 result['prior_fit_kl'], ' '.join(
+                     '%.2f' % v
+                     for v in result['aggregate_covariance_eigenvalues']))
     _write_summaries(train_dir, split, step, result)
     if per_example_csv:
       write_per_example_csv(per_example_csv, input_pipeline.read_split_labels(
@@ -276,7 +342,8 @@ def main():
                  per_example_csv=FLAGS.per_example_csv,
                  matmul_precision=FLAGS.matmul_precision,
                  intra_op_threads=FLAGS.intra_op_threads,
-                 inter_op_threads=FLAGS.inter_op_threads)
+                 inter_op_threads=FLAGS.inter_op_threads,
+                 aggregate_draws=FLAGS.aggregate_draws)
   return 0
 
 

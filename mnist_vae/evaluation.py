@@ -7,6 +7,8 @@ computes it. With dropout off, for every example x of the split:
   reconstruction = -mean_s log p(x | z_s), s = 1..num_samples draws of z
   kl_divergence  = KL(q(z | x) || p(z)), in closed form
   neg_elbo       = reconstruction + kl_divergence
+  mutual_information + marginal_kl = kl_divergence, and prior_fit_kl: the
+                   aggregate posterior q(z) against p(z) (aggregate_posterior.py)
   iw_nll         = -log mean_k w_k, k = 1..iw_samples (Burda et al. 2015,
                    eq. 8), w_k = p(x, z_k) / q(z_k | x): an upper bound on
                    -log p(x) that tightens as iw_samples grows
@@ -22,6 +24,7 @@ from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import aggregate_posterior
 from mnist_vae import model
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
@@ -59,6 +62,8 @@ def keyed_normal_draws(seed, example_indices, purpose, count, latent_dim):
 
 # The per-example metrics whose means are a split's figures.
 SCALARS = ('neg_elbo', 'reconstruction', 'kl_divergence', 'iw_nll')
+# The aggregate posterior's figures (scalars of the results, TensorBoard).
+AGGREGATE_SCALARS = ('mutual_information', 'marginal_kl', 'prior_fit_kl')
 # Burda et al. (2015, section 5.2): a latent dimension is active when its
 # posterior mean varies over the data by more than this (variance).
 ACTIVE_UNIT_VARIANCE = 0.01
@@ -86,7 +91,8 @@ class Evaluator(object):
   (new ones, or a training graph's: variables are shared by name)."""
 
   def __init__(self, model_size, num_samples=1, iw_samples=0, iw_chunk=100,
-               batch_size=100, seed=DEFAULT_SEED, matmul_dtype=tf.float32):
+               batch_size=100, seed=DEFAULT_SEED, matmul_dtype=tf.float32,
+               aggregate_draws=1):
     """
     Args:
       model_size: model.ModelSize.
@@ -97,8 +103,10 @@ class Evaluator(object):
       seed: seed of the draws, >= 0.
       matmul_dtype: tf.float32, or tf.bfloat16 for every multiply of the
         evaluation (model.dense); float32 everywhere else.
+      aggregate_draws: z draws per example for the mutual information
+        (aggregate_posterior.decompose_kl); 0 skips it.
     """
-    self.model_size = model_size
+    self.model_size, self.aggregate_draws = model_size, aggregate_draws
     self.num_samples, self.iw_samples = num_samples, iw_samples
     self.iw_chunk, self.batch_size, self.seed = iw_chunk, batch_size, seed
     with tf.name_scope('evaluation'):
@@ -121,6 +129,7 @@ class Evaluator(object):
           'kl_divergence': tf.reduce_sum(kl_per_dimension, axis=1),
           'kl_per_dimension': kl_per_dimension,
           'z_mean': z_mean,
+          'z_stddev': z_stddev,
       }
       if iw_samples:
         self._per_example_terms['iw_nll'] = -self._log_mean_weight(
@@ -156,8 +165,8 @@ class Evaluator(object):
             - tf.math.log(tf.cast(self.iw_samples, tf.float64)))
 
   def per_example(self, session, images):
-    """Every metric for each image: {name: float64 [n]}, and the posterior
-    means `z_mean` and `kl_per_dimension`, float64 [n, latent_dim].
+    """Every metric for each image: {name: float64 [n]}, and the posteriors
+    `z_mean`, `z_stddev` and `kl_per_dimension`, float64 [n, latent_dim].
 
     Args:
       session: a session holding the model's weights.
@@ -190,11 +199,15 @@ class Evaluator(object):
   def summarize(self, columns):
     """per_example()'s arrays -> {neg_elbo, reconstruction, kl_divergence,
     [iw_nll,] num_examples, num_samples, iw_samples, seed, kl_per_dimension
-    (list), active_units}: means over the examples."""
+    (list), active_units} (means over the examples) and the aggregate
+    posterior's figures (aggregate_posterior.summarize)."""
     result = {key: float(np.mean(columns[key])) for key in SCALARS
               if key in columns}
     result.update(summarize_latents(columns['z_mean'],
                                     columns['kl_per_dimension']))
+    result.update(aggregate_posterior.summarize(
+        columns['z_mean'], columns['z_stddev'], result['kl_divergence'],
+        self.aggregate_draws, self.seed))
     result.update(num_examples=len(columns['neg_elbo']),
                   num_samples=self.num_samples, iw_samples=self.iw_samples,
                   seed=self.seed)

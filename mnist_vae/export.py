@@ -16,6 +16,13 @@ Signatures (float32 unless said otherwise; N examples, D = latent size):
                   serving_default)
   sample          num_samples (int32 []), seed (int64 []) -> z [num_samples, D],
                   probabilities; the same seed gives the same samples
+  sample_aggregate  num_samples, seed, temperature (float32 []) -> z,
+                  probabilities: z from the Gaussian fitted to the training
+                  split's posteriors (the aggregate posterior q(z), scaled
+                  by temperature about its mean) instead of N(0, I); present
+                  when the checkpoint has a saved fit (generate.py
+                  --sample_from aggregate, evaluate.fitted_aggregate_posterior)
+                  or --data_dir is given to fit one
   log_likelihood  images, num_samples (int32 [], importance samples K), seed
                   (int64 []) -> neg_elbo [N], nll [N]: evaluate.py's
                   quantities per example, with the draws evaluate.py makes
@@ -34,12 +41,16 @@ import time
 
 from absl import flags
 from absl import logging
+import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
-from mnist_vae import files
 from mnist_vae import cli
+from mnist_vae import evaluate
 from mnist_vae import evaluation
+from mnist_vae import files
+from mnist_vae import input_pipeline
 from mnist_vae import model
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
@@ -62,6 +73,12 @@ def define_flags():
                       'of the latest in --train_dir.')
   flags.DEFINE_string('export_dir', None,
                       help='Directory the SavedModel is written to.')
+  flags.DEFINE_string('data_dir', None,
+                      help='TFRecords whose training split fits the aggregate '
+                      'posterior for the sample_aggregate signature, when no '
+                      'fit is saved beside the checkpoint (it is saved there '
+                      'then). Without either, the export has no '
+                      'sample_aggregate.')
   flags.DEFINE_boolean('overwrite', False,
                        help='Replace an existing export in --export_dir.')
   flags.mark_flag_as_required('export_dir')
@@ -78,11 +95,13 @@ def _signature(inputs, outputs):
       method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
 
 
-def build_signatures(model_size):
+def build_signatures(model_size, aggregate_fit=None):
   """Builds the serving graph in the current graph; returns {name: SignatureDef}.
 
   Args:
     model_size: model.ModelSize of the checkpoint.
+    aggregate_fit: (mean [D], covariance [D, D]) of the aggregate posterior
+      for sample_aggregate, or None to leave it out.
   """
   latent_dim = model_size.latent_dim
   images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
@@ -121,7 +140,18 @@ def build_signatures(model_size):
 
   reconstruct = _signature({'images': images},
                            {'probabilities': reconstruction})
-  return {
+  signatures = {}
+  if aggregate_fit is not None:
+    mean, covariance = aggregate_fit
+    temperature = tf.placeholder(tf.float32, [], 'temperature')
+    # The prior's draws for the seed, moved and shaped like q(z).
+    aggregate_z = mean.astype('float32') + temperature * tf.matmul(
+        prior_z, tf.constant(np.linalg.cholesky(covariance).T, tf.float32))
+    signatures['sample_aggregate'] = _signature(
+        {'num_samples': num_samples, 'seed': seed, 'temperature': temperature},
+        {'z': aggregate_z, 'probabilities': model.probabilities(
+            model.decode(aggregate_z, model_size))})
+  return dict(signatures, **{
       'encode': _signature({'images': images},
                            {'z_mean': z_mean, 'z_stddev': z_stddev}),
       'decode': _signature({'z': z}, {'probabilities': model.probabilities(
@@ -134,11 +164,14 @@ def build_signatures(model_size):
       'log_likelihood': _signature(
           {'images': images, 'num_samples': num_samples, 'seed': seed},
           {'neg_elbo': neg_elbo, 'nll': nll}),
-  }
+  })
 
 
-def export(checkpoint, export_dir, overwrite=False):
+def export(checkpoint, export_dir, overwrite=False, data_dir=None):
   """Writes the SavedModel of `checkpoint` to export_dir; returns its signatures.
+
+  sample_aggregate is included when the checkpoint has a saved fit of its
+  aggregate posterior, or data_dir is given to make one.
 
   Raises:
     checkpoints.CheckpointError: the checkpoint is unreadable or not a VAE of
@@ -150,10 +183,16 @@ def export(checkpoint, export_dir, overwrite=False):
     raise ExportError('%s already exists: pass --overwrite to replace it, or '
                       'choose another --export_dir' % export_dir)
   files.make_parent_dirs(export_dir.rstrip('/'), '--export_dir')
+  aggregate_fit = None
+  if data_dir or tf.io.gfile.exists(aggregate_posterior.fit_path(checkpoint)):
+    aggregate_fit = evaluate.fitted_aggregate_posterior(checkpoint, data_dir)
+  else:
+    logging.info('No sample_aggregate signature: %s has no saved fit of its '
+                 'aggregate posterior; pass --data_dir to fit one.', checkpoint)
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
   try:
     with tf.Graph().as_default():
-      signatures = build_signatures(model_size)
+      signatures = build_signatures(model_size, aggregate_fit)
       with tf.Session() as session:
         checkpoints.restore(session, checkpoint)
         builder = tf.saved_model.Builder(partial)
@@ -182,7 +221,7 @@ def main():
                       'or --checkpoint')
   checkpoint = checkpoints.readable(FLAGS.train_dir, FLAGS.checkpoint)
   start = time.time()
-  names = export(checkpoint, FLAGS.export_dir, FLAGS.overwrite)
+  names = export(checkpoint, FLAGS.export_dir, FLAGS.overwrite, FLAGS.data_dir)
   logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s',
                checkpoint, checkpoints.step_of(checkpoint), FLAGS.export_dir,
                time.time() - start, ', '.join(names))
@@ -192,7 +231,8 @@ def main():
 def run():
   """Console-script entry point (vae-export)."""
   cli.run(main, define_flags, __name__,
-          (ExportError, checkpoints.CheckpointError))
+          (ExportError, checkpoints.CheckpointError, evaluate.EvaluationError,
+           input_pipeline.RecordsError))
 
 
 if __name__ == '__main__':

@@ -7,6 +7,11 @@ traversals, reconstructions of their own digits, as PNGs (and GIFs).
 
 Modes (each works with no other flag):
   samples      a grid of decoded prior draws z ~ N(0, temperature^2 I)
+               (samples.png); with --sample_from aggregate, draws from the
+               Gaussian fitted to the training set's posteriors instead, the
+               aggregate posterior q(z) that the decoder was trained on
+               (samples_aggregate.png; the fit is made once, from --data_dir's
+               training split, and saved beside the checkpoint)
   interpolate  between two inputs (test-set indices or image files; default
                test images 0 and 1), linearly and spherically in latent
                space: one row each, and an animated GIF of each
@@ -33,8 +38,10 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
 from mnist_vae import cli
+from mnist_vae import evaluate
 from mnist_vae import files
 from mnist_vae import images
 from mnist_vae import input_pipeline
@@ -43,6 +50,7 @@ from mnist_vae.data_prep import records
 
 FLAGS = flags.FLAGS
 MODES = ('samples', 'interpolate', 'traverse', 'reconstruct')
+SAMPLE_SOURCES = ('prior', 'aggregate')
 TRAVERSE_RANGE = 3.0
 # MNIST's digits: the ink's bounding box scaled into 20x20, centred by centre
 # of mass in 28x28 (LeCun et al., the MNIST page).
@@ -87,8 +95,13 @@ def define_flags():
   flags.DEFINE_integer('seed', 0, lower_bound=0,
                        help='samples: seed of the prior draws.')
   flags.DEFINE_float('temperature', 1.0, lower_bound=0.0,
-                     help='samples: scale of the prior draws (below 1: '
-                     'cleaner, less varied digits).')
+                     help='samples: scale of the draws about their mean '
+                     '(below 1: cleaner, less varied digits).')
+  flags.DEFINE_enum('sample_from', 'prior', SAMPLE_SOURCES,
+                    help='samples: prior draws z from N(0, I); aggregate from '
+                    'the Gaussian fitted to the posteriors of --data_dir\'s '
+                    'training split (saved beside the checkpoint; an export '
+                    'needs its sample_aggregate signature).')
   flags.DEFINE_integer('steps', 10, lower_bound=2, upper_bound=MAX_STEPS,
                        help='interpolate: frames from the first input to the '
                        'second, both included; traverse: values per row (at '
@@ -101,6 +114,7 @@ class CheckpointModel(object):
   """encode() and decode() of a checkpoint of this project (dropout off)."""
 
   def __init__(self, checkpoint):
+    self.checkpoint = checkpoint
     self.model_size = checkpoints.model_size(checkpoint)
     self._graph = tf.Graph()
     with self._graph.as_default():
@@ -119,6 +133,13 @@ class CheckpointModel(object):
 
   def decode(self, z):
     return self._session.run(self._probabilities, {self._z: z})
+
+  def sample_aggregate(self, num, seed, temperature, data_dir):
+    """Decoded draws of the aggregate posterior's fit: float32 [num, 784]."""
+    mean, covariance = evaluate.fitted_aggregate_posterior(self.checkpoint,
+                                                           data_dir)
+    return self.decode(aggregate_posterior.sample(mean, covariance, num, seed,
+                                                  temperature))
 
 
 class ExportedModel(object):
@@ -153,6 +174,17 @@ class ExportedModel(object):
 
   def decode(self, z):
     return self._run('decode', ['probabilities'], z=z)[0]
+
+  def sample_aggregate(self, num, seed, temperature, data_dir):
+    """The export's sample_aggregate signature (data_dir is not needed)."""
+    del data_dir  # The fit is inside the export.
+    if 'sample_aggregate' not in self._signatures:
+      raise GenerateError(
+          'This export has no sample_aggregate signature (its checkpoint had '
+          'no fit of the aggregate posterior): export it again with '
+          'export.py --data_dir, or use --sample_from prior')
+    return self._run('sample_aggregate', ['probabilities'], num_samples=num,
+                     seed=seed, temperature=temperature)[0]
 
 
 def mnist_style(image):
@@ -272,11 +304,24 @@ def _write_gif(path, frames):
   files.write(path, buffer.getvalue())
 
 
-def make_samples(vae, output_dir, num, seed, temperature):
+def draw_samples(vae, num, seed, temperature=1.0, sample_from='prior',
+                 data_dir='data/mnist'):
+  """Decoded draws of z: float32 [num, 784]. Prior draws are those of the
+  seed scaled by temperature; aggregate draws are the same standard normal
+  draws moved and shaped by the fit of q(z) (for a checkpoint)."""
+  if sample_from == 'aggregate':
+    return vae.sample_aggregate(num, seed, temperature, data_dir)
   z = temperature * np.random.RandomState(seed).standard_normal(
       (num, vae.model_size.latent_dim)).astype(np.float32)
-  path = os.path.join(output_dir, 'samples.png')
-  images.write_png(path, images.sample_grid(vae.decode(z)))
+  return vae.decode(z)
+
+
+def make_samples(vae, output_dir, num, seed, temperature, sample_from='prior',
+                 data_dir='data/mnist'):
+  path = os.path.join(output_dir, 'samples.png' if sample_from == 'prior'
+                      else 'samples_%s.png' % sample_from)
+  images.write_png(path, images.sample_grid(draw_samples(
+      vae, num, seed, temperature, sample_from, data_dir)))
   return [path]
 
 
@@ -349,11 +394,15 @@ def load_model(train_dir=None, checkpoint=None, export_dir=None):
 
 
 def generate(*, mode, output_dir, vae, inputs=None, data_dir='data/mnist',
-             num=100, seed=0, temperature=1.0, steps=10, dims=None):
+             num=100, seed=0, temperature=1.0, steps=10, dims=None,
+             sample_from='prior'):
   """Writes the pictures of `mode` into output_dir; returns their paths."""
+  if sample_from != 'prior' and mode != 'samples':
+    raise GenerateError('--sample_from is for --mode samples, not %s' % mode)
   files.make_dirs(output_dir, '--output_dir')
   if mode == 'samples':
-    return make_samples(vae, output_dir, num, seed, temperature)
+    return make_samples(vae, output_dir, num, seed, temperature, sample_from,
+                        data_dir)
   specs = inputs or (['0', '1'] if mode == 'interpolate' else ['0'])
   examples = read_inputs(specs, data_dir)
   if mode == 'interpolate':
@@ -372,7 +421,8 @@ def main():
   paths = generate(mode=FLAGS.mode, output_dir=FLAGS.output_dir, vae=vae,
                    inputs=FLAGS.inputs, data_dir=FLAGS.data_dir, num=FLAGS.num,
                    seed=FLAGS.seed, temperature=FLAGS.temperature,
-                   steps=FLAGS.steps, dims=dims)
+                   steps=FLAGS.steps, dims=dims,
+                   sample_from=FLAGS.sample_from)
   for path in paths:
     logging.info('Wrote %s', path)
   return 0
@@ -382,7 +432,7 @@ def run():
   """Console-script entry point (vae-generate)."""
   cli.run(main, define_flags, __name__,
           (GenerateError, checkpoints.CheckpointError,
-           input_pipeline.RecordsError))
+           input_pipeline.RecordsError, evaluate.EvaluationError))
 
 
 if __name__ == '__main__':

@@ -29,6 +29,9 @@ EPSILON = 1e-8
 STDDEV_FLOOR = 1e-6
 ENCODER_SCOPE = 'gaussian_encoder'
 DECODER_SCOPE = 'bernoulli_decoder'
+# The digit classifier that scores samples (sample_quality.py), not the VAE.
+CLASSIFIER_SCOPE = 'digit_classifier'
+CLASSIFIER_LAYERS = (512, 128)
 
 OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
 # --matmul_precision: the dtype `dense` multiplies in.
@@ -446,6 +449,25 @@ def model_variables():
   checkpoint must hold to evaluate the model (optimizer state aside)."""
   return (tf.global_variables(ENCODER_SCOPE + '/')
           + tf.global_variables(DECODER_SCOPE + '/'))
+
+
+def classify_digits(images):
+  """A small MLP digit classifier: 784-512-128-10, ReLU.
+
+  Its 128 last hidden units are the feature space of the Frechet distance of
+  sample_quality.py (as the Inception pool features are for FID).
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+
+  Returns:
+    features: float32 [batch, 128]; logits: float32 [batch, 10].
+  """
+  hidden = images
+  with tf.variable_scope(CLASSIFIER_SCOPE, reuse=tf.AUTO_REUSE):
+    for layer, units in enumerate(CLASSIFIER_LAYERS):
+      hidden = tf.nn.relu(dense(hidden, units, 'fc%d' % (layer + 1)))
+    return hidden, dense(hidden, 10, 'logits')
 
 
 def kl_weight_at(global_step, kl_weight, kl_warmup_steps):

@@ -78,7 +78,7 @@ def collect_runs(runs_dir):
   return presets
 
 
-def _mean_spread(values):
+def mean_spread(values):
   values = np.asarray(values, float)
   if len(values) == 1:
     return '%.2f' % values[0]  # One seed has no spread to show.
@@ -92,8 +92,8 @@ def summary_table(presets):
            '|---|---|---|---|---|---|---|']
   for preset, runs in presets.items():
     lines.append('| %s | %d | %s | %s | %.2f | %d | %.0f s |' % (
-        preset, len(runs), _mean_spread([r['test']['neg_elbo'] for r in runs]),
-        _mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
+        preset, len(runs), mean_spread([r['test']['neg_elbo'] for r in runs]),
+        mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
         np.mean([r['validation']['neg_elbo'] for r in runs]),
         runs[0]['metrics']['step'],
         np.mean([r['metrics']['wall_time_sec'] for r in runs])))
@@ -143,12 +143,14 @@ def _iw_samples(presets):
   return '/'.join(str(c) for c in sorted(counts, key=str))
 
 
-def latent2_figures(run_dir, data_dir, report_dir):
-  """The manifold and the posterior means of a 2-d latent model; paths written."""
+def latent2_pictures(run_dir, data_dir):
+  """The decoded manifold (uint8 grid) and the test set's posterior means
+  coloured by digit (RGB uint8) of the 2-d latent model in run_dir, or None
+  when its latent is not 2-d."""
   checkpoint = checkpoints.readable(run_dir)
   model_size = checkpoints.model_size(checkpoint)
   if model_size.latent_dim != 2:
-    return []
+    return None
   test_path = records.split_path(data_dir, 'test')
   batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(
       input_pipeline.parse_batch))
@@ -160,13 +162,21 @@ def latent2_figures(run_dir, data_dir, report_dir):
     decoded = model.probabilities(model.decode(z, model_size))
     x = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
     z_mean, _ = model.encode(x, model_size)
-    tf.train.Saver().restore(session, checkpoint)
+    tf.train.Saver(model.model_variables()).restore(session, checkpoint)
     grid = figures.manifold_grid(session.run(decoded, {z: figures.manifold_latents()}))
     means = session.run(z_mean, {x: images})
+  return grid, figures.posterior_scatter(means, labels)
+
+
+def latent2_figures(run_dir, data_dir, report_dir):
+  """The manifold and the posterior means of a 2-d latent model; paths written."""
+  pictures = latent2_pictures(run_dir, data_dir)
+  if pictures is None:
+    return []
   manifold = os.path.join(report_dir, 'manifold_latent2.png')
   scatter = os.path.join(report_dir, 'posterior_means_latent2.png')
-  image_grids.write_png(manifold, grid)
-  image_grids.write_png(scatter, figures.posterior_scatter(means, labels))
+  image_grids.write_png(manifold, pictures[0])
+  image_grids.write_png(scatter, pictures[1])
   return [manifold, scatter]
 
 

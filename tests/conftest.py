@@ -220,3 +220,21 @@ def small_mnist_records(mnist_dir, tmp_path_factory):
   convert_to_records.convert(small_mnist_dir(mnist_dir, root / 'idx'), records,
                              validation_size=200)
   return records
+
+
+def direct_mutual_information(z_mean, z_stddev, draws, seed):
+  """ELBO surgery's mutual information written out term by term in NumPy,
+  with aggregate_posterior.decompose_kl's draws: mean over the draws z_i of
+  log q(z_i | x_i) - log mean_j q(z_i | x_j)."""
+  n, latent_dim = z_mean.shape
+  noise = np.random.default_rng(seed).standard_normal((draws, n, latent_dim))
+  terms = []
+  for r in range(draws):
+    for i in range(n):
+      z = z_mean[i] + z_stddev[i] * noise[r, i]
+      log_q = np.sum(-0.5 * ((z - z_mean) / z_stddev)**2 - np.log(z_stddev)
+                     - 0.5 * np.log(2 * np.pi), axis=1)
+      log_aggregate = np.log(np.mean(np.exp(log_q - log_q.max()))) + log_q.max()
+      terms.append(log_q[i] - log_aggregate)
+  return np.mean(terms)
+

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from conftest import direct_mutual_information
 from conftest import run_python
 from mnist_vae import evaluation
 from mnist_vae import input_pipeline
@@ -191,6 +192,45 @@ def test_evaluate_output_equals_an_independent_numpy_computation(trained, tmp_pa
   np.testing.assert_allclose(result['kl_divergence'], np.mean(elbo_run['kl']), rtol=1e-5)
   np.testing.assert_allclose(result['neg_elbo'], -np.mean(elbo_run['elbo']), rtol=1e-5)
   np.testing.assert_allclose(result['iw_nll'], -np.mean(iw_run['iw_bound']), rtol=1e-5)
+
+
+def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_path):
+  """Mutual information, marginal KL and the Gaussian fit of q(z) from the
+  checkpoint's weights in NumPy: a posterior left out of the mixture, a
+  variance left out of the covariance or a wrong log n would fail here."""
+  data_dir, train_dir = trained
+  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
+                       '--output', str(tmp_path / 'e.json'), '--iw_samples', '0',
+                       '--split', 'validation', '--aggregate_draws', '2', '--seed', '4'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'mutual information' in result.stderr and 'marginal KL' in result.stderr
+  figures = json.loads((tmp_path / 'e.json').read_text())
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(train_dir)))
+
+  def dense(x, scope):
+    return (x @ reader.get_tensor(scope + '/weights').astype(np.float64)
+            + reader.get_tensor(scope + '/biases'))
+  images = input_pipeline.read_split_images(
+      records.split_path(data_dir, 'validation')).astype(np.float64)
+  hidden = np.tanh(dense(_elu(dense(images, 'gaussian_encoder/fc1')),
+                         'gaussian_encoder/fc2'))
+  z_mean = dense(hidden, 'gaussian_encoder/mean')
+  z_stddev = 1e-6 + _softplus(dense(hidden, 'gaussian_encoder/stddev'))
+  mutual_information = direct_mutual_information(z_mean, z_stddev, 2, 4)
+  assert figures['mutual_information'] == pytest.approx(mutual_information, rel=1e-4)
+  assert figures['marginal_kl'] == pytest.approx(
+      figures['kl_divergence'] - mutual_information, rel=1e-4)
+  covariance = (np.cov(z_mean, rowvar=False, bias=True)
+                + np.diag(np.mean(z_stddev**2, axis=0)))
+  mean = z_mean.mean(axis=0)
+  np.testing.assert_allclose(figures['aggregate_covariance_eigenvalues'],
+                             np.sort(np.linalg.eigvalsh(covariance))[::-1], rtol=1e-4)
+  assert figures['prior_fit_kl'] == pytest.approx(0.5 * (
+      np.trace(covariance) + mean @ mean - 4 - np.log(np.linalg.det(covariance))),
+                                                  rel=1e-4)
+  assert figures['aggregate_draws'] == 2
+  assert figures['mutual_information_max'] == pytest.approx(np.log(200))
+  assert 0 < figures['mutual_information'] < figures['mutual_information_max']
 
 
 def test_metrics_json_and_evaluate_agree_at_any_batch_size(small_mnist_records, tmp_path):
