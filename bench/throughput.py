@@ -48,17 +48,19 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import re
 import platform
+import re
 import subprocess
 import tempfile
 import time
 
 from absl import app
 from absl import flags
+import keras_peer  # bench/keras_peer.py, beside this script.
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import fast_tf2_peer  # bench/fast_tf2_peer.py, beside this script.
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
 from mnist_vae import files
@@ -69,12 +71,11 @@ from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records
-import fast_tf2_peer  # bench/fast_tf2_peer.py, beside this script.
-import keras_peer  # bench/keras_peer.py, beside this script.
-import peer_data  # bench/peer_data.py, beside this script.
 import tf2_peer  # bench/tf2_peer.py, beside this script.
+
 try:
-  import jax  # pylint: disable=unused-import  # The optional bench extra.
+  import jax  # noqa: F401 (only whether the optional bench extra is installed)
+
   import jax_peer  # bench/jax_peer.py, beside this script.
 except ImportError:
   jax_peer = None

@@ -25,11 +25,12 @@ Usage:
   python evaluate.py --data_dir data/mnist --train_dir runs/original --watch
 """
 
-import os
+from mnist_vae import quiet_start
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import json
+import os
 import socket
 import time
 

@@ -33,10 +33,11 @@ complete; an existing export is replaced only with --overwrite, and never
 left half-written.
 """
 
+from mnist_vae import quiet_start
+
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
+
 import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
-
 import time
 
 from absl import flags

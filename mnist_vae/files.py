@@ -11,7 +11,6 @@ import re
 
 import tensorflow as tf
 
-
 NO_SPACE = 'No space left on device'
 
 

@@ -25,11 +25,12 @@ The model comes from a checkpoint (--train_dir, --checkpoint) or a SavedModel
 of export.py (--export_dir).
 """
 
-import os
+from mnist_vae import quiet_start
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import io
+import os
 
 from absl import flags
 from absl import logging

@@ -24,11 +24,12 @@ Gaussian fitted to the training posteriors; generate.py --sample_from
 aggregate), written as TRAIN_DIR/sample_quality_step_<N>.json.
 """
 
-import os
+from mnist_vae import quiet_start
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import json
+import os
 import time
 
 from absl import flags

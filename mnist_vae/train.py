@@ -13,11 +13,12 @@ parameter server only serves (cluster.run_parameter_server); every training
 task runs `run_training`, whose cluster differences are cluster.Worker's.
 """
 
-import os
+from mnist_vae import quiet_start
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import contextlib
+import os
 import re
 import signal
 import time
@@ -423,6 +424,7 @@ def _train(session, step_runner, training_graph, step, schedule, stop_signals,
   minibatch_losses, last_validation, throughputs = {}, None, []
   local_steps = 0
   last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
+  loop_start_time, loop_start_step = last_log_time, step
   step_options = None
   # StopAtStepHook only looks after a step, so a run restored at max_steps
   # would otherwise train one step past it.
@@ -454,8 +456,10 @@ def _train(session, step_runner, training_graph, step, schedule, stop_signals,
                           / max(now - last_log_time - side_work_sec, 1e-9))
       throughputs.append(examples_per_sec)
       objective = minibatch_losses.get('objective')
-      logging.info('step %d: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s, '
-                   '%.0f examples/s', step, minibatch_losses['neg_elbo'],
+      logging.info('%s: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s, '
+                   '%.0f examples/s', training.progress(
+                       step, schedule.max_steps, step - loop_start_step,
+                       now - loop_start_time), minibatch_losses['neg_elbo'],
                    minibatch_losses['reconstruction'],
                    minibatch_losses['kl_divergence'],
                    '' if objective is None else
@@ -473,8 +477,10 @@ def _train(session, step_runner, training_graph, step, schedule, stop_signals,
     side_start = time.time()
     # run_step_fn hands over the raw session: hooks do not fire for these.
     if training.crossed(previous_step, step, schedule.image_every_n_steps):
-      session.run_step_fn(lambda step_context: training_graph.grid_writer.write(
-          step_context.session, step, summary_writer, images_dir))
+      # Called at once, in this iteration: `step` is this step's.
+      session.run_step_fn(
+          lambda step_context: training_graph.grid_writer.write(
+              step_context.session, step, summary_writer, images_dir))  # noqa: B023
     if (training.crossed(previous_step, step, schedule.eval_every_n_steps)
         and len(validation_images)):
       last_validation = session.run_step_fn(

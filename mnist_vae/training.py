@@ -281,6 +281,26 @@ def crossed(previous_step, step, every):
   return bool(every) and step // every > previous_step // every
 
 
+def _duration(seconds):
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return '%d s' % seconds
+  if seconds < 3600:
+    return '%d min %02d s' % divmod(seconds, 60)
+  return '%d h %02d min' % (seconds // 3600, seconds % 3600 // 60)
+
+
+def progress(step, max_steps, steps_done, seconds):
+  """'step 300 of 8580 (3%), about 2 min 05 s left': the time left at the
+  pace of the steps_done steps this process took in `seconds` (validation,
+  grids and checkpoints included, as they will be again)."""
+  text = 'step %d of %d (%d%%)' % (step, max_steps, 100 * step // max(max_steps, 1))
+  if steps_done > 0 and step < max_steps:
+    text += ', about %s left' % _duration(
+        (max_steps - step) * seconds / steps_done)
+  return text
+
+
 def add_scalar_summaries(summary_writer, step, prefix, values):
   """Writes values' neg_elbo, reconstruction and kl_divergence (and the
   objective and KL weight of a weighted run) as summaries `prefix/...` at

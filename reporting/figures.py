@@ -9,7 +9,8 @@ import io
 import statistics
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+from PIL import ImageDraw
 
 from mnist_vae import files
 from mnist_vae import images

@@ -13,14 +13,17 @@ decoded manifold, one column per beta) and samples_prior_vs_aggregate.png
 (prior samples above aggregate samples, one column per 20-d configuration).
 """
 
-import os
+from mnist_vae import quiet_start
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
+
+import os
 
 from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+from PIL import ImageDraw
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints

@@ -8,10 +8,11 @@ Usage:
   python report.py --runs_dir runs/reproduce --data_dir data/mnist --report_dir reproduction
 """
 
+from mnist_vae import quiet_start
+
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
+
 import os
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
-
 import platform
 
 from absl import app

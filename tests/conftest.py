@@ -154,7 +154,8 @@ def run_process(command, timeout=300, cwd=REPO_ROOT, env=None):
     _kill_group(process)
     stdout, stderr = process.communicate()
     raise AssertionError('%s still running after %d s; killed. Its output:\n%s'
-                         % (' '.join(command), timeout, (stdout + stderr)[-5000:]))
+                         % (' '.join(command), timeout, (stdout + stderr)[-5000:])
+                         ) from None
   return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 

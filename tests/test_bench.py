@@ -3,7 +3,8 @@
 import json
 import os
 
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT
+from conftest import run_python
 
 
 def test_smoke_run_measures_everything(tmp_path):

@@ -10,9 +10,15 @@ from absl import flags
 import pytest
 import tensorflow as tf
 
+from conftest import REPO_ROOT
+from conftest import checkpoint_step
+from conftest import free_ports
+from conftest import run_process
+from conftest import run_python
+from conftest import start_process
+from conftest import start_python
+from conftest import wait_for
 from mnist_vae import cluster
-from conftest import (REPO_ROOT, checkpoint_step, free_ports, run_process,
-                      run_python, start_process, start_python, wait_for)
 from mnist_vae.data_prep import convert_to_records
 
 PS = ['127.0.0.1:2222']

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import indexed_images, run_python, write_idx_dir
-from mnist_vae.data_prep import convert_to_records, idx
+from conftest import indexed_images
+from conftest import run_python
+from conftest import write_idx_dir
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records as record_files
 
 # The classic convert_to_records.py schema, as its readers parse it.

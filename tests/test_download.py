@@ -10,7 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from mnist_vae.data_prep import convert_to_records, download, idx
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import download
+from mnist_vae.data_prep import idx
 
 
 @pytest.fixture

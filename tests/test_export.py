@@ -9,11 +9,14 @@ import re
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+from PIL import ImageDraw
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import REPO_ROOT, run_process, run_python
+from conftest import REPO_ROOT
+from conftest import run_process
+from conftest import run_python
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
 from mnist_vae import input_pipeline

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT

@@ -15,8 +15,12 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import (REPO_ROOT, checkpoint_step, free_ports, run_process,
-                      start_process, wait_for)
+from conftest import REPO_ROOT
+from conftest import checkpoint_step
+from conftest import free_ports
+from conftest import run_process
+from conftest import start_process
+from conftest import wait_for
 from mnist_vae.data_prep import convert_to_records
 
 # Runs the unpacked train.py with site-packages on the path but none of their
@@ -310,7 +314,7 @@ def test_slurm_requeue_resumes_from_the_checkpoint_of_the_signal(slurm,
   log_path = tmp_path / ('job-%s.log' % job_id)
   # Checkpoints are saved only at the start and on the way out: the step
   # resumed from is the one the chief reached when SIGTERM came.
-  wait_for(lambda: re.search(r'step (2\d\d|[3-9]\d\d): neg_elbo',
+  wait_for(lambda: re.search(r'step (2\d\d|[3-9]\d\d)[^:]*: neg_elbo',
                              log_path.read_text() if log_path.exists() else ''),
            'training past step 200', timeout=300)
   requeued = subprocess.run(['scontrol', 'requeue', job_id], env=env,

@@ -3,7 +3,8 @@
 import os
 import re
 
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT
+from conftest import run_python
 
 
 def _flag_defaults(help_text):

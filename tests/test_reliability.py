@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import checkpoint_step, run_python, start_python, wait_for
+from conftest import checkpoint_step
+from conftest import run_python
+from conftest import start_python
+from conftest import wait_for
 from mnist_vae import checkpoints
-from mnist_vae.data_prep import convert_to_records, idx
+from mnist_vae.data_prep import convert_to_records
+from mnist_vae.data_prep import idx
 
 FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
         '--optimizer', 'adam', '--validation_size', '200', '--log_every_n_steps', '25',
@@ -33,7 +37,7 @@ def _train_args(data_dir, train_dir, *extra):
 
 def _logged_losses(log):
   return {int(step): float(loss) for step, loss in
-          re.findall(r'step (\d+): neg_elbo ([\d.]+)', log)}
+          re.findall(r'step (\d+)[^:]*: neg_elbo ([\d.]+)', log)}
 
 
 def _checkpoint_step(train_dir):
@@ -94,7 +98,7 @@ def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
     if rng.rand() < 0.25:  # Anywhere in start-up: flags, data, graph, restore.
       time.sleep(rng.uniform(0.2, 6.0))
     else:  # Once it trains: most of the time goes into saves.
-      wait_for(lambda: 'Create CheckpointSaverHook' in log_path.read_text(),
+      wait_for(lambda path=log_path: 'Create CheckpointSaverHook' in path.read_text(),
                'the session starting', [process])
       time.sleep(rng.uniform(0.1, 1.5))
     if process.poll() is not None:

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from conftest import REPO_ROOT
 from reporting import figures

@@ -12,7 +12,10 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from conftest import checkpoint_step, run_python, start_python, wait_for
+from conftest import checkpoint_step
+from conftest import run_python
+from conftest import start_python
+from conftest import wait_for
 from mnist_vae import checkpoints
 from mnist_vae import files
 from mnist_vae import run_dir

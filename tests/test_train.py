@@ -3,15 +3,23 @@
 import glob
 import json
 import os
+import re
 import shutil
+import sys
 
-from PIL import Image
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import indexed_images, run_python, write_idx_dir
+from conftest import REPO_ROOT
+from conftest import indexed_images
+from conftest import run_process
+from conftest import run_python
+from conftest import write_idx_dir
 from mnist_vae import model
+from mnist_vae import quiet_start
+from mnist_vae import training
 
 SMALL_MODEL = ['--hidden_units', '32', '--latent_dim', '4', '--batch_size', '16',
                '--validation_size', '10', '--log_every_n_steps', '5',
@@ -134,9 +142,10 @@ def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir, tmp_p
 
 
 def _loss_lines(log):
-  """The 'step N: neg_elbo ...' parts of a log, without the timing."""
-  return [line.split('] ', 1)[1].split('), ')[0] for line in log.splitlines()
-          if '] step ' in line]
+  """The 'step N ...: neg_elbo ...' parts of a log, without the timing (the
+  time left and the examples/s)."""
+  return [re.sub(r', about .* left', '', line.split('] ', 1)[1].split('), ')[0])
+          for line in log.splitlines() if '] step ' in line]
 
 
 def test_same_seed_gives_identical_results(first_run, idx_dir):
@@ -289,3 +298,47 @@ def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):
   metrics = _metrics(tmp_path / 'train')
   assert metrics['config']['matmul_precision'] == 'bfloat16'
   assert metrics['step'] == 10 and np.isfinite(metrics['test']['neg_elbo'])
+
+
+def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run, tmp_path):
+  """TensorFlow's start-up notices (oneDNN forced on, so that they appear on
+  every CPU) stay off the terminal unless the user asked for them."""
+  root, _ = first_run
+  env = {key: value for key, value in os.environ.items()
+         if key != 'TF_CPP_MIN_LOG_LEVEL'}
+  env.update(TF_ENABLE_ONEDNN_OPTS='1', PYTHONPATH=REPO_ROOT)
+  command = [sys.executable, 'train.py', '--data_dir', str(root / 'data'),
+             '--max_steps', '20'] + SMALL_MODEL
+  quiet = run_process(command + ['--train_dir', str(tmp_path / 'quiet')], env=env)
+  assert quiet.returncode == 0, quiet.stderr
+  assert 'oneDNN' not in quiet.stderr and 'InitializeLog' not in quiet.stderr
+  assert re.match(r'I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] ', quiet.stderr), quiet.stderr[:500]
+  assert re.search(r'\] step 10 of 20 \(50%\), about \d+ s left: neg_elbo', quiet.stderr)
+  assert re.search(r'\] step 20 of 20 \(100%\): neg_elbo', quiet.stderr)
+
+  asked = run_process(command + ['--train_dir', str(tmp_path / 'asked')],
+                      env=dict(env, TF_CPP_MIN_LOG_LEVEL='0'))
+  assert asked.returncode == 0, asked.stderr
+  assert 'oneDNN custom operations are on' in asked.stderr
+
+
+def test_start_up_notices_are_told_from_warnings():
+  notices = [
+      'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+      'I0000 00:00:1796207854.721456   12525 port.cc:153] oneDNN custom operations are on.',
+      'To enable the following instructions: AVX2 FMA, in other operations, rebuild',
+  ]
+  previous = False
+  for line in notices:
+    previous = quiet_start.is_start_up_notice(line, previous)
+    assert previous, line
+  assert not quiet_start.is_start_up_notice(
+      'W0000 00:00:1796207854.7 12525 cpu_allocator.cc:1] Allocation exceeds 10%', True)
+  assert not quiet_start.is_start_up_notice('Traceback (most recent call last):', False)
+
+
+def test_progress_gives_the_time_left_at_the_pace_so_far():
+  assert training.progress(300, 8580, 300, 6.0) == 'step 300 of 8580 (3%), about 2 min 46 s left'
+  assert training.progress(100, 200000, 100, 36.0) == 'step 100 of 200000 (0%), about 19 h 59 min left'
+  assert training.progress(8580, 8580, 10, 1.0) == 'step 8580 of 8580 (100%)'
+  assert training.progress(5, 10, 0, 0.0) == 'step 5 of 10 (50%)'

@@ -16,10 +16,12 @@ Usage:
   python -m data_prep.convert_to_records --download --output_dir DIR
 """
 
+from mnist_vae import quiet_start
+
+quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
+
 import os
 import time
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import flags
 from absl import logging

@@ -1,0 +1,60 @@
+"""TensorFlow imported without its start-up notices, keeping its warnings.
+
+Importing TensorFlow 2.21 writes, before anything of the program's own,
+`WARNING: All log messages before absl::InitializeLog() is called are
+written to STDERR` and informational lines (oneDNN is on, twice; which CPU
+instructions the binary uses), whatever TF_CPP_MIN_LOG_LEVEL says: its C++
+logger only reads that setting once initialised. The entry points call
+`import_tensorflow()` first: unless the user set TF_CPP_MIN_LOG_LEVEL
+(then everything is theirs to see), TensorFlow's C++ log is kept at warnings
+(level 1), and during the import the process's stderr goes to a temporary
+file, from which every line but the informational ones and that notice is
+written back to stderr.
+"""
+
+import os
+import re
+import sys
+import tempfile
+
+WARNINGS_AND_ABOVE = '1'
+_INITIALIZE_LOG_NOTICE = 'All log messages before absl::InitializeLog()'
+# An absl (or TensorFlow) C++ log line: severity letter, date, time.
+_LOG_LINE = re.compile(r'^[IWEF]\d{4} ')
+
+
+def is_start_up_notice(line, previous_was_notice):
+  """True for the lines import_tensorflow() holds back: INFO lines, the
+  continuation lines of one, and the InitializeLog notice."""
+  if _INITIALIZE_LOG_NOTICE in line:
+    return True
+  if _LOG_LINE.match(line):
+    return line.startswith('I')
+  return previous_was_notice  # "To enable the following instructions: ..."
+
+
+def import_tensorflow():
+  """Imports TensorFlow (once) as the module docstring says."""
+  if 'tensorflow' in sys.modules or 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+    import tensorflow  # noqa: F401 (imported for its side effects, once)
+    return
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = WARNINGS_AND_ABOVE
+  sys.stderr.flush()
+  saved_stderr = os.dup(2)
+  # A file descriptor level capture, before TensorFlow (and tf.io.gfile)
+  # exists: its C++ code writes to descriptor 2, not to sys.stderr.
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # noqa: F401
+    finally:
+      os.dup2(saved_stderr, 2)
+      os.close(saved_stderr)
+      captured.seek(0)
+      kept, notice = [], False
+      for line in captured.read().decode('utf-8', 'replace').splitlines():
+        notice = is_start_up_notice(line, notice)
+        if not notice:
+          kept.append(line)
+      if kept:
+        sys.stderr.write('\n'.join(kept) + '\n')
