@@ -121,7 +121,7 @@ def test_resumes_from_checkpoint(first_run, idx_dir, tmp_path):
   result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '30')
   assert result.returncode == 0, result.stderr
   assert 'Resuming from' in result.stderr and '(step 20)' in result.stderr
-  assert 'step 25:' in result.stderr and 'step 5:' not in result.stderr
+  assert 'step 25 of 30' in result.stderr and 'step 5 of' not in result.stderr
   assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-30')
   assert _metrics(train_dir)['step'] == 30
   assert os.path.exists(os.path.join(train_dir, 'images', 'samples_step_000030.png'))
