@@ -250,23 +250,24 @@ def main():
     if source not in generate.SAMPLE_SOURCES:
       raise SampleQualityError('--sample_from: %r is not one of %s' % (
           source, ', '.join(generate.SAMPLE_SOURCES)))
+  score_a_model = bool(FLAGS.train_dir or FLAGS.checkpoint)
+  if not FLAGS.train_classifier and not score_a_model:
+    raise SampleQualityError('Pass --train_dir (or --checkpoint) to score a '
+                             'model, or --train_classifier')
   if FLAGS.train_classifier:
     train_classifier(FLAGS.classifier_dir, FLAGS.data_dir,
                      FLAGS.classifier_steps, FLAGS.seed)
-  elif not FLAGS.train_dir and not FLAGS.checkpoint:
-    raise SampleQualityError('Pass --train_dir (or --checkpoint) to score a '
-                             'model, or --train_classifier')
-  if not FLAGS.train_dir and not FLAGS.checkpoint:
+  if not score_a_model:
     return 0
   checkpoint = checkpoints.readable(FLAGS.train_dir, FLAGS.checkpoint)
+  step = checkpoints.step_of(checkpoint)
   output = FLAGS.output or os.path.join(
-      os.path.dirname(checkpoint),
-      'sample_quality_step_%06d.json' % checkpoints.step_of(checkpoint))
+      os.path.dirname(checkpoint), 'sample_quality_step_%06d.json' % step)
   files.make_parent_dirs(output, '--output')
   result = score_samples(generate.CheckpointModel(checkpoint),
                          Classifier(FLAGS.classifier_dir), FLAGS.data_dir,
                          FLAGS.sample_from, FLAGS.num_samples, FLAGS.seed)
-  result.update(checkpoint=checkpoint, step=checkpoints.step_of(checkpoint))
+  result.update(checkpoint=checkpoint, step=step)
   files.write_json(output, result)
   logging.info('Wrote %s', output)
   print(json.dumps(result, sort_keys=True))
