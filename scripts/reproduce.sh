@@ -117,11 +117,41 @@ for preset in $PRESETS; do
   esac
 done
 
+# A run's work, for the time left: its training steps (the last --max_steps
+# of its flag file, flags and EXTRA; none when already trained) plus its
+# missing evaluations in steps' worth (measured: k importance samples of the
+# test set take about as long as 4k training steps, of the validation set 2k).
+run_work() {  # DIR TRAIN_FLAGS...
+  local dir=$1 steps=0 flag line
+  shift
+  if ! training_finished "$dir"; then
+    for flag in "$@" "${EXTRA[@]}"; do
+      case "$flag" in
+        --flagfile=*)
+          while read -r line; do
+            [[ $line == --max_steps=* ]] && steps=${line#--max_steps=}
+          done < "${flag#--flagfile=}" ;;
+        --max_steps=*) steps=${flag#--max_steps=} ;;
+      esac
+    done
+  fi
+  [[ -f $dir/eval_validation.json ]] || ((steps += 2 * IW_SAMPLES))
+  [[ -f $dir/eval_test.json ]] || ((steps += 4 * IW_SAMPLES))
+  echo "$steps"
+}
+
+for run in "${runs[@]}"; do
+  read -ra fields <<< "$run"
+  progress_expect "${fields[0]} seed ${fields[1]}" \
+    "$(run_work "$RUNS_DIR/${fields[0]}/seed${fields[1]}" "${fields[@]:2}")"
+done
+
 for run in "${runs[@]}"; do
   read -ra fields <<< "$run"
   name=${fields[0]} seed=${fields[1]}
   dir="$RUNS_DIR/$name/seed$seed"
-  echo "== $name, seed $seed -> $dir"
+  progress_next "$name seed $seed"
+  echo "== $progress_line: $name, seed $seed -> $dir"
   pool_run "$name seed $seed" "$RUNS_DIR/logs/$name.seed$seed.log" \
     train_and_evaluate "$dir" "$seed" "${fields[@]:2}"
 done

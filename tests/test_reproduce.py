@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,14 @@ def test_smoke_reproduction_writes_the_report(small_mnist_records, tmp_path):
   result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
+  # Which run of how many, and from the first finish on, the time left.
+  left = r', about (?:\d+ s|\d+ min \d\d s|\d+ h \d\d min) left'
+  starts = re.findall(r'^== run (\d) of 4(%s)?: ' % left,
+                      result.stdout, re.MULTILINE)
+  assert [number for number, _ in starts] == ['1', '2', '3', '4'], result.stdout
+  assert not starts[0][1] and all(time_left for _, time_left in starts[1:]), result.stdout
+  assert re.search(r'^  3 of 4 runs done%s$' % left,
+                   result.stdout, re.MULTILINE), result.stdout
   report = (tmp_path / 'report' / 'REPRODUCTION.md').read_text()
   original = [line for line in report.splitlines() if line.startswith('| original |')]
   summary = [line for line in original if '&plusmn;' in line]

@@ -24,6 +24,8 @@ pool_run() {  # NAME LOG COMMAND...
   shift 2
   if ((JOBS == 1)); then
     "$@"
+    progress_finished "$name"
+    [[ -z $progress_line ]] || echo "  ${progress_line#,}"
     return
   fi
   while ((${#pool_logs[@]} >= JOBS)); do pool_wait_one; done
@@ -44,7 +46,8 @@ pool_wait_one() {
     echo "FAILED ($status): $name. The end of $log:" >&2
     tail -n 20 "$log" >&2
   else
-    echo "   finished $name"
+    progress_finished "$name"
+    echo "   finished $name$progress_line"
   fi
 }
 
@@ -76,3 +79,48 @@ check_jobs_flags() {  # SCRIPT_NAME
     exit 2
   fi
 }
+
+# Progress over a script's runs, for a job of hours: progress_expect NAME
+# WORK for every run before the first starts (WORK: its training steps plus
+# what its evaluations cost in steps' worth; 0 for a run with nothing left to
+# do), then progress_next NAME as each starts, and pool_run reports each
+# finish. Each sets progress_line (not printed from a subshell: it counts).
+# The time left is the time so far, scaled by the work still to come over the
+# work finished.
+declare -A progress_work=()
+progress_runs=0 progress_started=0 progress_done=0 progress_line=
+progress_total_work=0 progress_done_work=0 progress_start_seconds=$SECONDS
+
+progress_expect() {  # NAME WORK
+  progress_work[$1]=$2
+  ((progress_runs += 1, progress_total_work += $2)) || true
+}
+
+progress_next() {  # NAME -> progress_line "run K of N, about T left"
+  progress_line=
+  [[ -v "progress_work[$1]" ]] || return 0
+  ((progress_started += 1))
+  progress_line="run $progress_started of $progress_runs$(progress_time_left)"
+}
+
+progress_finished() {  # NAME -> progress_line ", K of N runs done, about T left"
+  progress_line=
+  [[ -v "progress_work[$1]" ]] || return 0
+  ((progress_done += 1, progress_done_work += progress_work[$1])) || true
+  progress_line=", $progress_done of $progress_runs runs done$(progress_time_left)"
+}
+
+progress_time_left() {
+  ((progress_done_work > 0 && progress_done_work < progress_total_work)) || return 0
+  local seconds=$(((SECONDS - progress_start_seconds) *
+                   (progress_total_work - progress_done_work) / progress_done_work))
+  # As train.py's log says it: 45 s, 12 min 05 s, 1 h 20 min.
+  if ((seconds < 60)); then
+    echo ", about $seconds s left"
+  elif ((seconds < 3600)); then
+    printf ', about %d min %02d s left\n' $((seconds / 60)) $((seconds % 60))
+  else
+    printf ', about %d h %02d min left\n' $((seconds / 3600)) $((seconds % 3600 / 60))
+  fi
+}
+
