@@ -65,6 +65,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
 read -ra threads <<< "$(thread_flags)"
+prepare_data
 
 train_mode() {  # MODE DIR SEED
   local mode=$1 dir=$2 seed=$3

@@ -71,10 +71,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 read -ra threads <<< "$(thread_flags)"
 CLASSIFIER_DIR=$RUNS_DIR/classifier
 
-if [[ ! -f $DATA_DIR/dataset_info.json ]]; then
-  "$python" -m mnist_vae.data_prep.convert_to_records --mnist_dir="$MNIST_DIR" \
-    --output_dir="$DATA_DIR"
-fi
+prepare_data
 if [[ ! -f $CLASSIFIER_DIR/classifier.json ]]; then
   echo "== the digit classifier -> $CLASSIFIER_DIR"
   rm -rf "$CLASSIFIER_DIR"  # A training cut short left no classifier.json.

@@ -78,6 +78,7 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
 read -ra threads <<< "$(thread_flags)"
+prepare_data
 
 train_and_evaluate() {  # DIR SEED [train.py flags...]
   local dir=$1 seed=$2

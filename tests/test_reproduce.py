@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -91,17 +92,34 @@ def _numbers(path):
   return result
 
 
-def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(tmp_path):
+def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(small_mnist_records,
+                                                                      tmp_path):
+  data_dir = tmp_path / 'data'
+  shutil.copytree(small_mnist_records, data_dir)
+  with open(data_dir / 'train.tfrecords', 'r+b') as records:
+    records.truncate(1000)  # Both trainings fail reading it; the script says which.
   result = subprocess.run(
       ['bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'original', '--seeds', '0 1',
-       '--jobs', '2', '--data_dir', str(tmp_path / 'no_data'),
-       '--mnist_dir', str(tmp_path / 'no_mnist'), '--runs_dir', str(tmp_path / 'runs')],
+       '--jobs', '2', '--data_dir', str(data_dir), '--runs_dir', str(tmp_path / 'runs')],
       cwd=REPO_ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
       text=True, timeout=300)
   assert result.returncode == 1
-  assert 'FAILED (1): original seed 0. The end of' in result.stderr
-  assert 'no_mnist' in result.stderr  # The end of the run's log names what is missing.
+  assert re.search(r'FAILED \(1\): original seed [01]\. The end of', result.stderr), result.stderr
+  assert 'train.tfrecords' in result.stderr  # The end of the run's log names the file.
   assert 'a run failed (above)' in result.stderr
+
+
+def test_data_are_prepared_once_before_runs_start_side_by_side(tmp_path):
+  result = subprocess.run(
+      ['bash', 'scripts/reproduce.sh', '--smoke', '--jobs', '2',
+       '--data_dir', str(tmp_path / 'no_data'), '--mnist_dir', str(tmp_path / 'no_mnist'),
+       '--runs_dir', str(tmp_path / 'runs')],
+      cwd=REPO_ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 1
+  assert 'no_mnist' in result.stderr
+  assert 'could not make the TFRecords in %s' % (tmp_path / 'no_data') in result.stderr
+  assert '== run' not in result.stdout
 
 
 @pytest.mark.parametrize('option, value, message', [

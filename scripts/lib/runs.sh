@@ -10,6 +10,17 @@ sys.exit(0 if "test" in metrics and not metrics.get("interrupted_by") else 1)' \
     "$1/metrics.json" 2>/dev/null
 }
 
+# Makes $DATA_DIR's TFRecords from $MNIST_DIR once, before runs start side
+# by side: two trainings converting into one directory at once would race.
+prepare_data() {
+  [[ -f $DATA_DIR/dataset_info.json ]] && return 0
+  if ! "${python:-python}" -m mnist_vae.data_prep.convert_to_records --mnist_dir="$MNIST_DIR" \
+      --output_dir="$DATA_DIR"; then
+    echo "$(basename "$0"): could not make the TFRecords in $DATA_DIR (above); no run started." >&2
+    exit 1
+  fi
+}
+
 # A pool of up to $JOBS runs at once (scripts' --jobs N). With JOBS=1 a run
 # goes in the foreground, its output on the terminal; otherwise in the
 # background, its output in its own log file, and the pool waits for a free

@@ -1,0 +1,125 @@
+"""The front page and docs/: short, linked, every link leading somewhere,
+every flag of train.py documented with its default, and every command shown
+on the quick pages run (tests/test_docs_jobs.py runs those of the long
+jobs' pages)."""
+
+import os
+import re
+
+import pytest
+
+from conftest import REPO_ROOT
+from conftest import run_python
+import doc_commands
+
+QUICK_PAGES = [page for page in doc_commands.DOC_PAGES
+               if page not in ('docs/reproduction.md', 'docs/cluster.md', 'docs/performance.md')]
+
+_LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)|<img src="([^"]+)"')
+
+
+def _read(page):
+  with open(os.path.join(REPO_ROOT, page)) as f:
+    return f.read()
+
+
+def _anchors(text):
+  """GitHub's heading anchors: lower case, punctuation dropped, spaces -> '-'."""
+  anchors = set()
+  for heading in re.findall(r'^#+ (.+)$', text, re.MULTILINE):
+    slug = re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
+    anchors.add(slug)
+  return anchors
+
+
+def _prose(text):
+  """The text outside fenced blocks (a '#' in a shell block is no heading)."""
+  return re.sub(r'^```.*?^```', '', text, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize('page', doc_commands.DOC_PAGES + ['CHANGELOG.md'])
+def test_every_link_leads_somewhere(page):
+  text = _read(page)
+  links = [a or b for a, b in _LINK.findall(_prose(text))]
+  if page.startswith('docs/'):
+    assert '../README.md' in links, '%s does not link back to the README' % page
+  for link in links:
+    if re.match(r'(https?|mailto):', link):
+      continue
+    path, _, anchor = link.partition('#')
+    target = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+    assert os.path.exists(os.path.join(REPO_ROOT, target)), (
+        '%s links to %s, which does not exist' % (page, link))
+    if anchor:
+      assert target.endswith('.md'), '%s: anchor on a non-page %s' % (page, link)
+      assert anchor in _anchors(_prose(_read(target))), (
+          '%s links to %s, but %s has no heading #%s' % (page, link, target, anchor))
+
+
+def test_the_front_page_is_short_and_reaches_every_page_in_one_click():
+  readme = _read('README.md')
+  assert len(readme.split('\n')) <= 250
+  linked = {os.path.normpath(a or b) for a, b in _LINK.findall(readme)}
+  for page in doc_commands.DOC_PAGES[1:]:
+    assert page in linked, 'README.md does not link %s' % page
+  for name in ('LICENSE', 'CHANGELOG.md'):
+    assert name in linked, name
+
+
+@pytest.mark.parametrize('page', doc_commands.DOC_PAGES[1:])
+def test_each_page_starts_with_what_the_reader_will_be_able_to_do(page):
+  lines = _read(page).split('\n')
+  assert lines[0].startswith('# '), page
+  assert lines[2].startswith('After this page you '), page
+
+
+def test_changelog_names_the_version_the_package_has():
+  from mnist_vae import __version__
+  versions = re.findall(r'^## (\d+\.\d+\.\d+)', _read('CHANGELOG.md'), re.MULTILINE)
+  assert versions and versions[0] == __version__, (versions, __version__)
+  assert 'Apache License' in _read('LICENSE') and 'Version 2.0' in _read('LICENSE')
+
+
+def _flag_defaults(help_text):
+  """{flag: default or None} from absl's --helpshort output."""
+  defaults = {}
+  for block in re.split(r'\n(?=  --)', help_text):
+    match = re.match(r'  --(?:\[no\])?(\w+):', block)
+    if match:
+      default = re.search(r"\(default: '([^']*)'\)", block)
+      defaults[match.group(1)] = default.group(1) if default else None
+  return defaults
+
+
+def test_every_train_flag_is_documented_with_its_default():
+  rows = dict(re.findall(r'^\| `--(\w+)` \|([^|]*)\|', _read('docs/training.md'), re.MULTILINE))
+  defaults = _flag_defaults(run_python(['train.py', '--helpshort']).stdout)
+  assert len(defaults) >= 20
+  for flag, default in defaults.items():
+    assert flag in rows, 'docs/training.md has no row for --%s' % flag
+    if default is not None:
+      documented = rows[flag].strip().strip('`')
+      assert documented == default or float(documented) == float(default), flag
+
+
+def test_a_command_no_rule_covers_fails_the_check(tmp_path):
+  assert doc_commands.plan('rm -rf runs') is None
+  assert doc_commands.plan('python train.py --train_dir runs/x') == (
+      'run', 'python train.py --train_dir runs/x --max_steps=60')
+  assert doc_commands.plan('scripts/reproduce.sh --jobs 2') == (
+      'run', 'scripts/reproduce.sh --smoke --jobs 2')
+  page = tmp_path / 'page.md'
+  page.write_text('x\n\n```sh\npython a.py \\\n  --b 1 && ls c  # comment\n```\n')
+  relative = os.path.relpath(str(page), REPO_ROOT)
+  assert doc_commands.shown_commands(relative) == [
+      (4, 'sh', 'python a.py --b 1'), (4, 'sh', 'ls c')]
+
+
+@pytest.fixture(scope='module')
+def sandbox(mnist_dir, tmp_path_factory):
+  return doc_commands.make_sandbox(str(tmp_path_factory.mktemp('docs')), mnist_dir)
+
+
+@pytest.mark.parametrize('page', QUICK_PAGES)
+def test_every_command_shown_runs(page, sandbox):
+  doc_commands.check_page_commands(page, sandbox)
