@@ -36,7 +36,7 @@ pool_run() {  # NAME LOG COMMAND...
   if ((JOBS == 1)); then
     "$@"
     progress_finished "$name"
-    [[ -z $progress_line ]] || echo "  ${progress_line#,}"
+    [[ -z $progress_line ]] || echo "  ${progress_line#, }"
     return
   fi
   while ((${#pool_logs[@]} >= JOBS)); do pool_wait_one; done
