@@ -159,8 +159,10 @@ class ByteBalancer(object):
 
 
 def _done_queue(ps_index, num_workers):
+  # Room for every report a worker may repeat (report_done retries when an
+  # answer is lost), so that an enqueue never waits on a full queue.
   with tf.device('/job:ps/task:%d' % ps_index):
-    return tf.FIFOQueue(num_workers, tf.int32,
+    return tf.FIFOQueue(num_workers * REPORT_DONE_TRIES, tf.int32,
                         shared_name='done_queue_%d' % ps_index)
 
 
@@ -206,27 +208,53 @@ def run_parameter_server(role, session_config):
   with tf.Graph().as_default():
     done = _done_queue(role.task_index, role.num_workers).dequeue()
     with tf.Session(server.target, config=session_config) as session:
-      finished = 0
-      while finished < role.num_workers:
+      # A set, not a count: a worker that retried its report counts once.
+      finished = set()
+      while len(finished) < role.num_workers:
         if terminated_at and time.time() - terminated_at[0] > PS_STOP_GRACE_SEC:
           return 128 + signal.SIGTERM
         try:
           worker = session.run(done, options=poll)
         except tf.errors.DeadlineExceededError:
           continue
-        finished += 1
+        if worker in finished:
+          continue
+        finished.add(worker)
         logging.info('Parameter server %d: worker %d is done (%d of %d).',
-                     role.task_index, worker, finished, role.num_workers)
+                     role.task_index, worker, len(finished), role.num_workers)
   return 0
 
 
+# A report that has no answer within REPORT_DONE_TIMEOUT_SEC is sent again,
+# up to REPORT_DONE_TRIES times: seen once in a Slurm job of three tasks on 2
+# cores, a lost report left its parameter server waiting for ever.
+REPORT_DONE_TRIES = 4
+REPORT_DONE_TIMEOUT_SEC = 30
+
+
 def report_done(role, target, session_config):
-  """Tells every parameter server that this training task has finished."""
-  with tf.Graph().as_default():
-    reports = [_done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
-               for ps_index in range(len(role.cluster['ps']))]
-    with tf.Session(target, config=session_config) as session:
-      session.run(reports)
+  """Tells every parameter server that this training task has finished.
+
+  Raises:
+    ClusterError: if no parameter server answered in any of the tries.
+  """
+  deadline = tf.RunOptions(timeout_in_ms=REPORT_DONE_TIMEOUT_SEC * 1000)
+  for attempt in range(1, REPORT_DONE_TRIES + 1):
+    with tf.Graph().as_default():
+      reports = [_done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
+                 for ps_index in range(len(role.cluster['ps']))]
+      with tf.Session(target, config=session_config) as session:
+        try:
+          session.run(reports, options=deadline)
+          return
+        except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+          logging.warning('Worker %d: telling the parameter servers that it is '
+                          'done had no answer (try %d of %d): %s', role.worker_index,
+                          attempt, REPORT_DONE_TRIES, e.message.split('\n')[0])
+  raise ClusterError('Worker %d could not tell the parameter servers %s that it '
+                     'is done (%d tries of %d s); they will wait for it until stopped.'
+                     % (role.worker_index, ', '.join(role.cluster['ps']),
+                        REPORT_DONE_TRIES, REPORT_DONE_TIMEOUT_SEC))
 
 
 

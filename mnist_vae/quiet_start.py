@@ -1,4 +1,5 @@
-"""TensorFlow imported without its start-up notices, keeping its warnings.
+"""TensorFlow imported quickly and without its start-up notices, keeping its
+warnings.
 
 Importing TensorFlow 2.21 writes, before anything of the program's own,
 `WARNING: All log messages before absl::InitializeLog() is called are
@@ -10,6 +11,14 @@ logger only reads that setting once initialised. The entry points call
 (level 1), and during the import the process's stderr goes to a temporary
 file, from which every line but the informational ones and that notice is
 written back to stderr.
+
+Quickly: `import tensorflow` also imports Keras 3 (for its optimizers'
+registrations), and with them whatever optional packages Keras and TF Lite
+find installed: JAX, matplotlib's pyplot and IPython, about 2 of its 6
+seconds here when the bench and test extras are installed. None of this
+project's programs needs them through TensorFlow, so they are hidden for
+the time of the import and importable as usual afterwards (reporting/ood.py
+draws with matplotlib, bench/jax_peer.py runs JAX).
 """
 
 import os
@@ -33,9 +42,27 @@ def is_start_up_notice(line, previous_was_notice):
   return previous_was_notice  # "To enable the following instructions: ..."
 
 
+# What Keras and TF Lite import at TensorFlow's import only if installed.
+_OPTIONAL_PACKAGES = ('jax', 'matplotlib', 'IPython')
+
+
 def import_tensorflow():
   """Imports TensorFlow (once) as the module docstring says."""
-  if 'tensorflow' in sys.modules or 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+  if 'tensorflow' in sys.modules:
+    return
+  hidden = [name for name in _OPTIONAL_PACKAGES if name not in sys.modules]
+  for name in hidden:
+    sys.modules[name] = None  # `import name` raises ImportError.
+  try:
+    _import_quietly()
+  finally:
+    for name in hidden:
+      if sys.modules.get(name, 0) is None:
+        del sys.modules[name]
+
+
+def _import_quietly():
+  if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
     import tensorflow  # noqa: F401 (imported for its side effects, once)
     return
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = WARNINGS_AND_ABOVE

@@ -85,6 +85,13 @@ RUN_BY_OTHER_TESTS = [
      'test_kl_study_smoke_writes_the_tables_and_figures_and_resumes', 'kl_study.sh'),
     (r'python bench/throughput\.py', 'tests/test_bench.py',
      'test_smoke_run_measures_everything', 'bench/throughput.py'),
+    # The reproduction takes hours; its smoke runs of these flags are tests of
+    # their own (with --smoke a page's command would run the same thing again).
+    (r'scripts/reproduce\.sh --jobs 2$', 'tests/test_reproduce.py',
+     'test_two_jobs_at_once_give_each_run_the_numbers_it_gets_alone', "'--jobs', jobs"),
+    (r'scripts/reproduce\.sh --presets \w+ --seeds \d$', 'tests/test_reproduce.py',
+     'test_two_jobs_at_once_give_each_run_the_numbers_it_gets_alone',
+     "'--presets', 'original', '--seeds'"),
     (r'python bench/cluster_scaling\.py', 'tests/test_bench.py',
      'test_cluster_scaling_measures_the_traffic_and_projects_the_table',
      'bench/cluster_scaling.py'),
@@ -100,7 +107,7 @@ _SMALLER = [
     (r'python sample_quality\.py --train_classifier', ['--classifier_steps=30'], False),
     (r'python sample_quality\.py ', ['--num_samples=300'], False),
     (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
-    (r'scripts/(reproduce|cluster_study)\.sh', ['--smoke'], True),
+    (r'scripts/cluster_study\.sh', ['--smoke'], True),
 ]
 
 

@@ -322,6 +322,21 @@ def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run,
   assert 'oneDNN custom operations are on' in asked.stderr
 
 
+def test_tensorflow_starts_without_the_optional_packages_keras_would_import():
+  """JAX, pyplot and IPython (installed here by the bench and test extras) are
+  not imported with TensorFlow, and import as usual afterwards."""
+  code = ('import sys\n'
+          'from mnist_vae import quiet_start\n'
+          'quiet_start.import_tensorflow()\n'
+          'import tensorflow as tf\n'
+          'print(sorted(name for name in ("jax", "matplotlib", "IPython") if name in sys.modules))\n'
+          'import jax, matplotlib.pyplot, keras\n'
+          'print(tf.constant(2.0).numpy() * 2, jax.numpy.ones(2).sum(), keras.optimizers.Adam.__name__)\n')
+  result = run_process([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split('\n')[:2] == ['[]', '4.0 2.0 Adam'], result.stdout
+
+
 def test_start_up_notices_are_told_from_warnings():
   notices = [
       'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
