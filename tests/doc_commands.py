@@ -88,9 +88,10 @@ RUN_BY_OTHER_TESTS = [
     # The reproduction takes hours; its smoke runs of these flags are tests of
     # their own (with --smoke a page's command would run the same thing again).
     (r'scripts/reproduce\.sh --jobs 2$', 'tests/test_reproduce.py',
-     'test_two_jobs_at_once_give_each_run_the_numbers_it_gets_alone', "'--jobs', jobs"),
+     'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once',
+     "'--jobs', '2'"),
     (r'scripts/reproduce\.sh --presets \w+ --seeds \d$', 'tests/test_reproduce.py',
-     'test_two_jobs_at_once_give_each_run_the_numbers_it_gets_alone',
+     'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once',
      "'--presets', 'original', '--seeds'"),
     (r'python bench/cluster_scaling\.py', 'tests/test_bench.py',
      'test_cluster_scaling_measures_the_traffic_and_projects_the_table',
