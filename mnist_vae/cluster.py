@@ -162,7 +162,7 @@ def _done_queue(ps_index, num_workers):
   # Room for every report a worker may repeat (report_done retries when an
   # answer is lost), so that an enqueue never waits on a full queue.
   with tf.device('/job:ps/task:%d' % ps_index):
-    return tf.FIFOQueue(num_workers * REPORT_DONE_TRIES, tf.int32,
+    return tf.FIFOQueue(num_workers * REPORT_DONE_TRIES, tf.int32, shapes=[[]],
                         shared_name='done_queue_%d' % ps_index)
 
 
@@ -186,10 +186,8 @@ def run_parameter_server(role, session_config):
   """
   server = tf.train.Server(tf.train.ClusterSpec(role.cluster), job_name='ps',
                            task_index=role.task_index, config=session_config)
-  # The dequeue below blocks inside TensorFlow, where Python signal handlers
-  # never run: let SIGINT end the process at once. SIGTERM, which stops every
-  # task of a preempted job at once, is served through the grace period: the
-  # dequeue gives up every second so that its handler runs.
+  # Let SIGINT end the process at once. SIGTERM, which stops every task of a
+  # preempted job at once, is served through the grace period.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
   terminated_at = []
 
@@ -204,30 +202,33 @@ def run_parameter_server(role, session_config):
   logging.info('Parameter server %d serving at %s; waiting for %d workers.',
                role.task_index, role.cluster['ps'][role.task_index],
                role.num_workers)
-  poll = tf.RunOptions(timeout_in_ms=1000)
   with tf.Graph().as_default():
-    done = _done_queue(role.task_index, role.num_workers).dequeue()
+    queue = _done_queue(role.task_index, role.num_workers)
+    waiting, reports = queue.size(), queue.dequeue_many(queue.size())
     with tf.Session(server.target, config=session_config) as session:
       # A set, not a count: a worker that retried its report counts once.
       finished = set()
       while len(finished) < role.num_workers:
         if terminated_at and time.time() - terminated_at[0] > PS_STOP_GRACE_SEC:
           return 128 + signal.SIGTERM
-        try:
-          worker = session.run(done, options=poll)
-        except tf.errors.DeadlineExceededError:
+        # Polled, not waited for: a dequeue cut off by a deadline can take a
+        # report with it (seen: a worker's report lost, its ps waiting for
+        # ever), and a dequeue of what is there never blocks (only this
+        # process dequeues). Between polls the SIGTERM handler runs.
+        if not session.run(waiting):
+          time.sleep(0.25)
           continue
-        if worker in finished:
-          continue
-        finished.add(worker)
-        logging.info('Parameter server %d: worker %d is done (%d of %d).',
-                     role.task_index, worker, len(finished), role.num_workers)
+        for worker in session.run(reports):
+          if worker not in finished:
+            finished.add(worker)
+            logging.info('Parameter server %d: worker %d is done (%d of %d).',
+                         role.task_index, worker, len(finished), role.num_workers)
   return 0
 
 
 # A report that has no answer within REPORT_DONE_TIMEOUT_SEC is sent again,
-# up to REPORT_DONE_TRIES times: seen once in a Slurm job of three tasks on 2
-# cores, a lost report left its parameter server waiting for ever.
+# up to REPORT_DONE_TRIES times, so that a busy ps cannot hold a finished
+# worker for ever; the ps counts each worker once.
 REPORT_DONE_TRIES = 4
 REPORT_DONE_TIMEOUT_SEC = 30
 
