@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 import tensorflow as tf
@@ -232,8 +233,14 @@ def slurm(tmp_path_factory):
     wait_for(all_idle, 'three idle Slurm nodes', daemons, 60)
     yield env, root
   finally:
+    # Cancel what is left and let slurmd see it end: a daemon stopped under a
+    # running job leaves its slurmstepd and tasks behind.
     subprocess.run(['scancel', '--full', '--quiet', '-u', 'root'], env=env,
                    capture_output=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(
+        ['squeue', '-h', '-o', '%i'], env=env, capture_output=True, text=True).stdout.strip():
+      time.sleep(0.5)
     for daemon in reversed(daemons):
       daemon.terminate()
     for daemon in reversed(daemons):

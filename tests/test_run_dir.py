@@ -52,13 +52,21 @@ def _partial_files(root):
   return found
 
 
-@pytest.fixture
-def trained_run(small_mnist_records, tmp_path):
-  """A run trained to step 150 (checkpoints 0, 50, 100, 150) with an
-  absolute --train_dir."""
-  train_dir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def _run_trained_once(small_mnist_records, tmp_path_factory):
+  train_dir = tmp_path_factory.mktemp('trained_run') / 'run'
   result = run_python(_train(small_mnist_records, train_dir, 150))
   assert result.returncode == 0, result.stderr[-3000:]
+  return train_dir
+
+
+@pytest.fixture
+def trained_run(small_mnist_records, _run_trained_once, tmp_path):
+  """A run trained to step 150 (checkpoints 0, 50, 100, 150) with an
+  absolute --train_dir: each test's own copy of one training, which the
+  tests move, damage and resume."""
+  train_dir = tmp_path / 'run'
+  shutil.copytree(_run_trained_once, train_dir)
   return small_mnist_records, train_dir
 
 
