@@ -22,6 +22,7 @@ from PIL import ImageDraw
 
 from conftest import REPO_ROOT
 from conftest import run_process
+from conftest import small_mnist_dir
 from conftest import start_process
 
 DOC_PAGES = ['README.md'] + sorted(
@@ -140,7 +141,12 @@ def plan(command):
 def make_sandbox(base, mnist_dir):
   """A copy of the repository's files at base/checkout with base/shared/mnist
   beside it, as on a developer's machine, and the files the commands take
-  from the user (my_digit.jpg: a dark "3" on light paper, off-centre)."""
+  from the user (my_digit.jpg: a dark "3" on light paper, off-centre).
+
+  base/shared/mnist holds the first 6,000 training and 1,000 test images of
+  the real files: the default 5,000 for validation and 1,000 to train on,
+  so that the commands run every stage as shown without spending minutes
+  converting and evaluating all 70,000."""
   checkout = os.path.join(base, 'checkout')
   files = subprocess.run(['git', 'ls-files', '-z'], cwd=REPO_ROOT, check=True,
                          capture_output=True).stdout.decode().split('\0')
@@ -153,8 +159,8 @@ def make_sandbox(base, mnist_dir):
     with open(source, 'rb') as f, open(target, 'wb') as g:
       g.write(f.read())
     os.chmod(target, os.stat(source).st_mode)
-  os.makedirs(os.path.join(base, 'shared'))
-  os.symlink(os.path.abspath(mnist_dir), os.path.join(base, 'shared', 'mnist'))
+  small_mnist_dir(mnist_dir, os.path.join(base, 'shared', 'mnist'),
+                  num_train=6000, num_test=1000)
   digit = Image.new('L', (120, 160), 230)
   ImageDraw.Draw(digit).text((40, 50), '3', fill=20, font_size=70)
   digit.save(os.path.join(checkout, 'my_digit.jpg'))
