@@ -31,8 +31,10 @@ import numpy as np
 from mnist_vae import files
 
 # log q(z_i | x_j) is computed for this many (i, j) pairs at a time (float64:
-# 128 MB), whatever the size of the split.
-PAIRS_AT_ONCE = 2**24
+# 4 MB), whatever the size of the split. A chunk that stays in the caches
+# (and under malloc's mmap threshold, so it is not page-faulted in anew each
+# time) made a 5,000-example split's figures 1.5x to 4x faster than 128 MB.
+PAIRS_AT_ONCE = 2**19
 LOG_2PI = math.log(2.0 * math.pi)
 FIT_SUFFIX = '.aggregate_posterior.json'
 
@@ -61,24 +63,21 @@ def prior_fit_kl(mean, covariance):
   return 0.5 * float(np.trace(covariance) + mean @ mean - len(mean) - log_det)
 
 
-def _log_posterior_densities(z, z_mean, z_stddev):
-  """log q(z[i] | x_j) for every i and j: float64 [len(z), n].
-
-  The squared distance expanded as z^2/s^2 - 2 z mu/s^2 + mu^2/s^2 makes two
-  matrix products of the pairs instead of a [len(z), n, latent_dim] tensor.
-  """
+def _density_factors(z_mean, z_stddev):
+  """The right-hand side of log q(z | x_j) as one matrix product, float64
+  [2 * latent_dim + 1, n]: with features(z) = [z, z^2, 1],
+  log q(z | x_j) = features(z) @ factors[:, j], the squared distance expanded
+  as z^2/s^2 - 2 z mu/s^2 + mu^2/s^2 (no [len(z), n, latent_dim] tensor)."""
   precision = 1.0 / z_stddev**2
   constant = (np.sum(z_mean**2 * precision, axis=1)
               + 2.0 * np.sum(np.log(z_stddev), axis=1)
               + z_mean.shape[1] * LOG_2PI)
-  squared = (z**2) @ precision.T - 2.0 * z @ (z_mean * precision).T
-  return -0.5 * (squared + constant)
+  return np.concatenate([(z_mean * precision).T, -0.5 * precision.T,
+                         -0.5 * constant[None, :]])
 
 
-def _log_mean_exp(values, axis):
-  peak = np.max(values, axis=axis, keepdims=True)
-  return (np.log(np.mean(np.exp(values - peak), axis=axis))
-          + np.squeeze(peak, axis=axis))
+def _features(z):
+  return np.concatenate([z, z**2, np.ones((len(z), 1))], axis=1)
 
 
 def decompose_kl(z_mean, z_stddev, kl_divergence, draws=1, seed=0):
@@ -103,13 +102,18 @@ def decompose_kl(z_mean, z_stddev, kl_divergence, draws=1, seed=0):
   noise = np.random.default_rng(seed).standard_normal((draws, n, latent_dim))
   z = (z_mean + z_stddev * noise).reshape(draws * n, latent_dim)
   own = np.tile(np.arange(n), draws)
+  features, factors = _features(z), _density_factors(z_mean, z_stddev)
   rows_at_once = max(1, PAIRS_AT_ONCE // n)
   terms = np.empty(draws * n)
   for begin in range(0, draws * n, rows_at_once):
     rows = slice(begin, begin + rows_at_once)
-    log_densities = _log_posterior_densities(z[rows], z_mean, z_stddev)
+    log_densities = features[rows] @ factors  # log q(z_i | x_j): [rows, n].
     log_own = log_densities[np.arange(len(log_densities)), own[rows]]
-    terms[rows] = log_own - _log_mean_exp(log_densities, axis=1)
+    # log mean_j q(z_i | x_j), in place: the chunk is the only large array.
+    peak = np.max(log_densities, axis=1, keepdims=True)
+    log_densities -= peak
+    np.exp(log_densities, out=log_densities)
+    terms[rows] = log_own - (np.log(np.mean(log_densities, axis=1)) + peak[:, 0])
   mutual_information = float(np.mean(terms))
   return {
       'mutual_information': mutual_information,
