@@ -116,6 +116,33 @@ def test_data_are_prepared_once_before_runs_start_side_by_side(tmp_path):
   assert '== run' not in result.stdout
 
 
+def _progress_lines(jobs, events):
+  """The lines scripts/lib/runs.sh's progress functions print for four runs
+  of 100 steps' work each, run `jobs` at once; events: (seconds, 'next' or
+  'finished', run name), the script's clock set to each time."""
+  script = ['source scripts/lib/runs.sh', 'JOBS=%d' % jobs]
+  script += ['progress_expect %s 100' % name for name in 'abcd']
+  for seconds, event, name in events:
+    script += ['SECONDS=%d' % seconds, 'progress_%s %s' % (event, name),
+               'echo "$progress_line"']
+  result = subprocess.run(['bash', '-c', '\n'.join(script)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+  return result.stdout.splitlines()
+
+
+def test_time_left_counts_the_runs_in_flight():
+  # Two at once, each run taking 100 s: at 100 s, a and b are done (b's
+  # finish is due) and c and d, side by side, take 100 s more.
+  lines = _progress_lines(2, [(0, 'next', 'a'), (0, 'next', 'b'),
+                              (100, 'finished', 'a')])
+  assert lines[-1] == ', 1 of 4 runs done, about 1 min 40 s left'
+  # One at a time: three runs of 100 s to come.
+  lines = _progress_lines(1, [(0, 'next', 'a'), (100, 'finished', 'a'),
+                              (100, 'next', 'b')])
+  assert lines[-2:] == [', 1 of 4 runs done, about 5 min 00 s left',
+                        'run 2 of 4, about 5 min 00 s left']
+
+
 @pytest.mark.parametrize('option, value, message', [
     ('--jobs', '0', '--jobs takes a number of runs at once'),
     ('--threads_per_job', 'two', '--threads_per_job takes a number of threads'),

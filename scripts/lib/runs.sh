@@ -96,11 +96,14 @@ check_jobs_flags() {  # SCRIPT_NAME
 # what its evaluations cost in steps' worth; 0 for a run with nothing left to
 # do), then progress_next NAME as each starts, and pool_run reports each
 # finish. Each sets progress_line (not printed from a subshell: it counts).
-# The time left is the time so far, scaled by the work still to come over the
-# work finished.
-declare -A progress_work=()
+# The time left: the work still to come (less what the runs in flight have
+# done by now) at the pace of the finished runs, each over its own time,
+# spread over the --jobs runs at once. (The time so far scaled by the work
+# finished would count none of the runs in flight: with two at once it said
+# 14 minutes where 6 were left.)
+declare -A progress_work=() progress_started_at=()
 progress_runs=0 progress_started=0 progress_done=0 progress_line=
-progress_total_work=0 progress_done_work=0 progress_start_seconds=$SECONDS
+progress_total_work=0 progress_done_work=0 progress_done_seconds=0
 
 progress_expect() {  # NAME WORK
   progress_work[$1]=$2
@@ -111,6 +114,7 @@ progress_next() {  # NAME -> progress_line "run K of N, about T left"
   progress_line=
   [[ -v "progress_work[$1]" ]] || return 0
   ((progress_started += 1))
+  progress_started_at[$1]=$SECONDS
   progress_line="run $progress_started of $progress_runs$(progress_time_left)"
 }
 
@@ -118,13 +122,25 @@ progress_finished() {  # NAME -> progress_line ", K of N runs done, about T left
   progress_line=
   [[ -v "progress_work[$1]" ]] || return 0
   ((progress_done += 1, progress_done_work += progress_work[$1])) || true
+  if [[ -v "progress_started_at[$1]" ]]; then
+    ((progress_done_seconds += SECONDS - progress_started_at[$1])) || true
+    unset "progress_started_at[$1]"
+  fi
   progress_line=", $progress_done of $progress_runs runs done$(progress_time_left)"
 }
 
 progress_time_left() {
   ((progress_done_work > 0 && progress_done_work < progress_total_work)) || return 0
-  local seconds=$(((SECONDS - progress_start_seconds) *
-                   (progress_total_work - progress_done_work) / progress_done_work))
+  local finished_seconds=$((progress_done_seconds > 0 ? progress_done_seconds : 1))
+  local left=$((progress_total_work - progress_done_work)) name done_by_now
+  for name in "${!progress_started_at[@]}"; do
+    done_by_now=$(((SECONDS - progress_started_at[$name]) * progress_done_work
+                   / finished_seconds))
+    ((left -= done_by_now < progress_work[$name] ? done_by_now : progress_work[$name])) || true
+  done
+  ((left > 0)) || left=0
+  local at_once=$((progress_runs - progress_done < JOBS ? progress_runs - progress_done : JOBS))
+  local seconds=$((left * finished_seconds / progress_done_work / at_once))
   # As train.py's log says it: 45 s, 12 min 05 s, 1 h 20 min.
   if ((seconds < 60)); then
     echo ", about $seconds s left"
