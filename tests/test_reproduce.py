@@ -118,12 +118,13 @@ def test_data_are_prepared_once_before_runs_start_side_by_side(tmp_path):
 
 def _progress_lines(jobs, events):
   """The lines scripts/lib/runs.sh's progress functions print for four runs
-  of 100 steps' work each, run `jobs` at once; events: (seconds, 'next' or
-  'finished', run name), the script's clock set to each time."""
+  of 100 steps' work each, run `jobs` at once; events: (seconds, function,
+  run name), the script's clock set to each time, function one of 'next'
+  (announced), 'running' (started, once a slot is free) and 'finished'."""
   script = ['source scripts/lib/runs.sh', 'JOBS=%d' % jobs]
   script += ['progress_expect %s 100' % name for name in 'abcd']
-  for seconds, event, name in events:
-    script += ['SECONDS=%d' % seconds, 'progress_%s %s' % (event, name),
+  for seconds, function, name in events:
+    script += ['SECONDS=%d' % seconds, 'progress_%s %s' % (function, name),
                'echo "$progress_line"']
   result = subprocess.run(['bash', '-c', '\n'.join(script)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60, check=True)
@@ -131,16 +132,17 @@ def _progress_lines(jobs, events):
 
 
 def test_time_left_counts_the_runs_in_flight():
-  # Two at once, each run taking 100 s: at 100 s, a and b are done (b's
-  # finish is due) and c and d, side by side, take 100 s more.
-  lines = _progress_lines(2, [(0, 'next', 'a'), (0, 'next', 'b'),
-                              (100, 'finished', 'a')])
-  assert lines[-1] == ', 1 of 4 runs done, about 1 min 40 s left'
+  # Two at once, each run taking 100 s, c announced at once but waiting for
+  # a slot: at 100 s, a and b are done (b's finish is due) and c and d, side
+  # by side, take 100 s more.
+  events = [(0, 'next', 'a'), (0, 'running', 'a'), (0, 'next', 'b'),
+            (0, 'running', 'b'), (0, 'next', 'c'), (100, 'finished', 'a')]
+  assert _progress_lines(2, events)[-1] == ', 1 of 4 runs done, about 1 min 40 s left'
   # One at a time: three runs of 100 s to come.
-  lines = _progress_lines(1, [(0, 'next', 'a'), (100, 'finished', 'a'),
-                              (100, 'next', 'b')])
-  assert lines[-2:] == [', 1 of 4 runs done, about 5 min 00 s left',
-                        'run 2 of 4, about 5 min 00 s left']
+  events = [(0, 'next', 'a'), (0, 'running', 'a'), (100, 'finished', 'a'),
+            (100, 'next', 'b')]
+  assert _progress_lines(1, events)[-2:] == [
+      ', 1 of 4 runs done, about 5 min 00 s left', 'run 2 of 4, about 5 min 00 s left']
 
 
 @pytest.mark.parametrize('option, value, message', [

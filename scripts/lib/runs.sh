@@ -34,6 +34,7 @@ pool_run() {  # NAME LOG COMMAND...
   local name=$1 log=$2
   shift 2
   if ((JOBS == 1)); then
+    progress_running "$name"
     "$@"
     progress_finished "$name"
     [[ -z $progress_line ]] || echo "  ${progress_line#, }"
@@ -42,6 +43,7 @@ pool_run() {  # NAME LOG COMMAND...
   while ((${#pool_logs[@]} >= JOBS)); do pool_wait_one; done
   ((pool_failed)) && return 0
   mkdir -p "$(dirname "$log")"
+  progress_running "$name"
   "$@" >"$log" 2>&1 &
   pool_logs[$!]="$name|$log"
   echo "   started $name in the background (pid $!); its output: $log"
@@ -95,12 +97,13 @@ check_jobs_flags() {  # SCRIPT_NAME
 # WORK for every run before the first starts (WORK: its training steps plus
 # what its evaluations cost in steps' worth; 0 for a run with nothing left to
 # do), then progress_next NAME as each starts, and pool_run reports each
-# finish. Each sets progress_line (not printed from a subshell: it counts).
+# start and finish. Each sets progress_line (not printed from a subshell: it
+# counts).
 # The time left: the work still to come (less what the runs in flight have
 # done by now) at the pace of the finished runs, each over its own time,
 # spread over the --jobs runs at once. (The time so far scaled by the work
 # finished would count none of the runs in flight: with two at once it said
-# 14 minutes where 6 were left.)
+# 14 minutes where 5 were left.)
 declare -A progress_work=() progress_started_at=()
 progress_runs=0 progress_started=0 progress_done=0 progress_line=
 progress_total_work=0 progress_done_work=0 progress_done_seconds=0
@@ -114,8 +117,12 @@ progress_next() {  # NAME -> progress_line "run K of N, about T left"
   progress_line=
   [[ -v "progress_work[$1]" ]] || return 0
   ((progress_started += 1))
-  progress_started_at[$1]=$SECONDS
   progress_line="run $progress_started of $progress_runs$(progress_time_left)"
+}
+
+progress_running() {  # NAME: it starts now (pool_run, once a slot is free).
+  [[ -v "progress_work[$1]" ]] && progress_started_at[$1]=$SECONDS
+  return 0
 }
 
 progress_finished() {  # NAME -> progress_line ", K of N runs done, about T left"
