@@ -76,6 +76,7 @@ def test_changelog_names_the_version_the_package_has():
   from mnist_vae import __version__
   versions = re.findall(r'^## (\d+\.\d+\.\d+)', _read('CHANGELOG.md'), re.MULTILINE)
   assert versions and versions[0] == __version__, (versions, __version__)
+  assert re.search(r'\(this is\s+%s\)' % re.escape(__version__), _read('README.md'))
   assert 'Apache License' in _read('LICENSE') and 'Version 2.0' in _read('LICENSE')
 
 
