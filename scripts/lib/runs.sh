@@ -96,9 +96,9 @@ check_jobs_flags() {  # SCRIPT_NAME
 # Progress over a script's runs, for a job of hours: progress_expect NAME
 # WORK for every run before the first starts (WORK: its training steps plus
 # what its evaluations cost in steps' worth; 0 for a run with nothing left to
-# do), then progress_next NAME as each starts, and pool_run reports each
-# start and finish. Each sets progress_line (not printed from a subshell: it
-# counts).
+# do), then progress_next NAME as each is announced (it may then wait for a
+# slot), and pool_run reports each start (progress_running) and finish. Each
+# sets progress_line (not printed from a subshell: it counts).
 # The time left: the work still to come (less what the runs in flight have
 # done by now) at the pace of the finished runs, each over its own time,
 # spread over the --jobs runs at once. (The time so far scaled by the work
