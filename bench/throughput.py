@@ -90,7 +90,7 @@ flags.DEFINE_integer('rounds', 5, lower_bound=1,
 flags.DEFINE_integer('steps', 200, lower_bound=1,
                      help='Training steps per contender per round.')
 flags.DEFINE_integer('batch_size', 128, lower_bound=1, help='Batch size.')
-flags.DEFINE_integer('process_rounds', 2, lower_bound=0,
+flags.DEFINE_integer('process_rounds', 3, lower_bound=0,
                      help='Rounds of the whole-process measurement (each runs '
                      'every process contender at 300 and 2,300 steps); 0 skips it.')
 flags.DEFINE_integer('iw_samples', 1000, lower_bound=1,
@@ -115,6 +115,8 @@ LAYER_SHAPES = ((784, 500), (500, 500), (500, 40), (20, 500), (500, 500), (500, 
 # The decoder's, for the NLL floor.
 DECODER_SHAPES = ((20, 500), (500, 500), (500, 784))
 TRAIN = 'train.py loop, TFRecords, adam'
+# The step of version 0.3: the same graph from separate ops, not compiled.
+SEPARATE_OPS = 'train.py loop, TFRecords, adam, --nocompiled_step'
 FAST_PEER = 'fast TF2 peer, %d step(s) per call'
 JAX_PEER = 'JAX jit peer, %d step(s) per call'
 # The fast peers' steps per call: one, and ten (in one tf.function or
@@ -161,7 +163,7 @@ class ProjectLoop(object):
   """train.py's graph and session; feeds from TFRecords or from memory."""
 
   def __init__(self, splits, work_dir, optimizer, batch_size, steps,
-               memory_images=None, matmul_precision='float32'):
+               memory_images=None, matmul_precision='float32', compiled_step=True):
     self._steps, self._batch_size = steps, batch_size
     self.work_dir = work_dir
     train_images_fn, self._load = None, None
@@ -176,7 +178,8 @@ class ProjectLoop(object):
         optimizer_settings=settings['optimizer_settings']._replace(
             optimizer=optimizer),
         step_settings=settings['step_settings']._replace(
-            batch_size=batch_size, matmul_precision=matmul_precision),
+            batch_size=batch_size, matmul_precision=matmul_precision,
+            compiled_step=compiled_step),
         eval_batch_size=settings['eval_batch_size'],
         train_images_fn=train_images_fn)
     schedule = settings['schedule']._replace(max_steps=10**9)
@@ -578,7 +581,7 @@ def has_native_bfloat16(cpu_flags):
 
 
 def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
-                   process_rounds=2,
+                   process_rounds=3,
                    original_script=None, run_end_to_end=False, baseline_repo=None):
   """Runs every measurement; returns a dict of results."""
   work = tempfile.mkdtemp(prefix='vae_bench_')
@@ -603,6 +606,9 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
       'train.py loop, TFRecords, adam, bfloat16': ProjectLoop(
           splits, os.path.join(work, 'bf16'), 'adam', batch_size, steps,
           matmul_precision='bfloat16'),
+      SEPARATE_OPS: ProjectLoop(
+          splits, os.path.join(work, 'separate'), 'adam', batch_size, steps,
+          compiled_step=False),
       'train.py loop, memory, adam': ProjectLoop(
           splits, os.path.join(work, 'memory'), 'adam', batch_size, steps,
           memory_images=train_images),

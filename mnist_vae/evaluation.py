@@ -147,8 +147,7 @@ class Evaluator(object):
 
     def decode_chunk(chunk, log_weights):
       noise = draws[chunk * self.iw_chunk:(chunk + 1) * self.iw_chunk]
-      # XLA only here, where the draws make the work: training never loads it
-      # (it costs a train.py process about 300 MB).
+      # The likelihood as one XLA computation, where the draws make the work.
       return chunk + 1, log_weights.write(chunk, model.log_importance_weights(
           self._images, z_mean, z_stddev, noise, self.model_size,
           matmul_dtype, compiled=True))

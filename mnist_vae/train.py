@@ -160,6 +160,12 @@ def define_flags(flag_values=flags.FLAGS):
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
                     'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
+  flags.DEFINE_boolean('compiled_step', True,
+                       flag_values=flag_values,
+                       help='Compute each step\'s loss and gradients as one XLA '
+                       'computation (1.2-1.3x faster on CPU). '
+                       '--nocompiled_step builds them from separate ops, as '
+                       'version 0.3 did, with its numbers for a seed.')
   flags.DEFINE_string('ps_hosts', '',
                       flag_values=flag_values,
                       help='Cluster: comma-separated host:port of the parameter '

@@ -47,9 +47,12 @@ OptimizerSettings = collections.namedtuple('OptimizerSettings', [
     'optimizer', 'learning_rate', 'simulated_staleness', 'kl_weight',
     'kl_warmup_steps'], defaults=(1.0, 0))
 # How each training step sees the data.
+# `compiled_step`: the loss and gradients as one XLA computation
+# (model.compiled_training_step); False builds them from separate ops, the
+# graph of 0.3 and its numbers for a seed.
 StepSettings = collections.namedtuple('StepSettings', [
     'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize',
-    'matmul_precision'])
+    'matmul_precision', 'compiled_step'], defaults=(True,))
 Threads = collections.namedtuple('Threads', [
     'intra_op_threads', 'inter_op_threads'])
 
@@ -122,11 +125,24 @@ def build_training_graph(*, train_path, num_train, fixed_images,
                 shuffle_buffer_size=step_settings.shuffle_buffer_size or num_train,
                 num_shards=num_shards, shard_index=shard_index,
                 binarize=step_settings.binarize)).get_next()
-    with tf.name_scope('training_tower'):
-      outputs = model.inference(
-          train_images, model_size, step_settings.keep_prob,
-          matmul_dtype=model.MATMUL_DTYPES[step_settings.matmul_precision])
-      loss_terms = model.loss(train_images, outputs)
+    matmul_dtype = model.MATMUL_DTYPES[step_settings.matmul_precision]
+    if step_settings.compiled_step:
+      global_step = tf.train.get_or_create_global_step()
+      kl_weight = model.kl_weight_at(global_step, optimizer_settings.kl_weight,
+                                     optimizer_settings.kl_warmup_steps)
+      with tf.name_scope('training_tower'):
+        step = model.compiled_training_step(
+            train_images, model_size, step_settings.keep_prob, matmul_dtype,
+            kl_weight)
+      loss_terms, objective = step.loss_terms, step.objective
+    else:
+      # The graph of version 0.3, op for op: the same numbers for a seed.
+      with tf.name_scope('training_tower'):
+        outputs = model.inference(train_images, model_size,
+                                  step_settings.keep_prob,
+                                  matmul_dtype=matmul_dtype)
+        loss_terms = model.loss(train_images, outputs)
+      step = None
     optimizer = model.make_optimizer(optimizer_settings.optimizer,
                                      optimizer_settings.learning_rate)
     if optimizer_settings.simulated_staleness:
@@ -135,15 +151,19 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     synchronous = cluster.effective_sync(sync_replicas, role).sync_replicas
     if synchronous:
       optimizer = cluster.synchronize(optimizer, sync_replicas, role)
-    global_step = tf.train.get_or_create_global_step()
-    kl_weight = model.kl_weight_at(global_step, optimizer_settings.kl_weight,
-                                   optimizer_settings.kl_warmup_steps)
-    # At the defaults the objective is the negative ELBO tensor itself, so
-    # the graph, and every number of a seed, is what it was without beta.
-    objective = (loss_terms.neg_elbo if kl_weight is None else tf.add(
-        loss_terms.reconstruction, kl_weight * loss_terms.kl_divergence,
-        name='objective'))
-    train_op, global_step = model.training(objective, optimizer)
+    if step is None:
+      global_step = tf.train.get_or_create_global_step()
+      kl_weight = model.kl_weight_at(global_step, optimizer_settings.kl_weight,
+                                     optimizer_settings.kl_warmup_steps)
+      # At the defaults the objective is the negative ELBO tensor itself, so
+      # the graph, and every number of a seed, is what it was without beta.
+      objective = (loss_terms.neg_elbo if kl_weight is None else tf.add(
+          loss_terms.reconstruction, kl_weight * loss_terms.kl_divergence,
+          name='objective'))
+    train_op, global_step = model.training(
+        objective, optimizer,
+        grads_and_vars=step.grads_and_vars if step else None,
+        gradient_sum=step.gradient_sum if step else None)
     sync = cluster.sync_parts(optimizer, role) if synchronous else None
     with tf.control_dependencies([train_op]):
       step_after_update = global_step.read_value()

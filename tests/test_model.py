@@ -314,3 +314,99 @@ def test_bfloat16_matmuls_keep_float32_variables_and_close_values():
     full_logits, half_logits = _run([full.logits, half.logits])
   assert not np.array_equal(full_logits, half_logits)  # It did round.
   np.testing.assert_allclose(half_logits, full_logits, atol=0.1)
+
+
+def _compiled_and_separate(images, noise, keep_prob=1.0, kl_weight=None,
+                           matmul_dtype=tf.float32):
+  """The compiled step's and the separate ops' loss terms, objective and
+  gradients, over the same variables, images and noise."""
+  size = model.ModelSize(64, 5)
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    images, noise = tf.constant(images), tf.constant(noise)
+    weight = None if kl_weight is None else tf.constant(kl_weight)
+    compiled = model.compiled_training_step(images, size, keep_prob, matmul_dtype,
+                                            weight, noise=noise)
+    terms = model.loss(images, model.inference(images, size, keep_prob, noise=noise,
+                                               matmul_dtype=matmul_dtype))
+    objective = (terms.neg_elbo if weight is None
+                 else terms.reconstruction + weight * terms.kl_divergence)
+    variables = [var for _, var in compiled.grads_and_vars]
+    assert len(tf.trainable_variables()) == len(variables) == 14  # Shared, not doubled.
+    separate_gradients = tf.gradients(objective, variables)
+    return _run([compiled, (terms, objective, separate_gradients)])
+
+
+def test_compiled_step_equals_the_separate_ops():
+  rng = np.random.RandomState(0)
+  images = (rng.rand(32, 784) > 0.6).astype(np.float32)
+  noise = rng.standard_normal([32, 5]).astype(np.float32)
+  for kl_weight in (None, 0.25):
+    compiled, (terms, objective, gradients) = _compiled_and_separate(
+        images, noise, kl_weight=kl_weight)
+    for name in ('neg_elbo', 'reconstruction', 'kl_divergence'):
+      assert getattr(compiled.loss_terms, name) == pytest.approx(
+          getattr(terms, name), rel=1e-5), name
+    np.testing.assert_allclose(compiled.loss_terms.log_likelihood,
+                               terms.log_likelihood, rtol=1e-5)
+    assert compiled.objective == pytest.approx(objective, rel=1e-5)
+    if kl_weight is not None:
+      assert objective == pytest.approx(
+          terms.reconstruction + kl_weight * terms.kl_divergence, rel=1e-6)
+    for (got, _), expected in zip(compiled.grads_and_vars, gradients):
+      np.testing.assert_allclose(got, expected, rtol=1e-3,
+                                 atol=1e-5 * np.abs(expected).max())
+    assert compiled.gradient_sum == pytest.approx(
+        sum(float(np.sum(g)) for g in gradients), rel=1e-3, abs=1e-3)
+
+
+def test_compiled_step_in_bfloat16_is_close_to_float32():
+  rng = np.random.RandomState(1)
+  images = rng.rand(16, 784).astype(np.float32)
+  noise = rng.standard_normal([16, 5]).astype(np.float32)
+  full, _ = _compiled_and_separate(images, noise)
+  half, _ = _compiled_and_separate(images, noise, matmul_dtype=tf.bfloat16)
+  assert half.loss_terms.neg_elbo != full.loss_terms.neg_elbo  # It did round.
+  assert half.loss_terms.neg_elbo == pytest.approx(full.loss_terms.neg_elbo, rel=0.01)
+
+
+@pytest.mark.parametrize('keep_prob', [0.5, 0.9])
+def test_compiled_step_drops_that_fraction_of_units(keep_prob):
+  """With one example, a dropped unit of the first hidden layer makes its row
+  of the second layer's weight gradient all zeros."""
+  size = model.ModelSize(500, 4)
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    images = tf.constant(np.random.RandomState(0).rand(1, 784), tf.float32)
+    step = model.compiled_training_step(images, size, keep_prob)
+    fc2_gradient = dict((var.op.name, grad) for grad, var in step.grads_and_vars)[
+        model.ENCODER_SCOPE + '/fc2/weights']
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      rows = np.concatenate([np.abs(session.run(fc2_gradient)).sum(axis=1)
+                             for _ in range(20)])
+  dropped_fraction = np.mean(rows == 0)
+  expected = 1 - keep_prob
+  assert abs(dropped_fraction - expected) <= 6 * np.sqrt(
+      expected * keep_prob / rows.size), dropped_fraction
+
+
+def test_compiled_step_refuses_a_non_finite_update():
+  with tf.Graph().as_default():
+    images = tf.constant(np.random.RandomState(0).rand(4, 784), tf.float32)
+    step = model.compiled_training_step(images, model.ModelSize(8, 2))
+    # A NaN weight makes the loss NaN: the update must not happen.
+    first_weights = dict((var.op.name, var) for _, var in step.grads_and_vars)[
+        model.ENCODER_SCOPE + '/fc1/weights']
+    train_op, global_step = model.training(step.objective, model.make_optimizer(
+        'adam', 1e-3), step.grads_and_vars, step.gradient_sum)
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      session.run(tf.assign(first_weights, tf.fill(tf.shape(first_weights), np.nan)))
+      before = session.run(tf.trainable_variables())
+      with pytest.raises(tf.errors.InvalidArgumentError, match='non-finite'):
+        session.run(train_op)
+      after = session.run(tf.trainable_variables())
+      assert session.run(global_step) == 0
+  for old, new in zip(before, after):
+    np.testing.assert_array_equal(old, new)

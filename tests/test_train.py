@@ -300,6 +300,28 @@ def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):
   assert metrics['step'] == 10 and np.isfinite(metrics['test']['neg_elbo'])
 
 
+def test_separate_ops_step_trains_and_shares_the_compiled_steps_checkpoints(
+    first_run, idx_dir, tmp_path):
+  """--nocompiled_step (the step of version 0.3) trains the same model to the
+  same kind of figures, and resumes a checkpoint of the compiled step."""
+  root, first = first_run
+  separate = _train(idx_dir, root / 'data', tmp_path / 'separate', '--max_steps', '20',
+                    '--nocompiled_step')
+  assert separate.returncode == 0, separate.stderr[-3000:]
+  metrics, compiled = _metrics(tmp_path / 'separate'), _metrics(root / 'train')
+  assert metrics['config']['compiled_step'] is False
+  assert compiled['config']['compiled_step'] is True
+  # Other random draws, so other numbers, but the same model trained as far.
+  assert _loss_lines(separate.stderr) != _loss_lines(first.stderr)
+  assert metrics['test']['neg_elbo'] == pytest.approx(compiled['test']['neg_elbo'], rel=0.1)
+  resumed_dir = tmp_path / 'resumed'
+  shutil.copytree(root / 'train', resumed_dir)
+  resumed = _train(idx_dir, root / 'data', resumed_dir, '--max_steps', '30',
+                   '--nocompiled_step')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming from' in resumed.stderr and _metrics(resumed_dir)['step'] == 30
+
+
 def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run, tmp_path):
   """TensorFlow's start-up notices (oneDNN forced on, so that they appear on
   every CPU) stay off the terminal unless the user asked for them."""
