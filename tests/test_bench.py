@@ -17,6 +17,7 @@ def test_smoke_run_measures_everything(tmp_path):
   assert set(rates) == {
       'train.py loop, TFRecords, adam', 'train.py loop, TFRecords, sgd',
       'train.py loop, TFRecords, adam, bfloat16', 'train.py loop, memory, adam',
+      'train.py loop, TFRecords, adam, --nocompiled_step',
       'input pipeline alone', 'TF2 peer (tf.function), adam', 'TF2 peer (tf.function), sgd',
       'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16',
       'fast TF2 peer, 1 step(s) per call', 'fast TF2 peer, 10 step(s) per call',
