@@ -127,9 +127,7 @@ def build_training_graph(*, train_path, num_train, fixed_images,
                 binarize=step_settings.binarize)).get_next()
     matmul_dtype = model.MATMUL_DTYPES[step_settings.matmul_precision]
     if step_settings.compiled_step:
-      global_step = tf.train.get_or_create_global_step()
-      kl_weight = model.kl_weight_at(global_step, optimizer_settings.kl_weight,
-                                     optimizer_settings.kl_warmup_steps)
+      kl_weight = _kl_weight(optimizer_settings)
       with tf.name_scope('training_tower'):
         step = model.compiled_training_step(
             train_images, model_size, step_settings.keep_prob, matmul_dtype,
@@ -152,9 +150,9 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     if synchronous:
       optimizer = cluster.synchronize(optimizer, sync_replicas, role)
     if step is None:
-      global_step = tf.train.get_or_create_global_step()
-      kl_weight = model.kl_weight_at(global_step, optimizer_settings.kl_weight,
-                                     optimizer_settings.kl_warmup_steps)
+      # After the tower, where 0.3 made them: ops made earlier would move the
+      # random ops' seeds.
+      kl_weight = _kl_weight(optimizer_settings)
       # At the defaults the objective is the negative ELBO tensor itself, so
       # the graph, and every number of a seed, is what it was without beta.
       objective = (loss_terms.neg_elbo if kl_weight is None else tf.add(
@@ -180,6 +178,14 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     train_fetches.update(objective=objective, kl_weight=kl_weight)
   return TrainingGraph(graph, train_fetches, global_step, evaluator,
                        grid_writer, saver, sync)
+
+
+def _kl_weight(optimizer_settings):
+  """The KL term's weight at the global step (created here if the graph has
+  none); see model.kl_weight_at."""
+  return model.kl_weight_at(tf.train.get_or_create_global_step(),
+                            optimizer_settings.kl_weight,
+                            optimizer_settings.kl_warmup_steps)
 
 
 def monitored_session(training_graph, train_dir, schedule, config, master='',
