@@ -35,6 +35,9 @@ DEFAULT_SEED = 0
 PROGRESS_EVERY_SEC = 30
 
 ELBO_DRAWS, IMPORTANCE_DRAWS = 0, 1  # Separate streams per example.
+# At most this many ELBO draws are kept for re-use (float32: 16 MB; a
+# 10,000-example split with one draw of a 20-d z is 200,000).
+KEPT_DRAWS_LIMIT = 2**22
 
 
 def keyed_normal_draws(seed, example_indices, purpose, count, latent_dim):
@@ -117,11 +120,15 @@ class Evaluator(object):
           tf.shape(self._images, out_type=tf.int64)[0])
       z_mean, z_stddev = model.encode(self._images, model_size,
                                       matmul_dtype=matmul_dtype)
-      # The reconstruction term's draws, made in the graph.
+      # The reconstruction term's draws, made in the graph the first time a
+      # batch is evaluated and fed back after that (`per_example`).
+      self._elbo_draws = keyed_normal_draws(seed, indices, ELBO_DRAWS,
+                                            num_samples, model_size.latent_dim)
+      self._fed_elbo_draws = tf.placeholder_with_default(
+          self._elbo_draws, [num_samples, None, model_size.latent_dim])
+      self._kept_elbo_draws = {}
       log_likelihood = model.log_likelihood_of_draws(
-          self._images, z_mean, z_stddev,
-          keyed_normal_draws(seed, indices, ELBO_DRAWS, num_samples,
-                             model_size.latent_dim),
+          self._images, z_mean, z_stddev, self._fed_elbo_draws,
           model_size, matmul_dtype)
       kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
       self._per_example_terms = {
@@ -180,14 +187,32 @@ class Evaluator(object):
         logging.info('%d of %d examples, about %.0f s left.', begin,
                      len(images),
                      (last_progress - start) * (len(images) - begin) / begin)
-      terms = session.run(self._per_example_terms, {
-          self._images: images[begin:begin + self.batch_size],
-          self._first_index: begin})
+      batch = images[begin:begin + self.batch_size]
+      feed = {self._images: batch, self._first_index: begin}
+      # The draws depend on the seed and the examples' indices only: training
+      # validates the same split every few thousand steps, and making the
+      # draws (one small op per example) took a third of that time.
+      kept = self._kept_elbo_draws.get((begin, len(batch)))
+      if kept is None:
+        terms, draws = session.run([self._per_example_terms, self._elbo_draws],
+                                   feed)
+        if self._keeps_draws(len(batch)):
+          self._kept_elbo_draws[begin, len(batch)] = draws
+      else:
+        feed[self._fed_elbo_draws] = kept
+        terms = session.run(self._per_example_terms, feed)
       for key, values in terms.items():
         columns[key].append(values.astype(np.float64))
     result = {key: np.concatenate(values) for key, values in columns.items()}
     result['neg_elbo'] = result['reconstruction'] + result['kl_divergence']
     return result
+
+  def _keeps_draws(self, batch_size):
+    """Whether the draws of one more batch of `batch_size` fit in what
+    per_example keeps (KEPT_DRAWS_LIMIT numbers)."""
+    kept = sum(draws.size for draws in self._kept_elbo_draws.values())
+    return (kept + self.num_samples * batch_size * self.model_size.latent_dim
+            <= KEPT_DRAWS_LIMIT)
 
   def evaluate(self, session, images):
     """The split's figures: summarize(per_example(session, images))."""

@@ -287,3 +287,35 @@ def test_binarize_mode_is_known_from_the_start_of_training(small_mnist_records, 
   assert 'config.json says' in run_python([
       'evaluate.py', '--data_dir', small_mnist_records, '--train_dir', str(train_dir),
       '--iw_samples', '0', '--output', str(tmp_path / 'f.json')]).stderr
+
+
+def test_validating_again_reuses_the_draws_and_gives_the_same_figures():
+  """Training validates the same split again and again: the second time the
+  evaluator feeds the ELBO draws it kept instead of making them, with the same
+  result to the bit; another batch size keys other batches."""
+  rng = np.random.RandomState(0)
+  images = rng.rand(250, 784).astype(np.float32)
+  size = model.ModelSize(hidden_units=16, latent_dim=3)
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    evaluator = evaluation.Evaluator(size, batch_size=100, aggregate_draws=0)
+    other_batching = evaluation.Evaluator(size, batch_size=64, aggregate_draws=0)
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      first = evaluator.per_example(session, images)
+      # The batches of 100, 100 and 50 examples, by first index.
+      assert sorted(evaluator._kept_elbo_draws) == [(0, 100), (100, 100), (200, 50)]
+      # Kept draws are what the second run feeds: changing one changes it.
+      kept = evaluator._kept_elbo_draws[200, 50]
+      evaluator._kept_elbo_draws[200, 50] = kept + 1.0
+      changed = evaluator.per_example(session, images)
+      evaluator._kept_elbo_draws[200, 50] = kept
+      again = evaluator.per_example(session, images)
+      other = other_batching.per_example(session, images)
+  for name in ('reconstruction', 'kl_divergence', 'neg_elbo'):
+    np.testing.assert_array_equal(again[name], first[name])
+    np.testing.assert_allclose(other[name], first[name], rtol=1e-5)
+  np.testing.assert_array_equal(changed['reconstruction'][:200],
+                                first['reconstruction'][:200])
+  assert not np.array_equal(changed['reconstruction'][200:],
+                            first['reconstruction'][200:])
