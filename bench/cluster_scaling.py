@@ -5,11 +5,12 @@ Measures, on this machine:
   - the bytes of the variables each parameter server holds (1, 2 and 4 ps,
     placed by train.py's replica_device_setter): what a worker pulls per
     step, and the gradients it pushes (the same sizes);
-  - the bytes that actually cross the network per global step, from the
+  - the bytes that actually cross the network per worker step, from the
     loopback counters of a network namespace of its own (as root: the
     program re-runs itself under `unshare --net`), for 1 ps + 1 worker and
     1 ps + 2 workers, as the difference of two job lengths (start-up and the
-    final checkpoint cancel);
+    final checkpoint cancel) over the difference of the steps the workers
+    logged (asynchronous workers may run one step past --max_steps);
   - the wall time per global step of those jobs, of one process alone, and
     the spread of one process's step times (for synchronous stragglers);
   - the time a parameter server needs to apply one Adam update.
@@ -35,6 +36,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -102,9 +104,15 @@ def _loopback_bytes():
   raise RuntimeError('no loopback interface in /proc/net/dev')
 
 
+LOCAL_STEPS_LINE = re.compile(rb'Worker \d+ ran (\d+) local steps')
+
+
 def run_job(num_workers, steps, work_dir):
-  """(wall seconds, loopback bytes) of a 1 ps + num_workers job of train.py
-  (upstream settings, no evaluation or images during training)."""
+  """(wall seconds, loopback bytes, steps the workers ran) of a 1 ps +
+  num_workers job of train.py (upstream settings, no evaluation or images
+  during training). Asynchronous workers stop when the global step reaches
+  `steps`, so the last of them may still finish one more: the count is what
+  each worker logs it ran, one pull and one push each."""
   ports = cluster.free_local_ports(1 + num_workers)
   ps_hosts = '127.0.0.1:%d' % ports[0]
   worker_hosts = ','.join('127.0.0.1:%d' % p for p in ports[1:])
@@ -124,6 +132,7 @@ def run_job(num_workers, steps, work_dir):
                                  env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
                 for i in range(num_workers)]
+  local_steps = 0
   try:
     for index, process in enumerate(processes):
       _, stderr = process.communicate(timeout=1800)
@@ -131,11 +140,18 @@ def run_job(num_workers, steps, work_dir):
         raise RuntimeError('task %d of the %d-worker job exited %d: %s' % (
             index, num_workers, process.returncode,
             (stderr or b'').decode()[-2000:]))
+      if index:
+        ran = LOCAL_STEPS_LINE.search(stderr)
+        if not ran:
+          raise RuntimeError('worker %d of the %d-worker job did not log its '
+                             'local steps: %s' % (index - 1, num_workers,
+                                                  stderr.decode()[-2000:]))
+        local_steps += int(ran.group(1))
   finally:
     for process in processes:
       if process.poll() is None:
         process.kill()
-  return time.perf_counter() - start, _loopback_bytes() - before
+  return time.perf_counter() - start, _loopback_bytes() - before, local_steps
 
 
 def one_process_seconds(steps, work_dir):
@@ -234,10 +250,11 @@ def measure(work):
   for workers in (1, 2):
     jobs = [run_job(workers, steps, os.path.join(work, 'w%d_%d' % (workers, steps)))
             for steps in (short, long)]
-    (t1, b1), (t2, b2) = jobs
+    (t1, b1, s1), (t2, b2, s2) = jobs
     figures['%d_workers' % workers] = {
-        'wire_bytes_per_step': (b2 - b1) / (long - short),
-        'sec_per_step': (t2 - t1) / (long - short)}
+        'wire_bytes_per_step': (b2 - b1) / (s2 - s1),
+        'sec_per_step': (t2 - t1) / (s2 - s1),
+        'local_steps': [s1, s2]}
     print('%d-worker jobs done' % workers, file=sys.stderr)
   alone = [one_process_seconds(steps, os.path.join(work, 'alone_%d' % steps))
            for steps in (short, long)]
