@@ -20,4 +20,4 @@ holds), files.py (atomic writes).
 """
 
 # The release; CHANGELOG.md says what each brought.
-__version__ = '0.5.0'
+__version__ = '0.5.1'

@@ -110,6 +110,7 @@ _SMALLER = [
     (r'python sample_quality\.py ', ['--num_samples=300'], False),
     (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
     (r'scripts/cluster_study\.sh', ['--smoke'], True),
+    (r'python bench/side_by_side\.py', ['--seconds=1', '--rounds=1'], False),
 ]
 
 

@@ -78,3 +78,23 @@ def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist
   rows = [line for line in result.stdout.splitlines()
           if line.startswith('| ') and ('| async |' in line or '| sync |' in line)]
   assert len(rows) == 4 * 2 * 2, result.stdout
+
+
+def test_side_by_side_measures_one_process_against_one_thread_processes(tmp_path):
+  result = run_python(['bench/side_by_side.py', '--seconds', '1', '--rounds', '1',
+                       '--processes', '2', '--json', str(tmp_path / 'side.json')],
+                      timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads((tmp_path / 'side.json').read_text())
+  (alone,), (side,) = figures['one_process'], figures['side_by_side']
+  assert alone > 1 and len(side) == 2 and all(rate > 1 for rate in side)
+  assert abs(figures['ratio'] - sum(side) / alone) < 1e-9
+  # Two cores at most double what two threads of one process reach.
+  assert 0.3 < figures['ratio'] < 3
+  assert 'side by side / one process (median of 1 rounds)' in result.stdout
+
+
+def test_side_by_side_rejects_an_unknown_flag():
+  result = run_python(['bench/side_by_side.py', '--second', '1'], timeout=120)
+  assert result.returncode != 0
+  assert "Unknown command line flag 'second'" in result.stderr
