@@ -33,7 +33,7 @@ flags.DEFINE_float('seconds', 15.0, lower_bound=0.1,
                    help='How long each contender multiplies, per round.')
 flags.DEFINE_integer('rounds', 2, lower_bound=1,
                      help='Rounds; the contenders alternate within each.')
-flags.DEFINE_integer('processes', os.cpu_count() or 1, lower_bound=2,
+flags.DEFINE_integer('processes', max(2, os.cpu_count() or 1), lower_bound=2,
                      help='One-thread processes run side by side (and the '
                      'threads of the single process).')
 flags.DEFINE_string('json', None, 'Also write the figures to this file.')
@@ -96,7 +96,12 @@ def measure(processes, seconds, rounds):
     one.append(_gflops_of(_start(processes, seconds)))
     # All started before any is waited for, so they multiply at once.
     started = [_start(1, seconds) for _ in range(processes)]
-    side.append([_gflops_of(process) for process in started])
+    try:
+      side.append([_gflops_of(process) for process in started])
+    finally:  # One failed: the others would multiply on for nothing.
+      for process in started:
+        if process.poll() is None:
+          process.kill()
   ratios = [sum(rates) / alone for rates, alone in zip(side, one)]
   return {'one_process': one, 'side_by_side': side,
           'ratio': float(np.median(ratios)), 'processes': processes}
