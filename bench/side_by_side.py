@@ -26,6 +26,7 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
+import tensorflow.compat.v1 as tf
 
 from mnist_vae import files
 
@@ -48,8 +49,6 @@ FLOPS_PER_CHAIN = CHAIN * 2 * ROWS * DEPTH * DEPTH
 
 def multiply_gflops(threads, seconds):
   """GFLOP/s of product chains on `threads` threads, in this process."""
-  import tensorflow.compat.v1 as tf
-  tf.disable_eager_execution()
   graph = tf.Graph()
   with graph.as_default():
     left = tf.Variable(tf.random.normal([ROWS, DEPTH]))
@@ -90,7 +89,7 @@ def _gflops_of(process):
 
 def measure(processes, seconds, rounds):
   """{'one_process': [GFLOP/s per round], 'side_by_side': [[GFLOP/s of each
-  process] per round], 'ratio': median of the rounds' ratios}."""
+  process] per round], 'ratio': median of the rounds' ratios, 'processes'}."""
   one, side = [], []
   for _ in range(rounds):
     one.append(_gflops_of(_start(processes, seconds)))
