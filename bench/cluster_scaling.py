@@ -47,9 +47,12 @@ from absl import flags
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import architectures
 from mnist_vae import cluster
+from mnist_vae import fast_step
 from mnist_vae import files
 from mnist_vae import model
+from mnist_vae import training
 from mnist_vae.data_prep import records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,6 +74,7 @@ flags.DEFINE_string('json', None, 'Also write the figures to this file.')
 FLAGS = flags.FLAGS
 
 BATCH = 128
+NETWORK = architectures.network()  # The original MLP at its default sizes.
 WORKER_COUNTS = (4, 8, 16, 64)
 LINKS_GBIT = (10, 100)
 PS_COUNTS = (1, 2, 4)
@@ -85,9 +89,9 @@ def bytes_per_ps(num_ps):
   graph = tf.Graph()
   with graph.as_default(), tf.device(cluster.device_function(role)):
     images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-    outputs = model.inference(images, model.ModelSize(500, 20), keep_prob=0.9)
-    model.training(model.loss(images, outputs).neg_elbo,
-                   model.make_optimizer('adam', 1e-3))
+    outputs = model.inference(images, NETWORK, fast_step.dropout(0.9))
+    model.training(model.loss(images, outputs, NETWORK).neg_elbo,
+                   training.make_optimizer('adam', 1e-3))
     shares = [0] * num_ps
     for variable in tf.trainable_variables():
       task = int(variable.device.split('task:')[1].split('/')[0])
@@ -172,9 +176,9 @@ def step_time_samples(count=300):
   graph = tf.Graph()
   with graph.as_default():
     images = tf.random.uniform([BATCH, records.IMAGE_PIXELS])
-    outputs = model.inference(images, model.ModelSize(500, 20), keep_prob=0.9)
-    train_op, _ = model.training(model.loss(images, outputs).neg_elbo,
-                                 model.make_optimizer('adam', 1e-3))
+    outputs = model.inference(images, NETWORK, fast_step.dropout(0.9))
+    train_op, _ = model.training(model.loss(images, outputs, NETWORK).neg_elbo,
+                                 training.make_optimizer('adam', 1e-3))
     init = tf.global_variables_initializer()
   with tf.Session(graph=graph) as session:
     session.run(init)
@@ -193,7 +197,7 @@ def adam_apply_seconds(count=200):
   graph = tf.Graph()
   with graph.as_default():
     images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-    model.inference(images, model.ModelSize(500, 20))
+    model.inference(images, NETWORK)
     variables = tf.trainable_variables()
     gradients = [tf.Variable(tf.random.normal(v.shape) * 1e-3, trainable=False)
                  for v in variables]

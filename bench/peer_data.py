@@ -34,11 +34,15 @@ def run_as_program(make_step, description):
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--steps_per_call', type=int, default=1,
                       help='Steps per call of the compiled step.')
+  parser.add_argument('--network', default='mlp',
+                      help='mlp (the original) or iwae_mlp (the IWAE paper\'s), '
+                      'where the peer has both.')
   args = parser.parse_args()
   if args.steps % args.steps_per_call:
     parser.error('--steps must be a multiple of --steps_per_call')
+  extra = {} if args.network == 'mlp' else {'network': args.network}
   step = make_step(read_train_images(args.mnist_dir), args.batch_size,
-                   steps_per_call=args.steps_per_call)
+                   steps_per_call=args.steps_per_call, **extra)
   start = time.perf_counter()
   for _ in range(args.steps // args.steps_per_call):
     loss = step()

@@ -61,8 +61,10 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import fast_tf2_peer  # bench/fast_tf2_peer.py, beside this script.
+from mnist_vae import architectures
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
+from mnist_vae import fast_step
 from mnist_vae import files
 from mnist_vae import input_pipeline
 from mnist_vae import model
@@ -109,14 +111,7 @@ flags.DEFINE_boolean('smoke', False,
 flags.DEFINE_string('json', None, help='Also write the results to this file.')
 FLAGS = flags.FLAGS
 
-# Layer shapes of one step's matrix multiplies; the encoder's mean and stddev
-# layers are one [500, 40] product's worth.
-LAYER_SHAPES = ((784, 500), (500, 500), (500, 40), (20, 500), (500, 500), (500, 784))
-# The decoder's, for the NLL floor.
-DECODER_SHAPES = ((20, 500), (500, 500), (500, 784))
 TRAIN = 'train.py loop, TFRecords, adam'
-# The step of version 0.3: the same graph from separate ops, not compiled.
-SEPARATE_OPS = 'train.py loop, TFRecords, adam, --nocompiled_step'
 FAST_PEER = 'fast TF2 peer, %d step(s) per call'
 JAX_PEER = 'JAX jit peer, %d step(s) per call'
 # The fast peers' steps per call: one, and ten (in one tf.function or
@@ -151,6 +146,23 @@ def _timed(function, count):
   return count / (time.perf_counter() - start)
 
 
+def dense_shapes(network, scope=None):
+  """The (fan_in, units) of each matrix product of `network`'s forward pass
+  (of the encoder or decoder alone with `scope`), from its description: the
+  encoder's two heads are one product of twice the width, as model.LayerOps
+  computes them."""
+  shapes = []
+  for layer in architectures.parameter_layers(network):
+    if scope and layer.scope != scope:
+      continue
+    if layer.name == network.head[1] and layer.scope == architectures.ENCODER_SCOPE:
+      fan_in, units = shapes.pop()
+      shapes.append((fan_in, 2 * units))
+    else:
+      shapes.append(tuple(layer.weights_shape))
+  return tuple(shapes)
+
+
 def _train_defaults():
   """run_training's settings with train.py's default flag values."""
   flag_values = flags.FlagValues()
@@ -163,7 +175,7 @@ class ProjectLoop(object):
   """train.py's graph and session; feeds from TFRecords or from memory."""
 
   def __init__(self, splits, work_dir, optimizer, batch_size, steps,
-               memory_images=None, matmul_precision='float32', compiled_step=True):
+               memory_images=None, matmul_precision='float32'):
     self._steps, self._batch_size = steps, batch_size
     self.work_dir = work_dir
     train_images_fn, self._load = None, None
@@ -174,12 +186,11 @@ class ProjectLoop(object):
     self.graph = training.build_training_graph(
         train_path=splits['train'][0], num_train=splits['train'][1],
         fixed_images=np.zeros((100, records.IMAGE_PIXELS), np.float32),
-        model_size=settings['model_size'],
+        network=settings['network'],
         optimizer_settings=settings['optimizer_settings']._replace(
             optimizer=optimizer),
         step_settings=settings['step_settings']._replace(
-            batch_size=batch_size, matmul_precision=matmul_precision,
-            compiled_step=compiled_step),
+            batch_size=batch_size, matmul_precision=matmul_precision),
         eval_batch_size=settings['eval_batch_size'],
         train_images_fn=train_images_fn)
     schedule = settings['schedule']._replace(max_steps=10**9)
@@ -305,11 +316,12 @@ class KerasPeer(object):
 class MatmulCeiling(object):
   """Every matrix multiply of a training step, and nothing else."""
 
-  def __init__(self, batch_size, steps, dtype=tf.float32):
+  def __init__(self, network, batch_size, steps, dtype=tf.float32):
+    shapes = dense_shapes(network)
     graph = tf.Graph()
     with graph.as_default():
       products = []
-      for fan_in, fan_out in LAYER_SHAPES:
+      for fan_in, fan_out in shapes:
         x = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_in]), dtype))
         w = tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]), dtype))
         dy = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_out]), dtype))
@@ -317,7 +329,7 @@ class MatmulCeiling(object):
                      tf.matmul(x, dy, transpose_a=True)]
       self._step = tf.add_n([tf.cast(p[0, 0], tf.float32) for p in products])
       init = tf.global_variables_initializer()
-    self.flops_per_step = sum(3 * 2 * batch_size * a * b for a, b in LAYER_SHAPES)
+    self.flops_per_step = sum(3 * 2 * batch_size * a * b for a, b in shapes)
     self._session = tf.Session(graph=graph)
     self._session.run(init)
     self._steps, self._batch_size = steps, batch_size
@@ -351,43 +363,45 @@ def _seconds_for_passes(build, rows, passes, timed_passes):
     return (time.perf_counter() - start) * passes / (runs * rows)
 
 
-def decoder_multiply_floor_sec(passes, timed_passes, dtype, rows=10000):
+def decoder_multiply_floor_sec(network, passes, timed_passes, dtype, rows=10000):
   """Seconds the decoder's three multiplies take for `passes` decoder passes
   (rows of z), timed on `timed_passes` of them in runs of `rows` rows and
   scaled: the floor under the importance-weighted NLL."""
+  decoder_shapes = dense_shapes(network, architectures.DECODER_SCOPE)
+
   def build():
     inputs = [tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
-              for fan_in, _ in DECODER_SHAPES]
+              for fan_in, _ in decoder_shapes]
     weights = [tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
-               for fan_in, fan_out in DECODER_SHAPES]
+               for fan_in, fan_out in decoder_shapes]
     # Each product from its own input, as in the decoder, none skippable.
     return lambda: tf.add_n([tf.cast(tf.matmul(x, w)[-1, -1], tf.float32)
                              for x, w in zip(inputs, weights)])
   return _seconds_for_passes(build, rows, passes, timed_passes)
 
 
-def nll_parts_sec(model_size, passes, timed_passes, iw_samples, rows=10000,
+def nll_parts_sec(network, passes, timed_passes, iw_samples, rows=10000,
                   images_per_batch=100):
   """{part: seconds for `passes` passes} of the float32 importance-weighted
   NLL, each part timed alone as evaluation.Evaluator runs it: the decoder
   (its products with their biases, tanh and elu), the likelihood of every
   pixel, and the keyed draws of z (iw_samples per image)."""
   def decoder():
-    z = tf.Variable(tf.random.normal([rows, model_size.latent_dim]))
-    return lambda: model.decode(z, model_size)[-1, -1]
+    z = tf.Variable(tf.random.normal([rows, network.latent_dim]))
+    return lambda: model.decode(z, network)[-1, -1]
 
   def likelihood():
-    images = tf.Variable(tf.random.uniform([images_per_batch, model_size.image_pixels]))
+    images = tf.Variable(tf.random.uniform([images_per_batch, architectures.IMAGE_PIXELS]))
     logits = tf.Variable(5.0 * tf.random.normal(
-        [rows // images_per_batch, images_per_batch, model_size.image_pixels]))
+        [rows // images_per_batch, images_per_batch, architectures.IMAGE_PIXELS]))
     return lambda: tf.reduce_sum(
-        model.bernoulli_log_likelihood(images, logits, compiled=True))
+        fast_step.compiled_log_likelihood(network)(images, logits))
 
   def draws():
     indices = tf.range(images_per_batch, dtype=tf.int64)
     return lambda: evaluation.keyed_normal_draws(
         evaluation.DEFAULT_SEED, indices, evaluation.IMPORTANCE_DRAWS,
-        iw_samples, model_size.latent_dim)[-1, -1, -1]
+        iw_samples, network.latent_dim)[-1, -1, -1]
 
   return {
       'decoder': _seconds_for_passes(decoder, rows, passes, timed_passes),
@@ -402,7 +416,7 @@ def nll_seconds(checkpoint, images, iw_samples, matmul_precision):
   `images` through the evaluator evaluate.py uses."""
   with tf.Graph().as_default():
     evaluator = evaluation.Evaluator(
-        checkpoints.model_size(checkpoint), iw_samples=iw_samples,
+        checkpoints.network(checkpoint), iw_samples=iw_samples,
         matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
     with tf.Session() as session:
       checkpoints.restore(session, checkpoint)
@@ -414,13 +428,13 @@ def nll_seconds(checkpoint, images, iw_samples, matmul_precision):
 
 _ONEDNN_PROBE = '''
 import tensorflow.compat.v1 as tf
-from mnist_vae import model
 with tf.Graph().as_default():
   for dtype in (tf.float32, tf.bfloat16):
     with tf.variable_scope(dtype.name):
       x = tf.random.uniform([128, 784])
-      y = model.dense(x, 500, 'fc', dtype)
-      gradient = tf.gradients(tf.reduce_sum(y), x)
+      w = tf.get_variable('weights', [784, 500])
+      y = tf.matmul(tf.cast(x, dtype), tf.cast(w, dtype))
+      gradient = tf.gradients(tf.reduce_sum(tf.cast(y, tf.float32)), x)
   with tf.Session() as session:
     session.run(tf.global_variables_initializer())
     session.run(tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES) + [gradient])
@@ -598,6 +612,7 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   splits = {split: (records.split_path(data_dir, split),
                     info['num_examples'][split]) for split in records.SPLITS}
   train_images = _train_images(splits['train'][0])
+  network = _train_defaults()['network']
 
   contenders = {
       TRAIN: ProjectLoop(splits, os.path.join(work, 'adam'), 'adam', batch_size, steps),
@@ -606,9 +621,6 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
       'train.py loop, TFRecords, adam, bfloat16': ProjectLoop(
           splits, os.path.join(work, 'bf16'), 'adam', batch_size, steps,
           matmul_precision='bfloat16'),
-      SEPARATE_OPS: ProjectLoop(
-          splits, os.path.join(work, 'separate'), 'adam', batch_size, steps,
-          compiled_step=False),
       'train.py loop, memory, adam': ProjectLoop(
           splits, os.path.join(work, 'memory'), 'adam', batch_size, steps,
           memory_images=train_images),
@@ -621,8 +633,8 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
       'TF2 peer (tf.function), adam': Tf2Peer(train_images, batch_size, steps, 'adam'),
       'TF2 peer (tf.function), sgd': Tf2Peer(train_images, batch_size, steps, 'sgd'),
       'Keras 3 fit, adam': KerasPeer(train_images, batch_size, steps),
-      'matmul ceiling': MatmulCeiling(batch_size, steps),
-      'matmul ceiling, bfloat16': MatmulCeiling(batch_size, steps, tf.bfloat16),
+      'matmul ceiling': MatmulCeiling(network, batch_size, steps),
+      'matmul ceiling, bfloat16': MatmulCeiling(network, batch_size, steps, tf.bfloat16),
   }
   samples = {name: [] for name in contenders}
   for round_index in range(rounds):
@@ -646,12 +658,12 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   for precision in model.MATMUL_DTYPES:
     seconds, value = nll_seconds(checkpoint, test_images, iw_samples, precision)
     floor = decoder_multiply_floor_sec(
-        passes, min(passes, 1000000), model.MATMUL_DTYPES[precision])
+        network, passes, min(passes, 1000000), model.MATMUL_DTYPES[precision])
     nll[precision] = {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor}
     print('NLL %s done' % precision, file=sys.stderr)
   # Where the float32 NLL's time goes beyond its floor.
   nll['float32']['parts_seconds'] = nll_parts_sec(
-      checkpoints.model_size(checkpoint), passes, min(passes, 1000000), iw_samples)
+      network, passes, min(passes, 1000000), iw_samples)
 
   process_rates, process_samples = whole_processes(
       data_dir, mnist_dir, work, process_rounds, batch_size, smoke)

@@ -9,6 +9,7 @@ from absl import logging
 from google.protobuf import text_format
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import architectures
 from mnist_vae import model
 
 
@@ -27,15 +28,13 @@ def variable_shapes(checkpoint):
                           % (checkpoint, message)) from e
 
 
-def model_size(checkpoint):
-  """The model.ModelSize of the VAE saved in `checkpoint`."""
-  shapes = variable_shapes(checkpoint)
-  mean_weights = model.ENCODER_SCOPE + '/mean/weights'
-  if mean_weights not in shapes:
-    raise CheckpointError('%s holds no VAE of this project (it has no %s)'
-                          % (checkpoint, mean_weights))
-  hidden_units, latent_dim = shapes[mean_weights]
-  return model.ModelSize(hidden_units=hidden_units, latent_dim=latent_dim)
+def network(checkpoint):
+  """The architectures.Network of the VAE saved in `checkpoint`: the one whose
+  variable names and shapes it holds."""
+  try:
+    return architectures.from_variables(variable_shapes(checkpoint), checkpoint)
+  except architectures.ArchitectureError as e:
+    raise CheckpointError(str(e)) from e
 
 
 # The saver's file-name prefix in a run directory: model.ckpt-<global step>.
@@ -215,35 +214,48 @@ def restore(session, checkpoint, saver=None):
                             % (checkpoint, message)) from e
 
 
-def check_matches(checkpoint, variables, optimizer_name):
-  """Raises CheckpointError unless `checkpoint` restores into `variables`.
+def check_matches(checkpoint, variables, optimizer_name, requested_network):
+  """Raises CheckpointError unless `checkpoint` restores into `variables`,
+  naming every setting in which the run differs from the checkpoint at once,
+  with both values.
 
   Args:
     checkpoint: path of the checkpoint to resume.
     variables: the graph's global variables (model, global step and the
       optimizer's slots).
-    optimizer_name: the --optimizer the graph was built with, for the message.
+    optimizer_name: the --optimizer the graph was built with.
+    requested_network: the architectures.Network the flags ask for.
   """
   saved = variable_shapes(checkpoint)
+  differences = []
   trained_with = trained_optimizer(saved)
   if trained_with != optimizer_name:
+    differences.append('--optimizer=%s (the checkpoint\'s: %s)'
+                       % (optimizer_name, trained_with))
+  try:
+    saved_network = architectures.from_variables(saved, checkpoint)
+  except architectures.ArchitectureError:
+    saved_network = None
+  if saved_network is not None:
+    for field in architectures.RECORD_FIELDS:
+      if getattr(saved_network, field) != getattr(requested_network, field):
+        differences.append('--%s=%s (the checkpoint\'s: %s)' % (
+            field, getattr(requested_network, field), getattr(saved_network, field)))
+  if differences:
     raise CheckpointError(
-        'Checkpoint %s was trained with --optimizer=%s; its optimizer state '
-        'differs from what --optimizer=%s needs. Resume with --optimizer=%s, '
-        'or use another --train_dir.' % (checkpoint, trained_with,
-                                         optimizer_name, trained_with))
+        'Checkpoint %s was trained with other settings: %s. Resume with the '
+        'checkpoint\'s settings, or use another --train_dir.'
+        % (checkpoint, '; '.join(differences)))
   for variable in variables:
     name = variable.op.name
-    shape = variable.shape.as_list()
-    if name in saved and saved[name] != shape:
-      raise CheckpointError(
-          'Checkpoint %s holds %s with shape %s, but --latent_dim/'
-          '--hidden_units ask for %s. Pass the flags it was trained with, or '
-          'use another --train_dir.' % (checkpoint, name, saved[name], shape))
     if name not in saved:
       raise CheckpointError('Checkpoint %s has no variable %s: it was not '
                             'written by this model. Use another --train_dir.'
                             % (checkpoint, name))
+    if saved[name] != variable.shape.as_list():
+      raise CheckpointError('Checkpoint %s holds %s with shape %s, where this run '
+                            'needs %s. Use another --train_dir.'
+                            % (checkpoint, name, saved[name], variable.shape.as_list()))
 
 
 # Variable-name endings of each optimizer's state (slots and accumulators).
@@ -256,7 +268,7 @@ _OPTIMIZER_STATE = {
 
 
 def trained_optimizer(saved_shapes):
-  """The name (model.OPTIMIZERS) of the optimizer whose state a checkpoint's
+  """The name (training.OPTIMIZERS) of the optimizer whose state a checkpoint's
   variables hold; 'sgd' when they hold none."""
   for name, endings in _OPTIMIZER_STATE.items():
     if any(variable.endswith(ending) for variable in saved_shapes

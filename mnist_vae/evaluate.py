@@ -169,10 +169,10 @@ def fitted_aggregate_posterior(checkpoint, data_dir, binarize=None,
   trained: binarize None reads its config.json), and the fit saved there.
   """
   path = aggregate_posterior.fit_path(checkpoint)
-  model_size = checkpoints.model_size(checkpoint)
+  network = checkpoints.network(checkpoint)
   if tf.io.gfile.exists(path):
     try:
-      fit = aggregate_posterior.read_fit(path, model_size.latent_dim)
+      fit = aggregate_posterior.read_fit(path, network.latent_dim)
     except ValueError as e:
       raise EvaluationError('%s; delete it to fit again' % e) from e
     logging.info('The aggregate posterior\'s fit: %s', path)
@@ -182,7 +182,7 @@ def fitted_aggregate_posterior(checkpoint, data_dir, binarize=None,
   images = load_split(data_dir, 'train', binarize)
   with tf.Graph().as_default():
     pixels = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-    posterior = model.encode(pixels, model_size)
+    posterior = model.encode(pixels, network)
     with tf.Session() as session:
       checkpoints.restore(session, checkpoint)
       z_mean, z_stddev = (np.concatenate(column) for column in zip(*(
@@ -274,13 +274,13 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
   for path in _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
     start = time.time()
     try:
-      model_size = checkpoints.model_size(path)
+      network = checkpoints.network(path)
       step = checkpoints.step_of(path)
       if graph is None:
         graph = tf.Graph()
         with graph.as_default():
           evaluator = evaluation.Evaluator(
-              model_size, num_samples=num_samples, iw_samples=iw_samples,
+              network, num_samples=num_samples, iw_samples=iw_samples,
               iw_chunk=iw_chunk, batch_size=batch_size, seed=seed,
               matmul_dtype=model.MATMUL_DTYPES[matmul_precision],
               aggregate_draws=aggregate_draws)
@@ -305,7 +305,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
                  result['reconstruction'], result['kl_divergence'],
                  ', iw_nll %.3f (k=%d)' % (result['iw_nll'], iw_samples)
                  if iw_samples else '', result['num_examples'],
-                 result['active_units'], model_size.latent_dim,
+                 result['active_units'], network.latent_dim,
                  ' '.join('%.2f' % kl for kl in result['kl_per_dimension']))
     if aggregate_draws:
       logging.info('%s step %d: kl %.3f = mutual information %.3f (Monte Carlo '

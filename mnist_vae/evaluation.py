@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import aggregate_posterior
+from mnist_vae import fast_step
 from mnist_vae import model
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
@@ -93,23 +94,23 @@ class Evaluator(object):
   """The evaluation ops, built over the model variables of the current graph
   (new ones, or a training graph's: variables are shared by name)."""
 
-  def __init__(self, model_size, num_samples=1, iw_samples=0, iw_chunk=100,
+  def __init__(self, network, num_samples=1, iw_samples=0, iw_chunk=100,
                batch_size=100, seed=DEFAULT_SEED, matmul_dtype=tf.float32,
                aggregate_draws=1):
     """
     Args:
-      model_size: model.ModelSize.
+      network: architectures.Network.
       num_samples: draws of z per example for the reconstruction term.
       iw_samples: importance samples per example for iw_nll; 0 skips it.
       iw_chunk: importance samples decoded at once (bounds memory).
       batch_size: examples per run (does not change results).
       seed: seed of the draws, >= 0.
       matmul_dtype: tf.float32, or tf.bfloat16 for every multiply of the
-        evaluation (model.dense); float32 everywhere else.
+        evaluation's dense layers (model.LayerOps); float32 everywhere else.
       aggregate_draws: z draws per example for the mutual information
         (aggregate_posterior.decompose_kl); 0 skips it.
     """
-    self.model_size, self.aggregate_draws = model_size, aggregate_draws
+    self.network, self.aggregate_draws = network, aggregate_draws
     self.num_samples, self.iw_samples = num_samples, iw_samples
     self.iw_chunk, self.batch_size, self.seed = iw_chunk, batch_size, seed
     with tf.name_scope('evaluation'):
@@ -118,19 +119,19 @@ class Evaluator(object):
       self._first_index = tf.placeholder(tf.int64, [], 'first_index')
       indices = self._first_index + tf.range(
           tf.shape(self._images, out_type=tf.int64)[0])
-      z_mean, z_stddev = model.encode(self._images, model_size,
+      z_mean, z_stddev = model.encode(self._images, network,
                                       matmul_dtype=matmul_dtype)
       # The reconstruction term's draws, made in the graph the first time a
       # batch is evaluated and fed back after that (`per_example`).
       self._elbo_draws = keyed_normal_draws(seed, indices, ELBO_DRAWS,
-                                            num_samples, model_size.latent_dim)
+                                            num_samples, network.latent_dim)
       self._fed_elbo_draws = tf.placeholder_with_default(
-          self._elbo_draws, [num_samples, None, model_size.latent_dim])
+          self._elbo_draws, [num_samples, None, network.latent_dim])
       self._kept_elbo_draws = {}
       log_likelihood = model.log_likelihood_of_draws(
           self._images, z_mean, z_stddev, self._fed_elbo_draws,
-          model_size, matmul_dtype)
-      kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev)
+          network, matmul_dtype)
+      kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev, network)
       self._per_example_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),
           'kl_divergence': tf.reduce_sum(kl_per_dimension, axis=1),
@@ -149,15 +150,15 @@ class Evaluator(object):
     iw_chunk at a time (bounding memory), with no round trip through NumPy.
     """
     draws = keyed_normal_draws(self.seed, indices, IMPORTANCE_DRAWS,
-                               self.iw_samples, self.model_size.latent_dim)
+                               self.iw_samples, self.network.latent_dim)
     num_chunks = -(-self.iw_samples // self.iw_chunk)
 
     def decode_chunk(chunk, log_weights):
       noise = draws[chunk * self.iw_chunk:(chunk + 1) * self.iw_chunk]
       # The likelihood as one XLA computation, where the draws make the work.
       return chunk + 1, log_weights.write(chunk, model.log_importance_weights(
-          self._images, z_mean, z_stddev, noise, self.model_size,
-          matmul_dtype, compiled=True))
+          self._images, z_mean, z_stddev, noise, self.network, matmul_dtype,
+          fast_step.compiled_log_likelihood(self.network)))
 
     # One chunk at a time: its decoder multiplies use both cores already,
     # and several in flight would multiply the memory.
@@ -211,7 +212,7 @@ class Evaluator(object):
     """Whether the draws of one more batch of `batch_size` fit in what
     per_example keeps (KEPT_DRAWS_LIMIT numbers)."""
     kept = sum(draws.size for draws in self._kept_elbo_draws.values())
-    return (kept + self.num_samples * batch_size * self.model_size.latent_dim
+    return (kept + self.num_samples * batch_size * self.network.latent_dim
             <= KEPT_DRAWS_LIMIT)
 
   def evaluate(self, session, images):

@@ -96,28 +96,28 @@ def _signature(inputs, outputs):
       method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
 
 
-def build_signatures(model_size, aggregate_fit=None):
+def build_signatures(network, aggregate_fit=None):
   """Builds the serving graph in the current graph; returns {name: SignatureDef}.
 
   Args:
-    model_size: model.ModelSize of the checkpoint.
+    network: architectures.Network of the checkpoint.
     aggregate_fit: (mean [D], covariance [D, D]) of the aggregate posterior
       for sample_aggregate, or None to leave it out.
   """
-  latent_dim = model_size.latent_dim
+  latent_dim = network.latent_dim
   images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
-  z_mean, z_stddev = model.encode(images, model_size)
-  reconstruction = model.probabilities(model.decode(z_mean, model_size))
+  z_mean, z_stddev = model.encode(images, network)
+  reconstruction = model.probabilities(model.decode(z_mean, network))
 
   z = tf.placeholder(tf.float32, [None, latent_dim], 'z')
-  logits = model.decode(z, model_size)
+  logits = model.decode(z, network)
 
   num_samples = tf.placeholder(tf.int32, [], 'num_samples')
   seed = tf.placeholder(tf.int64, [], 'seed')
   prior_z = tf.random.stateless_normal(
       tf.stack([num_samples, latent_dim]),
       seed=tf.stack([seed, tf.constant(_SAMPLE_STREAM, tf.int64)]))
-  prior_samples = model.probabilities(model.decode(prior_z, model_size))
+  prior_samples = model.probabilities(model.decode(prior_z, network))
 
   # The importance-weighted bound and the ELBO from the same K draws per
   # example, keyed as evaluate.py keys them: by (seed, index in the input).
@@ -127,15 +127,15 @@ def build_signatures(model_size, aggregate_fit=None):
       evaluation.keyed_normal_draws(seed, indices,
                                     evaluation.IMPORTANCE_DRAWS, num_samples,
                                     latent_dim),
-      model_size)
+      network)
   # The ELBO uses a stream of its own, as evaluate.py does.
   elbo_log_likelihood = model.log_likelihood_of_draws(
       images, z_mean, z_stddev,
       evaluation.keyed_normal_draws(seed, indices, evaluation.ELBO_DRAWS,
                                     num_samples, latent_dim),
-      model_size)
+      network)
   neg_elbo = (-tf.reduce_mean(elbo_log_likelihood, axis=0)
-              + model.gaussian_kl(z_mean, z_stddev))
+              + model.gaussian_kl(z_mean, z_stddev, network))
   num_draws = tf.cast(tf.shape(log_weights)[0], tf.float32)
   nll = -(tf.reduce_logsumexp(log_weights, axis=0) - tf.log(num_draws))
 
@@ -151,7 +151,7 @@ def build_signatures(model_size, aggregate_fit=None):
     signatures['sample_aggregate'] = _signature(
         {'num_samples': num_samples, 'seed': seed, 'temperature': temperature},
         {'z': aggregate_z, 'probabilities': model.probabilities(
-            model.decode(aggregate_z, model_size))})
+            model.decode(aggregate_z, network))})
   return dict(signatures, **{
       'encode': _signature({'images': images},
                            {'z_mean': z_mean, 'z_stddev': z_stddev}),
@@ -179,7 +179,7 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
       this project.
     ExportError: export_dir exists and overwrite is off.
   """
-  model_size = checkpoints.model_size(checkpoint)
+  network = checkpoints.network(checkpoint)
   if tf.io.gfile.exists(export_dir) and not overwrite:
     raise ExportError('%s already exists: pass --overwrite to replace it, or '
                       'choose another --export_dir' % export_dir)
@@ -193,7 +193,7 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
   try:
     with tf.Graph().as_default():
-      signatures = build_signatures(model_size, aggregate_fit)
+      signatures = build_signatures(network, aggregate_fit)
       with tf.Session() as session:
         checkpoints.restore(session, checkpoint)
         builder = tf.saved_model.Builder(partial)

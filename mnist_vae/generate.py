@@ -116,15 +116,16 @@ class CheckpointModel(object):
 
   def __init__(self, checkpoint):
     self.checkpoint = checkpoint
-    self.model_size = checkpoints.model_size(checkpoint)
+    self.network = checkpoints.network(checkpoint)
+    self.latent_dim = self.network.latent_dim
     self._graph = tf.Graph()
     with self._graph.as_default():
       self._images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
       self._z_mean, self._z_stddev = model.encode(self._images,
-                                                  self.model_size)
-      self._z = tf.placeholder(tf.float32, [None, self.model_size.latent_dim])
+                                                  self.network)
+      self._z = tf.placeholder(tf.float32, [None, self.network.latent_dim])
       self._probabilities = model.probabilities(
-          model.decode(self._z, self.model_size))
+          model.decode(self._z, self.network))
       self._session = tf.Session()
     checkpoints.restore(self._session, checkpoint)
 
@@ -162,7 +163,7 @@ class ExportedModel(object):
       raise GenerateError('%s is not an export of this project (no %s '
                           'signature)' % (export_dir, ', '.join(missing)))
     latent_dim = self._signatures['decode'].inputs['z'].tensor_shape.dim[1].size
-    self.model_size = model.ModelSize(hidden_units=None, latent_dim=latent_dim)
+    self.latent_dim = latent_dim
 
   def _run(self, signature, outputs, **inputs):
     definition = self._signatures[signature]
@@ -313,7 +314,7 @@ def draw_samples(vae, num, seed, temperature=1.0, sample_from='prior',
   if sample_from == 'aggregate':
     return vae.sample_aggregate(num, seed, temperature, data_dir)
   z = temperature * np.random.RandomState(seed).standard_normal(
-      (num, vae.model_size.latent_dim)).astype(np.float32)
+      (num, vae.latent_dim)).astype(np.float32)
   return vae.decode(z)
 
 

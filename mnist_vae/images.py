@@ -83,23 +83,23 @@ class GridWriter(object):
   """Reconstructions of fixed test images and decodings of fixed prior draws,
   built in the training graph over its variables."""
 
-  def __init__(self, fixed_images, model_size):
+  def __init__(self, fixed_images, network):
     """
     Args:
       fixed_images: float32 [NUM_GRID_IMAGES, 784], the first test images.
-      model_size: model.ModelSize of the graph's variables.
+      network: architectures.Network of the graph's variables.
     """
     self._fixed_images = fixed_images
     self._prior_draws = np.random.RandomState(SAMPLE_GRID_SEED).standard_normal(
-        (NUM_GRID_IMAGES, model_size.latent_dim)).astype(np.float32)
+        (NUM_GRID_IMAGES, network.latent_dim)).astype(np.float32)
     # Fed, not constants: constants would copy them into every .meta file.
     self._images = tf.placeholder(tf.float32, fixed_images.shape)
     self._z = tf.placeholder(tf.float32, self._prior_draws.shape)
     # Reconstructions decode the posterior mean: no sampling noise, so the
     # grid changes only when the weights do.
-    z_mean, _ = model.encode(self._images, model_size)
-    self._reconstructions = model.probabilities(model.decode(z_mean, model_size))
-    self._samples = model.probabilities(model.decode(self._z, model_size))
+    z_mean, _ = model.encode(self._images, network)
+    self._reconstructions = model.probabilities(model.decode(z_mean, network))
+    self._samples = model.probabilities(model.decode(self._z, network))
 
   def write_inputs(self, images_dir):
     """Writes the fixed test images as images_dir/inputs.png, once."""

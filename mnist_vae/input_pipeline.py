@@ -119,11 +119,9 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
   # shuffling the n examples with the same seed did (test_input_pipeline
   # checks the batches against that example-level shuffle).
   def batches_of(pixels):  # uint8 [num_examples, 784] -> endless batches.
-    indices = tf.data.Dataset.range(tf.shape(pixels, out_type=tf.int64)[0])
-    indices = indices.shuffle(shuffle_buffer_size, seed=seed,
-                              reshuffle_each_iteration=True)
-    indices = indices.repeat().batch(batch_size, drop_remainder=True)
-    return indices.map(lambda batch_indices: tf.gather(pixels, batch_indices))
+    return train_indices(tf.shape(pixels, out_type=tf.int64)[0], batch_size, seed,
+                         shuffle_buffer_size).map(
+                             lambda batch_indices: tf.gather(pixels, batch_indices))
 
   dataset = _decoded_pixels(path, num_shards, shard_index, binarize).batch(
       2**31 - 1).flat_map(batches_of)
@@ -134,6 +132,36 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
   else:
     dataset = dataset.map(normalize)
   return dataset.prefetch(2).with_options(_quiet_options())
+
+
+def train_indices(num_examples, batch_size, seed, shuffle_buffer_size):
+  """train_dataset's order: endless int64 [batch_size] batches of example
+  indices, reshuffled every epoch."""
+  indices = tf.data.Dataset.range(num_examples)
+  indices = indices.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
+  return indices.repeat().batch(batch_size, drop_remainder=True)
+
+
+def read_split_pixels(path, binarize='none'):
+  """Every image of `path` as train_dataset stores it before making images:
+  uint8 [n, 784], grey levels 0..255, or the static sample's 0 and 1 for
+  'static'."""
+  batches = [pixels.numpy() for pixels in
+             _decoded_pixels(path, 1, 0, binarize).batch(2**31 - 1)]
+  return batches[0] if batches else np.zeros([0, IMAGE_PIXELS], np.uint8)
+
+
+def images_from_pixels(pixels, binarize, uniforms=None):
+  """train_dataset's images from pixels as read_split_pixels stores them:
+  float32 [..., 784] from uint8 [..., 784]; for 'dynamic', `uniforms`
+  (float32 in [0, 1), pixels' shape) draw the binary sample."""
+  images = tf.cast(pixels, tf.float32)
+  if binarize == 'static':  # Already 0 or 1.
+    return images
+  images = normalize(images)
+  if binarize == 'dynamic':
+    images = tf.cast(uniforms < images, tf.float32)
+  return images
 
 
 def _decoded_pixels(path, num_shards, shard_index, binarize):

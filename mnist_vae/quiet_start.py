@@ -12,6 +12,13 @@ logger only reads that setting once initialised. The entry points call
 file, from which every line but the informational ones and that notice is
 written back to stderr.
 
+Quietly also means two notices of TensorFlow's Python log that a user can do
+nothing about are dropped at their source, TensorFlow's logger: the
+checkpoint hook's two "Calling checkpoint listeners" lines around each save
+(its "Saving checkpoints for N" line stays), and the deprecation of
+`remove_checkpoint`, which TensorFlow's own Saver calls when it rotates old
+checkpoints out.
+
 Quickly: `import tensorflow` also imports Keras 3 (for its optimizers'
 registrations), and with them whatever optional packages Keras and TF Lite
 find installed: JAX, matplotlib's pyplot and IPython, about 2 of its 6
@@ -21,6 +28,7 @@ the time of the import and importable as usual afterwards (reporting/ood.py
 draws with matplotlib, bench/jax_peer.py runs JAX).
 """
 
+import logging
 import os
 import re
 import sys
@@ -46,10 +54,24 @@ def is_start_up_notice(line, previous_was_notice):
 _OPTIONAL_PACKAGES = ('jax', 'matplotlib', 'IPython')
 
 
+# Messages of TensorFlow's Python logger dropped (see the module docstring).
+_DROPPED_MESSAGES = (
+    'Calling checkpoint listeners',
+    'remove_checkpoint (from tensorflow.python.checkpoint.checkpoint_management) is '
+    'deprecated',
+)
+
+
+def _keeps(record):
+  message = record.getMessage()
+  return not any(dropped in message for dropped in _DROPPED_MESSAGES)
+
+
 def import_tensorflow():
   """Imports TensorFlow (once) as the module docstring says."""
   if 'tensorflow' in sys.modules:
     return
+  logging.getLogger('tensorflow').addFilter(_keeps)
   hidden = [name for name in _OPTIONAL_PACKAGES if name not in sys.modules]
   for name in hidden:
     sys.modules[name] = None  # `import name` raises ImportError.

@@ -4,7 +4,7 @@
   python sample_quality.py --classifier_dir runs/classifier --train_dir runs/upstream
 
 A picture of samples says little about how far they are from the data. As
-MNIST papers do, a small digit classifier (model.classify_digits, trained
+MNIST papers do, a small digit classifier (classify_digits, trained
 here on the training split; its test accuracy is in its classifier.json)
 gives each image 128 features and a label:
 
@@ -29,6 +29,7 @@ from mnist_vae import quiet_start
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import json
+import math
 import os
 import time
 
@@ -43,13 +44,15 @@ from mnist_vae import evaluate
 from mnist_vae import files
 from mnist_vae import generate
 from mnist_vae import input_pipeline
-from mnist_vae import model
 from mnist_vae.data_prep import records
 
 FLAGS = flags.FLAGS
 CLASSIFIER_FILE = 'classifier.json'
 CLASSIFIER_CHECKPOINT = 'classifier.ckpt'
 NUM_DIGITS = 10
+# The digit classifier that scores samples, not the VAE.
+CLASSIFIER_SCOPE = 'digit_classifier'
+CLASSIFIER_LAYERS = (512, 128)
 
 
 class SampleQualityError(RuntimeError):
@@ -98,9 +101,38 @@ def _split(data_dir, split):
           input_pipeline.read_split_labels(path))
 
 
+def classify_digits(images):
+  """A small MLP digit classifier: 784-512-128-10, ReLU, initialised as the
+  VAE's MLP (TF1 contrib's variance scaling).
+
+  Its 128 last hidden units are the feature space of the Frechet distance (as
+  the Inception pool features are for FID).
+
+  Args:
+    images: float32 [batch, 784] in [0, 1].
+
+  Returns:
+    features: float32 [batch, 128]; logits: float32 [batch, 10].
+  """
+  hidden = images
+  with tf.variable_scope(CLASSIFIER_SCOPE, reuse=tf.AUTO_REUSE):
+    for layer, units in enumerate(CLASSIFIER_LAYERS + (NUM_DIGITS,)):
+      with tf.variable_scope('fc%d' % (layer + 1) if layer < len(CLASSIFIER_LAYERS)
+                             else 'logits'):
+        fan_in = int(hidden.shape[-1])
+        weights = tf.get_variable('weights', [fan_in, units],
+                                  initializer=tf.truncated_normal_initializer(
+                                      stddev=math.sqrt(2.6 / fan_in)))
+        biases = tf.get_variable('biases', [units], initializer=tf.zeros_initializer())
+      logits = tf.nn.bias_add(tf.matmul(hidden, weights), biases)
+      if layer < len(CLASSIFIER_LAYERS):
+        features = hidden = tf.nn.relu(logits)
+  return features, logits
+
+
 def train_classifier(classifier_dir, data_dir, steps=3000, seed=0,
                      batch_size=128):
-  """Trains model.classify_digits on the training split into classifier_dir;
+  """Trains classify_digits on the training split into classifier_dir;
   returns classifier.json's content (with the test accuracy).
 
   classifier.json is written last: a directory without it holds no usable
@@ -118,12 +150,12 @@ def train_classifier(classifier_dir, data_dir, steps=3000, seed=0,
     tf.set_random_seed(seed)
     images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
     labels = tf.placeholder(tf.int64, [None])
-    _, logits = model.classify_digits(images)
+    _, logits = classify_digits(images)
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=logits))
     train_op = tf.train.AdamOptimizer(1e-3).minimize(loss)
     predictions = tf.argmax(logits, axis=1)
-    saver = tf.train.Saver(tf.global_variables(model.CLASSIFIER_SCOPE + '/'))
+    saver = tf.train.Saver(tf.global_variables(CLASSIFIER_SCOPE + '/'))
     order = np.random.RandomState(seed)
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
@@ -144,7 +176,7 @@ def train_classifier(classifier_dir, data_dir, steps=3000, seed=0,
                  write_meta_graph=False, write_state=False)
   result = {'test_accuracy': float(np.mean(predicted == test_labels)),
             'steps': steps, 'batch_size': batch_size, 'seed': seed,
-            'layers': [records.IMAGE_PIXELS] + list(model.CLASSIFIER_LAYERS)
+            'layers': [records.IMAGE_PIXELS] + list(CLASSIFIER_LAYERS)
                       + [NUM_DIGITS],
             'train_seconds': time.time() - start}
   files.write_json(os.path.join(classifier_dir, CLASSIFIER_FILE), result)
@@ -167,9 +199,9 @@ class Classifier(object):
     self._graph = tf.Graph()
     with self._graph.as_default():
       self._images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-      self._features, logits = model.classify_digits(self._images)
+      self._features, logits = classify_digits(self._images)
       self._labels = tf.argmax(logits, axis=1)
-      saver = tf.train.Saver(tf.global_variables(model.CLASSIFIER_SCOPE + '/'))
+      saver = tf.train.Saver(tf.global_variables(CLASSIFIER_SCOPE + '/'))
       self._session = tf.Session()
       try:
         saver.restore(self._session,

@@ -17,6 +17,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import contextlib
 import os
 import re
@@ -25,18 +26,21 @@ import time
 
 from absl import flags
 from absl import logging
-import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import architectures
 from mnist_vae import checkpoints
 from mnist_vae import cli
 from mnist_vae import cluster
+from mnist_vae import fast_step
 from mnist_vae import files
 from mnist_vae import images
 from mnist_vae import input_pipeline
+from mnist_vae import learning_rates
 from mnist_vae import model
 from mnist_vae import run_dir
 from mnist_vae import training
+from mnist_vae import training_loop
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import download
 from mnist_vae.data_prep import idx
@@ -76,19 +80,48 @@ def define_flags(flag_values=flags.FLAGS):
                     help='Dataset to prepare when the TFRecords are missing.')
   flags.DEFINE_integer('validation_size', None, lower_bound=0,
                        flag_values=flag_values,
-                       help='Leading training images held out as the '
-                       'validation split when preparing TFRecords (default '
-                       '5000; 0: no validation split). Existing TFRecords must '
-                       'have been made with it (default: as they were made).')
+                       help='Training images held out as the validation split '
+                       'when preparing TFRecords (default 5000; 0: no '
+                       'validation split). Existing TFRecords must have been '
+                       'made with it (default: as they were made).')
+  flags.DEFINE_enum('validation_from', None, convert_to_records.VALIDATION_FROM,
+                    flag_values=flag_values,
+                    help='Whether the validation split is the first or the last '
+                    '--validation_size training images (default first). '
+                    'Existing TFRecords must have been made with it (default: '
+                    'as they were made).')
   flags.DEFINE_integer('batch_size', 128, lower_bound=1,
                        flag_values=flag_values,
                        help='Training examples per step.')
-  flags.DEFINE_enum('optimizer', 'sgd', model.OPTIMIZERS,
+  flags.DEFINE_enum('optimizer', 'sgd', training.OPTIMIZERS,
                     flag_values=flag_values,
                     help='sgd is the original script\'s; adam is the upstream '
                     'repository\'s; momentum uses 0.9.')
   flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
-                     flag_values=flag_values, help='Optimizer learning rate.')
+                     flag_values=flag_values,
+                     help='Optimizer learning rate (constant; see '
+                     '--learning_rate_schedule).')
+  flags.DEFINE_string('learning_rate_schedule', '',
+                      flag_values=flag_values,
+                      help='Stages of learning rates instead of '
+                      '--learning_rate: LENGTH:RATE,LENGTH:RATE,... with the '
+                      'lengths in --learning_rate_schedule_unit; e.g. '
+                      '"1:1e-3,3:7.2e-4" is 1 epoch at 1e-3, then 3 at 7.2e-4. '
+                      'Without --max_steps, training ends with the last stage.')
+  flags.DEFINE_enum('learning_rate_schedule_unit', 'epochs', learning_rates.UNITS,
+                    flag_values=flag_values,
+                    help='What the schedule\'s lengths count: epochs (of '
+                    'training_images // batch_size steps) or steps.')
+  flags.DEFINE_float('adam_beta1', 0.9, lower_bound=0.0, upper_bound=1.0,
+                     flag_values=flag_values,
+                     help='--optimizer=adam: decay rate of the first moments.')
+  flags.DEFINE_float('adam_beta2', 0.999, lower_bound=0.0, upper_bound=1.0,
+                     flag_values=flag_values,
+                     help='--optimizer=adam: decay rate of the second moments.')
+  flags.DEFINE_float('adam_epsilon', 1e-8, lower_bound=0.0,
+                     flag_values=flag_values,
+                     help='--optimizer=adam: added to the root of the second '
+                     'moments (of the gradient of the batch\'s mean loss).')
   flags.DEFINE_integer('simulated_staleness', 0, lower_bound=0,
                        flag_values=flag_values,
                        help='One process only: apply at each step the '
@@ -108,20 +141,51 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
                        flag_values=flag_values,
                        help='Train until the global step reaches this value.')
-  flags.DEFINE_integer('latent_dim', 20, lower_bound=1, upper_bound=1000,
+  flags.DEFINE_enum('architecture', architectures.DEFAULT_ARCHITECTURE,
+                    list(architectures.ARCHITECTURES),
+                    flag_values=flag_values,
+                    help='The network (docs/architectures.md): %s.' % '; '.join(
+                        '%s: %s' % (name, about) for name, (_, _, about)
+                        in architectures.ARCHITECTURES.items()))
+  flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+                       upper_bound=architectures.MAX_LATENT_DIM,
                        flag_values=flag_values,
                        help='Number of dimensions in the latent code z (at '
-                       'most 1000).')
-  flags.DEFINE_integer('hidden_units', 500, lower_bound=1, upper_bound=8000,
+                       'most %d).' % architectures.MAX_LATENT_DIM)
+  flags.DEFINE_integer('hidden_units', None, lower_bound=1,
+                       upper_bound=architectures.MAX_HIDDEN_UNITS,
                        flag_values=flag_values,
-                       help='Width of each of the two hidden layers of the '
-                       'encoder and of the decoder (at most 8000: the middle '
-                       'layers then hold 64 M weights each).')
+                       help='Width of the hidden layers the architecture lets '
+                       'one choose (mlp and iwae_mlp: each of the two of the '
+                       'encoder and of the decoder; keras_cvae: its dense '
+                       'layer before the heads; at most %d). Default: the '
+                       'architecture\'s own (500, 200, 16).'
+                       % architectures.MAX_HIDDEN_UNITS)
   flags.DEFINE_float('keep_prob', 0.9,
                      flag_values=flag_values,
                      help='Dropout keep probability in (0, 1] after each hidden '
                      'layer while training (1 = no dropout). Evaluation, '
                      'reconstruction and sampling never use dropout.')
+  flags.DEFINE_integer('steps_per_call', 1, lower_bound=1, upper_bound=10000,
+                       flag_values=flag_values,
+                       help='Run up to this many steps, their updates included, '
+                       'inside one compiled loop per session call: faster where '
+                       'steps are short (small batches). One process only, '
+                       '--optimizer=adam or sgd. Logs, checkpoints, validation '
+                       'and signals still happen at their exact steps; the '
+                       'random numbers differ from one step per call.')
+  flags.DEFINE_integer('train_iw_samples', 1, lower_bound=1,
+                       flag_values=flag_values,
+                       help='K: draws of z per training image. K > 1 trains on '
+                       '--train_bound over the K draws (each image repeated K '
+                       'times through the network: K times the work of a '
+                       'step); 1 is the usual one-draw ELBO.')
+  flags.DEFINE_enum('train_bound', 'iwae', model.BOUNDS,
+                    flag_values=flag_values,
+                    help='With --train_iw_samples K > 1: iwae maximizes the '
+                    'importance-weighted bound log mean_k w_k (Burda et al. '
+                    '2015, the IWAE); elbo the ELBO averaged over the K draws '
+                    '(their "VAE with k samples").')
   flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
                        flag_values=flag_values,
                        help='Log losses and examples/s, and write scalar '
@@ -160,12 +224,6 @@ def define_flags(flag_values=flags.FLAGS):
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
                     'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
-  flags.DEFINE_boolean('compiled_step', True,
-                       flag_values=flag_values,
-                       help='Compute each step\'s loss, gradients and dropout '
-                       'masks as one XLA computation (1.15-1.3x faster on CPU). '
-                       '--nocompiled_step builds them from separate ops, as '
-                       'version 0.3 did, with its numbers for a seed.')
   flags.DEFINE_string('ps_hosts', '',
                       flag_values=flag_values,
                       help='Cluster: comma-separated host:port of the parameter '
@@ -209,8 +267,6 @@ def define_flags(flag_values=flags.FLAGS):
 FLAGS = flags.FLAGS
 
 IMAGES_SUBDIR = 'images'
-# Below cluster.PS_STOP_GRACE_SEC, so that the chief saves within it.
-SYNC_STEP_TIMEOUT_SEC = 8
 
 
 class TrainingError(RuntimeError):
@@ -218,7 +274,8 @@ class TrainingError(RuntimeError):
 
 
 # Errors whose message is the whole story: reported in one line, no traceback.
-EXPECTED_ERRORS = (TrainingError, idx.IdxError, input_pipeline.RecordsError,
+EXPECTED_ERRORS = (TrainingError, architectures.ArchitectureError,
+                   learning_rates.ScheduleError, idx.IdxError, input_pipeline.RecordsError,
                    convert_to_records.ConversionError, download.DownloadError,
                    cluster.ClusterError, checkpoints.CheckpointError,
                    run_dir.RunDirBusyError)
@@ -233,27 +290,15 @@ def prepare_data(data):
   # Also checks that existing records were made with these settings.
   convert_to_records.prepare(data.data_dir, mnist_dir=data.mnist_dir,
                              download_idx=data.download, dataset=data.dataset,
-                             validation_size=data.validation_size)
+                             validation_size=data.validation_size,
+                             validation_from=data.validation_from)
   paths = {split: records.split_path(data.data_dir, split)
            for split in records.SPLITS}
   return {split: (path, input_pipeline.inspect_records(
       path, allow_empty=split == 'validation')) for split, path in paths.items()}
 
 
-def _numerics_error(error, step, optimizer_settings, train_dir):
-  """A TrainingError explaining a failed numerics check of `model.training`."""
-  what = ('loss' if model.NUMERICS_CHECK_LOSS in error.message
-          else 'gradients')
-  kind = 'NaN' if 'NaN' in error.message else 'Inf'
-  return TrainingError(
-      'The %s became %s at step %d; the update was not applied. Likely cause: '
-      'the learning rate (%g) is too high for --optimizer=%s. The last '
-      'checkpoint in %s is untouched: resume from it with a lower '
-      '--learning_rate.' % (what, kind, step, optimizer_settings.learning_rate,
-                            optimizer_settings.optimizer, train_dir))
-
-
-def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
+def run_training(*, train_dir, data, network, optimizer_settings, schedule,
                  step_settings, eval_batch_size, threads, role=None,
                  sync_replicas=None):
   """Trains (or resumes), writes images and checkpoints, evaluates at the end.
@@ -262,7 +307,7 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     train_dir: where checkpoints, summaries, images/, config.json and
       metrics.json go.
     data: training.DataSource.
-    model_size: model.ModelSize.
+    network: architectures.Network.
     optimizer_settings: training.OptimizerSettings.
     schedule: training.Schedule.
     step_settings: training.StepSettings.
@@ -282,9 +327,14 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
   worker = cluster.Worker(role, training.session_config(threads))
   worker.wait_for_data(data.data_dir)
   splits = prepare_data(data)
+  schedule = _schedule_with_its_end(schedule, optimizer_settings, splits['train'][1],
+                                    step_settings.batch_size)
+  made_with = records.read_info(data.data_dir) or {}
   config = dict(train_dir=train_dir, eval_batch_size=eval_batch_size,
-                **data._replace(validation_size=splits['validation'][1])._asdict(),
-                **model_size._asdict(), **optimizer_settings._asdict(),
+                **data._replace(validation_size=splits['validation'][1],
+                                validation_from=made_with.get(
+                                    'validation_from', 'first'))._asdict(),
+                **architectures.record(network), **optimizer_settings._asdict(),
                 **schedule._asdict(), **step_settings._asdict(),
                 **threads._asdict(),
                 **cluster.effective_sync(sync_replicas, role)._asdict())
@@ -304,35 +354,34 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     training_graph = training.build_training_graph(
         train_path=splits['train'][0], num_train=splits['train'][1],
         fixed_images=split_images['test'][:images.NUM_GRID_IMAGES],
-        model_size=model_size, optimizer_settings=optimizer_settings,
+        network=network, optimizer_settings=optimizer_settings,
         step_settings=step_settings, eval_batch_size=eval_batch_size,
-        initial_step=initial_step, worker=worker, sync_replicas=sync_replicas)
+        initial_step=initial_step, worker=worker, sync_replicas=sync_replicas,
+        output_bias=_initial_output_bias(network, splits['train'][0]))
     with training_graph.tf_graph.as_default(), training.StopSignals() as stop_signals:
       if checkpoint:
         checkpoints.check_matches(checkpoint, tf.global_variables(),
-                                  optimizer_settings.optimizer)
+                                  optimizer_settings.optimizer, network)
       if worker.is_chief:
         files.write_json(os.path.join(train_dir, training.CONFIG_FILE), config)
       worker.log_placement(training_graph.tf_graph)
       worker.wait_for_chief(training_graph.tf_graph)
       summary_writer = (tf.summary.FileWriterCache.get(train_dir)
                         if worker.is_chief else None)
+      stage_ends = _stage_ends(optimizer_settings, splits['train'][1], step_settings)
+      # Its saver, like every op, is made before the session finalizes the graph.
+      stage_checkpoints = (training_loop.StageCheckpoints(stage_ends, train_dir)
+                           if worker.is_chief and stage_ends else None)
       with training.monitored_session(
           training_graph, train_dir, schedule, worker.config, worker.target,
           worker.is_chief, restore_from=checkpoint,
           kept_checkpoints=kept_checkpoints) as session:
         if worker.is_chief:
           training_graph.grid_writer.write_inputs(images_dir)
-        step_runner = training.StepRunner(
-            session, training_graph.train_fetches, schedule,
-            through_hooks_always=bool(worker.target))
-        progress = _train(session, step_runner, training_graph, initial_step,
-                          schedule, stop_signals,
-                          worker.is_chief, summary_writer, images_dir,
-                          step_settings.batch_size, split_images['validation'],
-                          lambda e, step: _numerics_error(
-                              e, step, optimizer_settings, train_dir),
-                          writer_lock)
+        progress = _train(session, training_graph, _LoopContext(
+            train_dir, images_dir, schedule, step_settings, optimizer_settings,
+            worker, summary_writer, writer_lock, split_images['validation'],
+            stage_checkpoints), stop_signals, initial_step)
     # Closing the session saved a checkpoint of the last step.
     metrics = dict(progress, interrupted_by=stop_signals.name)
     if worker.is_chief:
@@ -343,7 +392,7 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
                         metrics['step'], metrics['checkpoint'])
       else:
         metrics.update(training.final_evaluation(
-            metrics['checkpoint'], split_images, model_size, eval_batch_size,
+            metrics['checkpoint'], split_images, network, eval_batch_size,
             summary_writer, images_dir))
     if not stop_signals.received:
       worker.finish(metrics['local_steps'], metrics['step'])
@@ -354,6 +403,31 @@ def run_training(*, train_dir, data, model_size, optimizer_settings, schedule,
     files.write_json(os.path.join(train_dir, training.METRICS_FILE), metrics)
     logging.info('Wrote %s', os.path.join(train_dir, training.METRICS_FILE))
     return metrics
+
+
+def _schedule_with_its_end(schedule, optimizer_settings, num_train, batch_size):
+  """`schedule` with max_steps at the learning-rate schedule's end where it
+  was left to it (None); TrainingError when --max_steps runs past that end."""
+  if not optimizer_settings.learning_rate_schedule:
+    return schedule
+  _, ends = training.learning_rate_stages(optimizer_settings, num_train, batch_size)
+  if schedule.max_steps is None:
+    return schedule._replace(max_steps=ends[-1])
+  if schedule.max_steps > ends[-1]:
+    raise TrainingError(
+        '--max_steps=%d runs past the end of --learning_rate_schedule (step %d '
+        'with %d training images in batches of %d): lengthen its last stage or '
+        'lower --max_steps' % (schedule.max_steps, ends[-1], num_train, batch_size))
+  return schedule
+
+
+def _initial_output_bias(network, train_path):
+  """The decoder's initial output biases where the network starts them at
+  the training images' mean pixel (its logit), else None."""
+  if network.output_bias != 'train_mean_logit':
+    return None
+  return model.train_mean_logit(
+      input_pipeline.read_split_images(train_path).mean(axis=0))
 
 
 def _make_train_dir(train_dir, train_split, step_settings):
@@ -416,122 +490,143 @@ def _log_start(checkpoint, initial_step, max_steps):
     logging.info('Resuming from %s (step %d).', checkpoint, initial_step)
 
 
-def _train(session, step_runner, training_graph, step, schedule, stop_signals,
-           is_chief, summary_writer, images_dir, batch_size, validation_images,
-           numerics_error, writer_lock):
-  """The training loop: steps until max_steps or a stop signal, logging the
-  last minibatch's losses and examples/s, and (the chief) writing image grids
-  and validating on schedule.
+# What the training loop needs to know of its run.
+_LoopContext = collections.namedtuple('_LoopContext', [
+    'train_dir', 'images_dir', 'schedule', 'step_settings', 'optimizer_settings',
+    'worker', 'summary_writer', 'writer_lock', 'validation_images',
+    'stage_checkpoints'])
+
+
+def _train(session, training_graph, context, stop_signals, first_step):
+  """The training loop (training_loop.run_loop) with the pieces this task
+  runs: the chief all of them, another worker only the progress log.
 
   Returns:
     {step, local_steps, last_minibatch, last_validation,
      train_examples_per_sec}.
   """
-  minibatch_losses, last_validation, throughputs = {}, None, []
-  local_steps = 0
-  last_log_time, last_log_step, side_work_sec = time.time(), step, 0.0
-  loop_start_time, loop_start_step = last_log_time, step
-  step_options = None
-  # StopAtStepHook only looks after a step, so a run restored at max_steps
-  # would otherwise train one step past it.
-  while (step < schedule.max_steps and not session.should_stop()
-         and not stop_signals.received):
-    try:
-      minibatch_losses = step_runner.run(step, options=step_options)
-    except tf.errors.InvalidArgumentError as e:
-      if 'non-finite' not in e.message:
-        raise
-      raise numerics_error(e, step + 1) from e
-    except tf.errors.DeadlineExceededError:
-      if not stop_signals.received:
-        logging.warning('A synchronous step waited %d s for the other '
-                        'workers\' gradients; trying again.',
-                        SYNC_STEP_TIMEOUT_SEC)
-      continue
-    if training_graph.sync and step_options is None:
-      # A synchronous step waits for the other workers' gradients, forever
-      # once they have stopped (a preempted job's tasks all get SIGTERM), and
-      # a signal's handler only runs once it returns. Past the first step
-      # (which waits for the others to start) a step gives up after this long.
-      step_options = tf.RunOptions(timeout_in_ms=SYNC_STEP_TIMEOUT_SEC * 1000)
-    previous_step, step = step, int(minibatch_losses['step'])
-    local_steps += 1
-    if training.crossed(previous_step, step, schedule.log_every_n_steps):
-      now = time.time()
-      examples_per_sec = ((step - last_log_step) * batch_size
-                          / max(now - last_log_time - side_work_sec, 1e-9))
-      throughputs.append(examples_per_sec)
-      objective = minibatch_losses.get('objective')
-      logging.info('%s: neg_elbo %.3f (reconstruction %.3f, kl %.3f)%s, '
-                   '%.0f examples/s', training.progress(
-                       step, schedule.max_steps, step - loop_start_step,
-                       now - loop_start_time), minibatch_losses['neg_elbo'],
-                   minibatch_losses['reconstruction'],
-                   minibatch_losses['kl_divergence'],
-                   '' if objective is None else
-                   ', objective %.3f (KL weight %.3g)' % (
-                       objective, minibatch_losses['kl_weight']),
-                   examples_per_sec)
-      last_log_time, last_log_step, side_work_sec = now, step, 0.0
-      writer_lock.check()  # A lease another writer took over stops us.
-    if not is_chief:
-      continue
-    if local_steps == 1 or training.crossed(previous_step, step,
-                                            schedule.log_every_n_steps):
-      training.add_scalar_summaries(summary_writer, step, 'train',
-                                    minibatch_losses)
-    side_start = time.time()
-    # run_step_fn hands over the raw session: hooks do not fire for these.
-    if training.crossed(previous_step, step, schedule.image_every_n_steps):
-      # Called at once, in this iteration: `step` is this step's.
-      session.run_step_fn(
-          lambda step_context: training_graph.grid_writer.write(
-              step_context.session, step, summary_writer, images_dir))  # noqa: B023
-    if (training.crossed(previous_step, step, schedule.eval_every_n_steps)
-        and len(validation_images)):
-      last_validation = session.run_step_fn(
-          lambda step_context: training_graph.evaluator.evaluate(
-              step_context.session, validation_images))
-      last_validation['step'] = step
-      training.add_scalar_summaries(summary_writer, step, 'validation',
-                                    last_validation)
-      logging.info('step %d: validation neg_elbo %.3f', step,
-                   last_validation['neg_elbo'])
-    side_work_sec += time.time() - side_start
+  schedule, worker = context.schedule, context.worker
+  runner = training.StepRunner(session, training_graph.train_fetches, schedule,
+                               through_hooks_always=bool(worker.target),
+                               steps_to_run=training_graph.steps_to_run)
+  caller = training_loop.StepCaller(runner, first_step, bool(training_graph.sync),
+                                    context.step_settings.steps_per_call)
+  pieces = [training_loop.ProgressLog(schedule.log_every_n_steps, schedule.max_steps,
+                                      context.step_settings.batch_size, first_step,
+                                      context.writer_lock)]
+  if worker.is_chief:
+    pieces += [
+        training_loop.TrainSummaries(schedule.log_every_n_steps, context.summary_writer),
+        training_loop.GridWriting(schedule.image_every_n_steps, training_graph.grid_writer,
+                                  context.summary_writer, context.images_dir),
+        training_loop.Validation(schedule.eval_every_n_steps, training_graph.evaluator,
+                                 context.validation_images, context.summary_writer)]
+    if context.stage_checkpoints:
+      pieces.append(context.stage_checkpoints)
+  try:
+    step = training_loop.run_loop(session, caller, pieces, schedule, stop_signals)
+  except training_loop.NonFiniteStep as e:
+    raise TrainingError(
+        'The %s became %s at step %d; the update was not applied. Likely cause: '
+        'the learning rate is too high for --optimizer=%s. The last checkpoint '
+        'in %s is untouched: resume from it with a lower learning rate.'
+        % (e.what, e.kind, e.step, context.optimizer_settings.optimizer,
+           context.train_dir)) from e
   if training_graph.sync and training_graph.sync.release_tokens is not None:
     # Synchronous workers still waiting for a token would block forever.
     session.run_step_fn(lambda step_context: step_context.session.run(
         training_graph.sync.release_tokens))
-  return {
-      'step': step, 'local_steps': local_steps,
-      'last_minibatch': {key: float(value) for key, value
-                         in minibatch_losses.items() if key != 'step'},
-      'last_validation': last_validation,
-      'train_examples_per_sec': (float(np.median(throughputs))
-                                 if throughputs else None),
-  }
+  return training_loop.loop_results(caller, pieces, step)
+
+
+def _stage_ends(optimizer_settings, num_train, step_settings):
+  """The global steps at which the learning-rate stages end ([] without a
+  schedule)."""
+  if not optimizer_settings.learning_rate_schedule:
+    return []
+  return training.learning_rate_stages(optimizer_settings, num_train,
+                                       step_settings.batch_size)[1]
 
 
 def settings_from_flags(flag_values=FLAGS):
-  """run_training's settings from parsed flags: {argument name: value}."""
+  """run_training's settings from parsed flags: {argument name: value}.
+
+  Raises:
+    TrainingError: flags that contradict each other.
+    learning_rates.ScheduleError: a schedule that does not parse.
+  """
 
   def fill(settings_type):
     return settings_type(**{name: flag_values[name].value
                             for name in settings_type._fields
                             if name in flag_values})
+  optimizer_settings = fill(training.OptimizerSettings)
+  schedule = fill(training.Schedule)
+  network = architectures.network(flag_values.architecture, flag_values.hidden_units,
+                                  flag_values.latent_dim)
+  if optimizer_settings.learning_rate_schedule:
+    learning_rates.parse(optimizer_settings.learning_rate_schedule)
+    if flag_values['learning_rate'].present:
+      raise TrainingError('--learning_rate and --learning_rate_schedule both set '
+                          'the learning rate; give one of them')
+    if not flag_values['max_steps'].present:
+      schedule = schedule._replace(max_steps=None)  # The schedule's end.
+  step_settings = fill(training.StepSettings)
+  if step_settings.steps_per_call > 1:
+    if optimizer_settings.optimizer not in fast_step.LOOP_OPTIMIZERS:
+      raise TrainingError('--steps_per_call=%d works with --optimizer=%s, not %s'
+                          % (step_settings.steps_per_call,
+                             ' or '.join(fast_step.LOOP_OPTIMIZERS),
+                             optimizer_settings.optimizer))
+    if optimizer_settings.simulated_staleness:
+      raise TrainingError('--simulated_staleness delays each step\'s gradient; '
+                          'it works with --steps_per_call=1 only')
+  _check_iw_samples(step_settings, optimizer_settings, network)
+  adam_flags = [name for name in ('adam_beta1', 'adam_beta2', 'adam_epsilon')
+                if flag_values[name].present]
+  if adam_flags and optimizer_settings.optimizer != 'adam':
+    raise TrainingError('--%s apply to --optimizer=adam, not --optimizer=%s'
+                        % (', --'.join(adam_flags), optimizer_settings.optimizer))
   return {
       'train_dir': flag_values.checkpointDir or flag_values.train_dir,
+      'network': network,
       'data': fill(training.DataSource)._replace(
           data_dir=(flag_values.data_dir or flag_values.buckets
                     or 'data/' + flag_values.dataset)),
-      'model_size': fill(model.ModelSize),
-      'optimizer_settings': fill(training.OptimizerSettings),
-      'schedule': fill(training.Schedule),
-      'step_settings': fill(training.StepSettings),
+      'optimizer_settings': optimizer_settings,
+      'schedule': schedule,
+      'step_settings': step_settings,
       'eval_batch_size': flag_values.eval_batch_size,
       'threads': fill(training.Threads),
       'sync_replicas': fill(cluster.SyncReplicas),
   }
+
+
+# What a training step may hold in memory: activations of the batch times
+# --train_iw_samples, forward and backward.
+MAX_STEP_MEMORY_FRACTION = 0.5
+
+
+def _check_iw_samples(step_settings, optimizer_settings, network):
+  """TrainingError unless --train_iw_samples fits the objective and memory."""
+  samples = step_settings.train_iw_samples
+  if samples == 1:
+    return
+  if step_settings.train_bound == 'iwae' and (optimizer_settings.kl_weight != 1.0
+                                              or optimizer_settings.kl_warmup_steps):
+    raise TrainingError('--train_bound=iwae with --train_iw_samples=%d has no KL term '
+                        'to weigh: drop --kl_weight/--kl_warmup_steps, or use '
+                        '--train_bound=elbo' % samples)
+  # Forward activations, their gradients and the pass's temporaries: about
+  # three float32 copies of the activations of K * batch rows.
+  needed = (3 * 4 * samples * step_settings.batch_size
+            * architectures.activations_per_example(network))
+  available = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if needed > MAX_STEP_MEMORY_FRACTION * available:
+    raise TrainingError(
+        '--train_iw_samples=%d with --batch_size=%d needs about %.1f GiB for a '
+        'step\'s activations, more than half of this machine\'s %.1f GiB'
+        % (samples, step_settings.batch_size, needed / 2**30, available / 2**30))
 
 
 def main():
@@ -548,6 +643,12 @@ def main():
         '--simulated_staleness models a cluster in one process; this process '
         'is the %s task %d of a cluster, whose staleness is real. Drop one of '
         'them.' % (role.job_name, role.task_index))
+  if role and settings['step_settings'].steps_per_call > 1:
+    raise cluster.ClusterError(
+        '--steps_per_call=%d runs steps in one process; this process is the %s '
+        'task %d of a cluster, whose steps synchronize one at a time. Drop '
+        '--steps_per_call.' % (settings['step_settings'].steps_per_call,
+                               role.job_name, role.task_index))
   if role and role.job_name == 'ps':
     return cluster.run_parameter_server(
         role, training.session_config(settings['threads']))

@@ -25,34 +25,44 @@ import tensorflow.compat.v1 as tf
 from mnist_vae import checkpoints
 from mnist_vae import cluster
 from mnist_vae import evaluation
+from mnist_vae import fast_step
 from mnist_vae import images
 from mnist_vae import input_pipeline
+from mnist_vae import learning_rates
 from mnist_vae import model
 
 # Where the training batches come from, and how the TFRecords are made when
 # data_dir has none.
 DataSource = collections.namedtuple('DataSource', [
-    'data_dir', 'mnist_dir', 'download', 'dataset', 'validation_size'])
+    'data_dir', 'mnist_dir', 'download', 'dataset', 'validation_size',
+    'validation_from'])
 # When things happen, in global steps.
 Schedule = collections.namedtuple('Schedule', [
     'max_steps', 'log_every_n_steps', 'image_every_n_steps',
     'eval_every_n_steps', 'save_checkpoint_steps'])
-# `optimizer` is the optimizer's name, one of model.OPTIMIZERS.
+# `optimizer` is the optimizer's name, one of OPTIMIZERS; `adam_*` are Adam's
+# moments' decay rates and epsilon. `learning_rate_schedule` ('' for a constant
+# learning_rate) is learning_rates.parse's text, its lengths in
+# `learning_rate_schedule_unit`.
 # `simulated_staleness` > 0 delays every gradient by that many steps
 # (cluster.StaleGradientOptimizer).
 # `kl_weight` (beta) and `kl_warmup_steps` shape the objective minimized:
 # reconstruction + weight * KL, the weight rising linearly from 0 to beta over
 # the warm-up (model.kl_weight_at).
 OptimizerSettings = collections.namedtuple('OptimizerSettings', [
-    'optimizer', 'learning_rate', 'simulated_staleness', 'kl_weight',
-    'kl_warmup_steps'], defaults=(1.0, 0))
+    'optimizer', 'learning_rate', 'learning_rate_schedule',
+    'learning_rate_schedule_unit', 'adam_beta1', 'adam_beta2', 'adam_epsilon',
+    'simulated_staleness', 'kl_weight', 'kl_warmup_steps'],
+    defaults=('', 'epochs', 0.9, 0.999, 1e-8, 0, 1.0, 0))
 # How each training step sees the data.
-# `compiled_step`: the loss and gradients as one XLA computation
-# (model.compiled_training_step); False builds them from separate ops, the
-# graph of 0.3 and its numbers for a seed.
+# `steps_per_call` > 1 runs that many steps, updates included, inside one
+# compiled loop per session call (fast_step.compiled_training_loop).
+# `train_iw_samples` K > 1 draws K z per image and maximizes `train_bound`
+# (model.BOUNDS) over them.
 StepSettings = collections.namedtuple('StepSettings', [
     'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize',
-    'matmul_precision', 'compiled_step'], defaults=(True,))
+    'matmul_precision', 'steps_per_call', 'train_iw_samples', 'train_bound'],
+    defaults=(1, 1, 'iwae'))
 Threads = collections.namedtuple('Threads', [
     'intra_op_threads', 'inter_op_threads'])
 
@@ -76,13 +86,16 @@ TrainingGraph = collections.namedtuple('TrainingGraph', [
     'grid_writer',    # images.GridWriter for the fixed grids.
     'saver',
     'sync',           # cluster.SyncReplicasParts, or None.
+    'steps_to_run',   # the compiled loop's int32 [] placeholder, or None.
+    'local_init_feed',  # what its local variables' initializer is fed, or None.
 ])
 
 
 def build_training_graph(*, train_path, num_train, fixed_images,
-                         model_size, optimizer_settings, step_settings,
+                         network, optimizer_settings, step_settings,
                          eval_batch_size, initial_step=0, worker=None,
-                         sync_replicas=None, train_images_fn=None):
+                         sync_replicas=None, train_images_fn=None,
+                         output_bias=None):
   """Builds the training step and, over the same variables, evaluation and
   image towers.
 
@@ -90,7 +103,7 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     train_path: the training TFRecord file.
     num_train: its number of examples (the default shuffle buffer).
     fixed_images: float32 [images.NUM_GRID_IMAGES, 784] for the grids.
-    model_size: model.ModelSize.
+    network: architectures.Network.
     optimizer_settings: OptimizerSettings.
     step_settings: StepSettings.
     eval_batch_size: examples per evaluation batch.
@@ -102,6 +115,8 @@ def build_training_graph(*, train_path, num_train, fixed_images,
       only a cluster with two or more workers synchronizes.
     train_images_fn: builds the training batches, float32 [batch_size, 784];
       None reads `train_path` (the benchmark passes an in-memory source).
+    output_bias: float32 [784], the initial output biases of a network that
+      starts them at the training mean's logit (model.create_variables).
 
   Returns:
     A TrainingGraph.
@@ -110,6 +125,12 @@ def build_training_graph(*, train_path, num_train, fixed_images,
   num_shards = role.num_workers if role else 1
   shard_index = role.worker_index if role else 0
   seed = step_settings.seed
+  per_call = step_settings.steps_per_call
+  # A compiled loop gathers its batches from the whole split, kept in the
+  # graph's memory (read here, outside the graph: the reading is eager).
+  pixels_value = (input_pipeline.read_split_pixels(train_path, step_settings.binarize)
+                  if per_call > 1 and not train_images_fn else None)
+  local_init_feed = None
   graph = tf.Graph()
   with graph.as_default(), tf.device(cluster.device_function(role)):
     # Each worker of a cluster draws its own dropout masks and z noise; the
@@ -118,6 +139,19 @@ def build_training_graph(*, train_path, num_train, fixed_images,
     with tf.name_scope('input'):
       if train_images_fn:
         train_images = train_images_fn()
+      elif pixels_value is not None:
+        # Fed once when the session starts: a constant would be copied into
+        # the graph (and every checkpoint's .meta); a local variable is not
+        # saved in checkpoints.
+        initial_pixels = tf.placeholder(tf.uint8, pixels_value.shape)
+        pixels = tf.Variable(initial_pixels, trainable=False, name='train_pixels',
+                             collections=[tf.GraphKeys.LOCAL_VARIABLES])
+        local_init_feed = {initial_pixels: pixels_value}
+        # Each call's batches as indices: one batch for each step it may take.
+        train_images = tf.data.make_one_shot_iterator(input_pipeline.train_indices(
+            len(pixels_value), step_settings.batch_size, seed + initial_step,
+            step_settings.shuffle_buffer_size or num_train).batch(
+                per_call, drop_remainder=True)).get_next()
       else:
         train_images = tf.data.make_one_shot_iterator(
             input_pipeline.train_dataset(
@@ -125,59 +159,125 @@ def build_training_graph(*, train_path, num_train, fixed_images,
                 shuffle_buffer_size=step_settings.shuffle_buffer_size or num_train,
                 num_shards=num_shards, shard_index=shard_index,
                 binarize=step_settings.binarize)).get_next()
-    matmul_dtype = model.MATMUL_DTYPES[step_settings.matmul_precision]
-    if step_settings.compiled_step:
-      kl_weight = _kl_weight(optimizer_settings)
-      with tf.name_scope('training_tower'):
-        step = model.compiled_training_step(
-            train_images, model_size, step_settings.keep_prob, matmul_dtype,
-            kl_weight)
-      loss_terms, objective = step.loss_terms, step.objective
+    stages, ends = (learning_rate_stages(optimizer_settings, num_train, step_settings.batch_size)
+                    if optimizer_settings.learning_rate_schedule else (None, None))
+    if per_call > 1:
+      train_fetches, steps_to_run = _compiled_loop(
+          train_images, network, optimizer_settings, step_settings, stages, ends,
+          output_bias, None if pixels_value is None else pixels.value())
+      sync = None
     else:
-      # The graph of version 0.3, op for op: the same numbers for a seed.
-      with tf.name_scope('training_tower'):
-        outputs = model.inference(train_images, model_size,
-                                  step_settings.keep_prob,
-                                  matmul_dtype=matmul_dtype)
-        loss_terms = model.loss(train_images, outputs)
-      step = None
-    optimizer = model.make_optimizer(optimizer_settings.optimizer,
-                                     optimizer_settings.learning_rate)
-    if optimizer_settings.simulated_staleness:
-      optimizer = cluster.StaleGradientOptimizer(
-          optimizer, optimizer_settings.simulated_staleness)
-    synchronous = cluster.effective_sync(sync_replicas, role).sync_replicas
-    if synchronous:
-      optimizer = cluster.synchronize(optimizer, sync_replicas, role)
-    if step is None:
-      # After the tower, where 0.3 made them: ops made earlier would move the
-      # random ops' seeds.
-      kl_weight = _kl_weight(optimizer_settings)
-      # At the defaults the objective is the negative ELBO tensor itself, so
-      # the graph, and every number of a seed, is what it was without beta.
-      objective = (loss_terms.neg_elbo if kl_weight is None else tf.add(
-          loss_terms.reconstruction, kl_weight * loss_terms.kl_divergence,
-          name='objective'))
-    train_op, global_step = model.training(
-        objective, optimizer,
-        grads_and_vars=step.grads_and_vars if step else None,
-        gradient_sum=step.gradient_sum if step else None)
-    sync = cluster.sync_parts(optimizer, role) if synchronous else None
-    with tf.control_dependencies([train_op]):
-      step_after_update = global_step.read_value()
-    evaluator = evaluation.Evaluator(model_size, batch_size=eval_batch_size)
+      train_fetches, sync = _single_step(
+          train_images, network, optimizer_settings, step_settings, stages, ends,
+          output_bias, role, sync_replicas)
+      steps_to_run = None
+    global_step = tf.train.get_global_step()
+    evaluator = evaluation.Evaluator(network, batch_size=eval_batch_size)
     with tf.name_scope('images'):
-      grid_writer = images.GridWriter(fixed_images, model_size)
+      grid_writer = images.GridWriter(fixed_images, network)
     # Relative paths in the `checkpoint` file: a run directory keeps working
     # when it is moved or copied off the disk it was trained on.
     saver = tf.train.Saver(max_to_keep=5, save_relative_paths=True)
+  return TrainingGraph(graph, train_fetches, global_step, evaluator,
+                       grid_writer, saver, sync, steps_to_run, local_init_feed)
+
+
+def _single_step(train_images, network, optimizer_settings, step_settings, stages, ends,
+                 output_bias, role, sync_replicas):
+  """One step per call: the compiled step's gradients applied by the
+  optimizer's kernels (through a cluster's synchronization). Returns the
+  train fetches and the cluster.SyncReplicasParts (or None)."""
+  kl_weight = _kl_weight(optimizer_settings)
+  with tf.name_scope('training_tower'):
+    step = fast_step.compiled_training_step(
+        train_images, network, step_settings.keep_prob,
+        model.MATMUL_DTYPES[step_settings.matmul_precision], kl_weight,
+        output_bias=output_bias, iw_samples=step_settings.train_iw_samples,
+        bound=step_settings.train_bound)
+  learning_rate = optimizer_settings.learning_rate
+  if stages:
+    learning_rate = learning_rates.rate_at(tf.train.get_global_step(), stages, ends)
+  optimizer = make_optimizer(optimizer_settings, learning_rate)
+  if optimizer_settings.simulated_staleness:
+    optimizer = cluster.StaleGradientOptimizer(
+        optimizer, optimizer_settings.simulated_staleness)
+  synchronous = cluster.effective_sync(sync_replicas, role).sync_replicas
+  if synchronous:
+    optimizer = cluster.synchronize(optimizer, sync_replicas, role)
+  train_op, global_step = model.training(
+      step.objective, optimizer, grads_and_vars=step.grads_and_vars,
+      gradient_sum=step.gradient_sum)
+  sync = cluster.sync_parts(optimizer, role) if synchronous else None
+  with tf.control_dependencies([train_op]):
+    step_after_update = global_step.read_value()
+  loss_terms = step.loss_terms
   train_fetches = {'step': step_after_update, 'neg_elbo': loss_terms.neg_elbo,
                    'reconstruction': loss_terms.reconstruction,
                    'kl_divergence': loss_terms.kl_divergence}
   if kl_weight is not None:
-    train_fetches.update(objective=objective, kl_weight=kl_weight)
-  return TrainingGraph(graph, train_fetches, global_step, evaluator,
-                       grid_writer, saver, sync)
+    train_fetches.update(objective=step.objective, kl_weight=kl_weight)
+  elif step.objective is not loss_terms.neg_elbo:
+    train_fetches.update(objective=step.objective)
+  if stages:
+    train_fetches.update(learning_rate=learning_rate)
+  return train_fetches, sync
+
+
+def _compiled_loop(train_blocks, network, optimizer_settings, step_settings, stages, ends,
+                   output_bias, pixels):
+  """Up to steps_per_call steps per call in one compiled loop, the updates
+  inside it (one process only). Returns the train fetches and the
+  steps-to-run placeholder."""
+  settings = optimizer_settings
+  kl_weight_at = None
+  if settings.kl_weight != 1.0 or settings.kl_warmup_steps:
+    kl_weight_at = lambda step: model.kl_weight_at(  # noqa: E731
+        step, settings.kl_weight, settings.kl_warmup_steps)
+  with tf.name_scope('training_tower'):
+    loop = fast_step.compiled_training_loop(
+        train_blocks, network, make_optimizer(settings), step_settings.keep_prob,
+        model.MATMUL_DTYPES[step_settings.matmul_precision],
+        learning_rate_at=(lambda step: learning_rates.rate_at(step, stages, ends))
+        if stages else None,
+        kl_weight_at=kl_weight_at, output_bias=output_bias,
+        iw_samples=step_settings.train_iw_samples, bound=step_settings.train_bound,
+        pixels=pixels, binarize=step_settings.binarize)
+  return loop.fetches, loop.steps_to_run
+
+
+OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
+
+
+def learning_rate_stages(optimizer_settings, num_train, batch_size):
+  """([learning_rates.Stage], the global step at which each ends) of the
+  settings' schedule, epochs being num_train // batch_size steps."""
+  stages = learning_rates.parse(optimizer_settings.learning_rate_schedule)
+  return stages, learning_rates.stage_ends(
+      stages, optimizer_settings.learning_rate_schedule_unit, num_train // batch_size)
+
+
+def make_optimizer(settings, learning_rate=None):
+  """The tf.compat.v1 optimizer of `settings` (an OptimizerSettings, or the
+  name of one of OPTIMIZERS with the defaults), at `learning_rate` (a number
+  or a tensor; None: settings.learning_rate)."""
+  if isinstance(settings, str):
+    settings = OptimizerSettings(settings, learning_rate)
+  name = settings.optimizer
+  if learning_rate is None:
+    learning_rate = settings.learning_rate
+  if name == 'sgd':
+    return tf.train.GradientDescentOptimizer(learning_rate)
+  if name == 'adam':
+    return tf.train.AdamOptimizer(learning_rate, settings.adam_beta1,
+                                  settings.adam_beta2, settings.adam_epsilon)
+  if name == 'adagrad':
+    return tf.train.AdagradOptimizer(learning_rate)
+  if name == 'rmsprop':
+    return tf.train.RMSPropOptimizer(learning_rate)
+  if name == 'momentum':
+    return tf.train.MomentumOptimizer(learning_rate, momentum=0.9)
+  raise ValueError('Unknown optimizer %r; expected one of %s'
+                   % (name, ', '.join(OPTIMIZERS)))
 
 
 def _kl_weight(optimizer_settings):
@@ -204,7 +304,10 @@ def monitored_session(training_graph, train_dir, schedule, config, master='',
     kept_checkpoints: the older checkpoints in train_dir, oldest first, which
       the saver deletes in turn as it keeps its last five.
   """
-  scaffold = tf.train.Scaffold(saver=training_graph.saver)
+  scaffold = tf.train.Scaffold(
+      saver=training_graph.saver,
+      local_init_op=tf.train.Scaffold.default_local_init_op(),
+      local_init_feed_dict=training_graph.local_init_feed)
   if is_chief:
     # What Saver.recover_last_checkpoints does, without its deprecated call.
     training_graph.saver.set_last_checkpoints_with_time([
@@ -230,34 +333,49 @@ def monitored_session(training_graph, train_dir, schedule, config, master='',
 
 
 class StepRunner(object):
-  """Runs one training step: through the MonitoredSession and its hooks on the
-  steps where a hook has work (the one that reaches a multiple of
+  """Runs training steps: through the MonitoredSession and its hooks on the
+  calls where a hook has work (the one that reaches a multiple of
   save_checkpoint_steps, and the last), straight on its raw session otherwise.
 
-  The hooks' bookkeeping on every other step (fetching the global step,
-  merging their fetches into each run) cost about 5% of a step on 2 cores.
-  The graph run is the same either way, so are its checks and results.
-  A cluster worker always goes through the hooks: its synchronization hook
-  and its recoverable session (re-created when a parameter server restarts)
-  need every step.
+  The hooks' bookkeeping on every other call (fetching the global step,
+  merging their fetches into each run) is a cost with nothing to do; the
+  graph run is the same either way, so are its checks and results. A cluster
+  worker always goes through the hooks: its synchronization hook and its
+  recoverable session (re-created when a parameter server restarts) need
+  every step.
+
+  Args:
+    session: the MonitoredSession.
+    fetches: the train fetches.
+    schedule: a Schedule.
+    through_hooks_always: see above.
+    steps_to_run: the compiled loop's placeholder of steps per call, or None
+      for one step per call.
   """
 
-  def __init__(self, session, fetches, schedule, through_hooks_always):
+  def __init__(self, session, fetches, schedule, through_hooks_always,
+               steps_to_run=None):
     self._session, self._fetches = session, fetches
     self._save_every, self._max_steps = (schedule.save_checkpoint_steps,
                                          schedule.max_steps)
+    self._steps_to_run = steps_to_run
     self._raw_step = None
     if not through_hooks_always:
+      feeds = [steps_to_run] if steps_to_run is not None else []
       self._raw_step = session.run_step_fn(
-          lambda step_context: step_context.session.make_callable(fetches))
+          lambda step_context: step_context.session.make_callable(fetches, feeds))
 
-  def run(self, step, options=None):
-    """Runs the step after global step `step`; returns the fetches' values."""
-    following = step + 1
+  def run(self, step, steps=1, options=None):
+    """Runs `steps` steps after global step `step` (more than one only with
+    a compiled loop); returns the fetches' values."""
+    following = step + steps
+    feeds = [steps] if self._steps_to_run is not None else []
     if (self._raw_step is None or options is not None
         or following % self._save_every == 0 or following >= self._max_steps):
-      return self._session.run(self._fetches, options=options)
-    return self._raw_step()
+      return self._session.run(
+          self._fetches, options=options,
+          feed_dict=dict(zip([self._steps_to_run], feeds)) if feeds else None)
+    return self._raw_step(*feeds)
 
 
 class StopSignals(object):
@@ -333,13 +451,15 @@ def add_scalar_summaries(summary_writer, step, prefix, values):
   `step`."""
   summary = tf.Summary()
   for key in ('neg_elbo', 'reconstruction', 'kl_divergence', 'objective',
-              'kl_weight'):
-    if key in values:  # The last two only where the KL term is weighted.
+              'kl_weight', 'learning_rate'):
+    # The KL weight and objective only where the KL term is weighted, the
+    # learning rate only where it follows a schedule.
+    if key in values:
       summary.value.add(tag='%s/%s' % (prefix, key), simple_value=values[key])
   summary_writer.add_summary(summary, step)
 
 
-def final_evaluation(checkpoint, split_images, model_size, eval_batch_size,
+def final_evaluation(checkpoint, split_images, network, eval_batch_size,
                      summary_writer, images_dir):
   """Evaluates the saved `checkpoint` in a graph and session of its own (in a
   cluster, the shared variables on the parameter servers are never read):
@@ -354,9 +474,9 @@ def final_evaluation(checkpoint, split_images, model_size, eval_batch_size,
     examples is left out).
   """
   with tf.Graph().as_default():
-    evaluator = evaluation.Evaluator(model_size, batch_size=eval_batch_size)
+    evaluator = evaluation.Evaluator(network, batch_size=eval_batch_size)
     grid_writer = images.GridWriter(
-        split_images['test'][:images.NUM_GRID_IMAGES], model_size)
+        split_images['test'][:images.NUM_GRID_IMAGES], network)
     global_step = tf.train.get_or_create_global_step()
     saver = tf.train.Saver(model.model_variables() + [global_step])
     with tf.Session() as session:

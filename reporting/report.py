@@ -149,8 +149,8 @@ def latent2_pictures(run_dir, data_dir):
   coloured by digit (RGB uint8) of the 2-d latent model in run_dir, or None
   when its latent is not 2-d."""
   checkpoint = checkpoints.readable(run_dir)
-  model_size = checkpoints.model_size(checkpoint)
-  if model_size.latent_dim != 2:
+  network = checkpoints.network(checkpoint)
+  if network.latent_dim != 2:
     return None
   test_path = records.split_path(data_dir, 'test')
   batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(
@@ -160,9 +160,9 @@ def latent2_pictures(run_dir, data_dir):
   labels = np.concatenate([labels.numpy() for _, labels in batches])
   with tf.Graph().as_default(), tf.Session() as session:
     z = tf.placeholder(tf.float32, [None, 2])
-    decoded = model.probabilities(model.decode(z, model_size))
+    decoded = model.probabilities(model.decode(z, network))
     x = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-    z_mean, _ = model.encode(x, model_size)
+    z_mean, _ = model.encode(x, network)
     tf.train.Saver(model.model_variables()).restore(session, checkpoint)
     grid = figures.manifold_grid(session.run(decoded, {z: figures.manifold_latents()}))
     means = session.run(z_mean, {x: images})

@@ -20,10 +20,10 @@ import time
 from PIL import Image
 from PIL import ImageDraw
 
-from conftest import REPO_ROOT
-from conftest import run_process
-from conftest import small_mnist_dir
-from conftest import start_process
+from helpers import REPO_ROOT
+from helpers import run_process
+from helpers import small_mnist_dir
+from helpers import start_process
 
 DOC_PAGES = ['README.md'] + sorted(
     os.path.join('docs', name) for name in os.listdir(os.path.join(REPO_ROOT, 'docs'))

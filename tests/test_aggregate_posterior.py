@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import direct_mutual_information
+from helpers import direct_mutual_information
 from mnist_vae import aggregate_posterior
 from mnist_vae import sample_quality
 

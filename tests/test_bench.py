@@ -3,8 +3,13 @@
 import json
 import os
 
-from conftest import REPO_ROOT
-from conftest import run_python
+import pytest
+
+from helpers import REPO_ROOT
+from helpers import run_python
+
+# Every test here starts processes, a cluster or a server.
+pytestmark = pytest.mark.large
 
 
 def test_smoke_run_measures_everything(tmp_path):
@@ -17,7 +22,6 @@ def test_smoke_run_measures_everything(tmp_path):
   assert set(rates) == {
       'train.py loop, TFRecords, adam', 'train.py loop, TFRecords, sgd',
       'train.py loop, TFRecords, adam, bfloat16', 'train.py loop, memory, adam',
-      'train.py loop, TFRecords, adam, --nocompiled_step',
       'input pipeline alone', 'TF2 peer (tf.function), adam', 'TF2 peer (tf.function), sgd',
       'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16',
       'fast TF2 peer, 1 step(s) per call', 'fast TF2 peer, 10 step(s) per call',

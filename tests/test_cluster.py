@@ -10,14 +10,14 @@ from absl import flags
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-from conftest import checkpoint_step
-from conftest import free_ports
-from conftest import run_process
-from conftest import run_python
-from conftest import start_process
-from conftest import start_python
-from conftest import wait_for
+from helpers import REPO_ROOT
+from helpers import checkpoint_step
+from helpers import free_ports
+from helpers import run_process
+from helpers import run_python
+from helpers import start_process
+from helpers import start_python
+from helpers import wait_for
 from mnist_vae import cluster
 from mnist_vae.data_prep import convert_to_records
 
@@ -89,6 +89,7 @@ def _local_steps(log):
           re.findall(r'Worker (\d) ran (\d+) local steps', log)}
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('mode', ['async', 'sync'])
 def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
   # Synchronous is the default with two workers.
@@ -122,6 +123,7 @@ def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
       'Parameter server 0: worker 0 is done (2 of 2)' in log
 
 
+@pytest.mark.large
 def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path):
   ps_port, chief_port, worker_port = free_ports(3)
   base = ['train.py', '--ps_hosts', '127.0.0.1:%d' % ps_port, '--worker_hosts',
@@ -162,6 +164,7 @@ def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path)
     assert json.load(f)['step'] >= 600
 
 
+@pytest.mark.large
 def test_pai_flags_are_accepted(small_idx_dir, tmp_path):
   data = str(tmp_path / 'data')
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
@@ -207,6 +210,7 @@ def _start_endless_job(data_dir, tmp_path, log_path, until_step):
   return launcher
 
 
+@pytest.mark.large
 def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_path):
   log_path = str(tmp_path / 'log')
   launcher = _start_endless_job(data_dir, tmp_path, log_path, 200)
@@ -223,6 +227,7 @@ def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_p
   assert leftover.stdout == b'', 'processes left running: %r' % leftover.stdout
 
 
+@pytest.mark.large
 def test_launcher_started_with_sigint_ignored_says_so(tmp_path):
   """bash cannot trap a signal ignored at its start (a background job's
   SIGINT): the launcher must say that Ctrl-C will not reach it."""
@@ -237,6 +242,7 @@ def test_launcher_started_with_sigint_ignored_says_so(tmp_path):
   assert default.returncode == 2 and 'SIGINT ignored' not in default.stderr
 
 
+@pytest.mark.large
 def test_launcher_keeps_the_job_off_the_network(data_dir, tmp_path):
   """TensorFlow's servers listen on every interface: the launcher runs them in
   a network namespace of their own, so from outside nothing listens."""
@@ -253,6 +259,7 @@ def test_launcher_keeps_the_job_off_the_network(data_dir, tmp_path):
   assert launcher.wait(timeout=60) == 143
 
 
+@pytest.mark.large
 def test_launcher_without_isolation_says_the_ports_are_exposed(data_dir, tmp_path):
   result = run_process(['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
                         '--no_isolation', '--num_ps', '1', '--num_workers', '1', '--',
@@ -263,6 +270,7 @@ def test_launcher_without_isolation_says_the_ports_are_exposed(data_dir, tmp_pat
   assert 'network namespace of its own' not in result.stdout
 
 
+@pytest.mark.large
 def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data_dir,
                                                                             tmp_path):
   results = {}
@@ -321,6 +329,7 @@ def test_stale_gradient_optimizer_applies_the_gradient_of_steps_before(staleness
     assert got.tolist() == pytest.approx(want, abs=1e-6)
 
 
+@pytest.mark.large
 def test_simulated_staleness_is_refused_in_a_cluster(tmp_path):
   result = run_python(['train.py', '--train_dir', str(tmp_path / 'run'),
                        '--simulated_staleness', '1', '--job_name', 'worker',

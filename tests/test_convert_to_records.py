@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import indexed_images
-from conftest import run_python
-from conftest import write_idx_dir
+from helpers import indexed_images
+from helpers import run_python
+from helpers import write_idx_dir
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records as record_files
@@ -190,6 +190,7 @@ def test_full_mnist_conversion(mnist_dir, tmp_path):
   np.testing.assert_array_equal(train_images, reference[5000:])
 
 
+@pytest.mark.large
 def test_command_line_converts_and_reruns(mnist_dir, tmp_path):
   out = str(tmp_path / 'records')
   first = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
@@ -203,6 +204,7 @@ def test_command_line_converts_and_reruns(mnist_dir, tmp_path):
   assert 'already exist' in second.stderr
 
 
+@pytest.mark.large
 def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path):
   bad = tmp_path / 'idx'
   bad.mkdir()

@@ -1,18 +1,15 @@
 """The front page and docs/: short, linked, every link leading somewhere,
 every flag of train.py documented with its default, and every command shown
-on every page but the cluster one run (tests/test_docs_jobs.py runs
-those)."""
+on every page run, made small (tests/doc_commands.py)."""
 
 import os
 import re
 
 import pytest
 
-from conftest import REPO_ROOT
-from conftest import run_python
 import doc_commands
-
-QUICK_PAGES = [page for page in doc_commands.DOC_PAGES if page != 'docs/cluster.md']
+from helpers import REPO_ROOT
+from helpers import run_python
 
 _LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)|<img src="([^"]+)"')
 
@@ -91,6 +88,7 @@ def _flag_defaults(help_text):
   return defaults
 
 
+@pytest.mark.large
 def test_every_train_flag_is_documented_with_its_default():
   rows = dict(re.findall(r'^\| `--(\w+)` \|([^|]*)\|', _read('docs/training.md'), re.MULTILINE))
   defaults = _flag_defaults(run_python(['train.py', '--helpshort']).stdout)
@@ -121,6 +119,7 @@ def sandbox(mnist_dir, tmp_path_factory):
   return doc_commands.make_sandbox(str(tmp_path_factory.mktemp('docs')), mnist_dir)
 
 
-@pytest.mark.parametrize('page', QUICK_PAGES)
+@pytest.mark.large
+@pytest.mark.parametrize('page', doc_commands.DOC_PAGES)
 def test_every_command_shown_runs(page, sandbox):
   doc_commands.check_page_commands(page, sandbox)

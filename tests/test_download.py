@@ -5,14 +5,17 @@ import gzip
 import hashlib
 import http.server
 import os
-import threading
 
 import numpy as np
 import pytest
 
+from helpers import serve_http
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import download
 from mnist_vae.data_prep import idx
+
+# Every test here starts processes, a cluster or a server.
+pytestmark = pytest.mark.large
 
 
 @pytest.fixture
@@ -24,8 +27,7 @@ def serve():
     handler = functools.partial(http.server.SimpleHTTPRequestHandler,
                                 directory=str(directory))
     handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_http(handler)
     servers.append(server)
     return 'http://127.0.0.1:%d/' % server.server_address[1]
 
@@ -103,8 +105,7 @@ def test_connection_dropped_mid_file_leaves_no_partial_file(tmp_path):
     def log_message(self, *args):
       pass
 
-  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), HalfHandler)
-  threading.Thread(target=server.serve_forever, daemon=True).start()
+  server = serve_http(HalfHandler)
   try:
     with pytest.raises(download.DownloadError, match='connection closed after 20 of 40 bytes'):
       download.download_file('file.gz', GOOD_SHA256, str(tmp_path / 'dl'),

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import direct_mutual_information
-from conftest import run_python
+from helpers import direct_mutual_information
+from helpers import run_python
+from mnist_vae import architectures
 from mnist_vae import evaluation
 from mnist_vae import input_pipeline
 from mnist_vae import model
@@ -54,14 +55,14 @@ def test_graph_matches_independent_numpy_implementation():
   with tf.Graph().as_default():
     tf.set_random_seed(3)
     images_t, noise_t = tf.constant(images), tf.constant(noise)
-    size = model.ModelSize(hidden_units=16, latent_dim=3)
+    size = architectures.network('mlp', 16, 3)
     z_mean, z_stddev = model.encode(images_t, size)
     log_w = model.log_importance_weights(images_t, z_mean, z_stddev, noise_t, size)
     z = z_mean[None] + z_stddev[None] * noise_t
     logits = model.decode(tf.reshape(z, [-1, 3]), size)
     log_px_z = tf.reshape(model.bernoulli_log_likelihood(tf.tile(images_t, [50, 1]),
-                                                         logits), [50, 6])
-    kl = model.gaussian_kl(z_mean, z_stddev)
+                                                         logits, size), [50, 6])
+    kl = model.gaussian_kl(z_mean, z_stddev, size)
     elbo = tf.reduce_mean(log_px_z, 0) - kl
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
@@ -96,6 +97,7 @@ def _evaluate(data_dir, train_dir, output, *extra):
     return json.load(f)
 
 
+@pytest.mark.large
 def test_evaluate_is_deterministic_and_chunk_size_free(trained, tmp_path):
   data_dir, train_dir = trained
   first = _evaluate(data_dir, train_dir, tmp_path / 'a.json', '--iw_chunk', '7')
@@ -107,6 +109,7 @@ def test_evaluate_is_deterministic_and_chunk_size_free(trained, tmp_path):
   assert first['neg_elbo'] == pytest.approx(first['reconstruction'] + first['kl_divergence'])
 
 
+@pytest.mark.large
 def test_more_samples_tighten_the_bound(trained, tmp_path):
   data_dir, train_dir = trained
   one = _evaluate(data_dir, train_dir, tmp_path / 'a.json', '--iw_samples', '1')
@@ -114,6 +117,7 @@ def test_more_samples_tighten_the_bound(trained, tmp_path):
   assert many['iw_nll'] < one['iw_nll'] - 0.1
 
 
+@pytest.mark.large
 def test_watch_evaluates_every_checkpoint_then_times_out(trained, tmp_path):
   data_dir, train_dir = trained
   result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
@@ -124,6 +128,7 @@ def test_watch_evaluates_every_checkpoint_then_times_out(trained, tmp_path):
   assert 'validation step 60: neg_elbo' in result.stderr
 
 
+@pytest.mark.large
 def test_no_checkpoint_is_a_clear_error(small_mnist_records, tmp_path):
   result = run_python(['evaluate.py', '--data_dir', small_mnist_records,
                        '--train_dir', str(tmp_path)])
@@ -132,6 +137,7 @@ def test_no_checkpoint_is_a_clear_error(small_mnist_records, tmp_path):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('preset, optimizer, max_steps', [
     ('original', 'sgd', 10000), ('upstream', 'adam', 8580), ('long', 'adam', 42900)])
 def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
@@ -146,6 +152,7 @@ def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
   assert '--optimizer=%s' % optimizer in text and '--max_steps=%d' % max_steps in text
 
 
+@pytest.mark.large
 def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   train_dir = tmp_path / 'train'
   trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
@@ -166,6 +173,7 @@ def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   assert np.isfinite(binary['neg_elbo']) and np.isfinite(binary['iw_nll'])
 
 
+@pytest.mark.large
 def test_evaluate_output_equals_an_independent_numpy_computation(trained, tmp_path):
   """evaluate.py's figures against NumPy on the same draws: a missing log K,
   a wrong divisor or a wrong draw would fail here."""
@@ -194,6 +202,7 @@ def test_evaluate_output_equals_an_independent_numpy_computation(trained, tmp_pa
   np.testing.assert_allclose(result['iw_nll'], -np.mean(iw_run['iw_bound']), rtol=1e-5)
 
 
+@pytest.mark.large
 def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_path):
   """Mutual information, marginal KL and the Gaussian fit of q(z) from the
   checkpoint's weights in NumPy: a posterior left out of the mixture, a
@@ -233,6 +242,7 @@ def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_
   assert 0 < figures['mutual_information'] < figures['mutual_information_max']
 
 
+@pytest.mark.large
 def test_metrics_json_and_evaluate_agree_at_any_batch_size(small_mnist_records, tmp_path):
   train_dir = tmp_path / 'train'
   trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
@@ -253,6 +263,7 @@ def test_metrics_json_and_evaluate_agree_at_any_batch_size(small_mnist_records, 
             split, batch_size, key)
 
 
+@pytest.mark.large
 def test_missing_checkpoint_is_an_error(trained, tmp_path):
   data_dir, train_dir = trained
   missing = str(train_dir / 'model.ckpt-999')
@@ -265,6 +276,7 @@ def test_missing_checkpoint_is_an_error(trained, tmp_path):
   assert not (tmp_path / 'out.json').exists()
 
 
+@pytest.mark.large
 def test_negative_seed_is_a_flag_error(trained):
   data_dir, train_dir = trained
   result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
@@ -273,6 +285,7 @@ def test_negative_seed_is_a_flag_error(trained):
   assert 'flag --seed=-1' in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.large
 def test_binarize_mode_is_known_from_the_start_of_training(small_mnist_records, tmp_path):
   """An evaluator beside training (before metrics.json exists) evaluates a
   binarized run on binary pixels: config.json is written when training starts."""
@@ -295,7 +308,7 @@ def test_validating_again_reuses_the_draws_and_gives_the_same_figures():
   result to the bit; another batch size keys other batches."""
   rng = np.random.RandomState(0)
   images = rng.rand(250, 784).astype(np.float32)
-  size = model.ModelSize(hidden_units=16, latent_dim=3)
+  size = architectures.network('mlp', 16, 3)
   with tf.Graph().as_default():
     tf.set_random_seed(0)
     evaluator = evaluation.Evaluator(size, batch_size=100, aggregate_draws=0)

@@ -14,9 +14,9 @@ from PIL import ImageDraw
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import REPO_ROOT
-from conftest import run_process
-from conftest import run_python
+from helpers import REPO_ROOT
+from helpers import run_process
+from helpers import run_python
 from mnist_vae import checkpoints
 from mnist_vae import evaluation
 from mnist_vae import input_pipeline
@@ -78,7 +78,7 @@ np.savez(outputs_path, **results)
 
 def _our_graph(checkpoint, images, z):
   """encode / decode / reconstruct of our own graph over the checkpoint."""
-  size = checkpoints.model_size(checkpoint)
+  size = checkpoints.network(checkpoint)
   with tf.Graph().as_default(), tf.Session() as session:
     images_t = tf.constant(images)
     z_mean, z_stddev = model.encode(images_t, size)
@@ -90,6 +90,7 @@ def _our_graph(checkpoint, images, z):
                         'reconstruction': reconstruction})
 
 
+@pytest.mark.large
 def test_export_loads_without_the_project_and_matches_our_graph(trained, exported,
                                                                 tmp_path):
   data_dir, train_dir = trained
@@ -127,6 +128,7 @@ def test_export_loads_without_the_project_and_matches_our_graph(trained, exporte
   assert np.mean(got['log_likelihood/nll']) == pytest.approx(figures['iw_nll'], rel=1e-5)
 
 
+@pytest.mark.large
 def test_saved_model_cli_lists_the_signatures(exported):
   result = run_process(['saved_model_cli', 'show', '--dir', str(exported), '--all'])
   assert result.returncode == 0, result.stderr[-3000:]
@@ -135,6 +137,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
     assert "signature_def['%s']" % name in result.stdout
 
 
+@pytest.mark.large
 def test_existing_export_is_kept_unless_overwrite(trained, exported, tmp_path):
   _, train_dir = trained
   target = tmp_path / 'model'
@@ -160,6 +163,7 @@ def _digit_photo(path):
   image.save(path)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('source', ['checkpoint', 'export'])
 def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_path,
                                                       source):
@@ -184,6 +188,7 @@ def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_pat
     assert gif.n_frames == 18  # 10 frames there and 8 back.
 
 
+@pytest.mark.large
 def test_reconstruct_prepares_a_photo_the_way_mnist_was_made(trained, tmp_path):
   from mnist_vae import generate
   photo = tmp_path / 'seven.jpg'
@@ -206,6 +211,7 @@ def test_reconstruct_prepares_a_photo_the_way_mnist_was_made(trained, tmp_path):
     assert grid.size == (3 * 30 - 2, 2 * 30 - 2)  # input | prepared | output.
 
 
+@pytest.mark.large
 def test_generate_bad_input_is_one_line_and_exit_1(trained, tmp_path):
   data_dir, train_dir = trained
   text = tmp_path / 'notes.png'
@@ -234,6 +240,7 @@ def test_generate_bad_input_is_one_line_and_exit_1(trained, tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.large
 def test_per_example_csv_and_latent_statistics(trained, tmp_path):
   data_dir, train_dir = trained
   result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
@@ -282,6 +289,7 @@ def test_auroc():
 FASHION = '/usr/share/datasets/fashion-mnist'
 
 
+@pytest.mark.large
 def test_out_of_distribution_script(trained, tmp_path):
   if not os.path.exists(os.path.join(FASHION, 't10k-images-idx3-ubyte.gz')):
     if os.environ.get('CI'):
@@ -299,6 +307,7 @@ def test_out_of_distribution_script(trained, tmp_path):
   assert (tmp_path / 'out' / 'ood_fashion_mnist.png').exists()
 
 
+@pytest.mark.large
 def test_absurd_values_unwritable_outputs_and_oversized_inputs_are_one_line(
     trained, tmp_path):
   data_dir, train_dir = trained

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import index_of
+from helpers import index_of
 from mnist_vae import input_pipeline
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import records as record_files

@@ -12,9 +12,12 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-from conftest import run_python
+from helpers import REPO_ROOT
+from helpers import run_python
 from mnist_vae import aggregate_posterior
+
+# Every test here starts processes, a cluster or a server.
+pytestmark = pytest.mark.large
 
 
 @pytest.fixture(scope='module')

@@ -16,13 +16,16 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import REPO_ROOT
-from conftest import checkpoint_step
-from conftest import free_ports
-from conftest import run_process
-from conftest import start_process
-from conftest import wait_for
+from helpers import REPO_ROOT
+from helpers import checkpoint_step
+from helpers import free_ports
+from helpers import run_process
+from helpers import start_process
+from helpers import wait_for
 from mnist_vae.data_prep import convert_to_records
+
+# Every test here starts processes, a cluster or a server.
+pytestmark = pytest.mark.large
 
 # Runs the unpacked train.py with site-packages on the path but none of their
 # .pth files, so this project's (editable) installation is invisible.

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import checkpoint_step
-from conftest import run_python
-from conftest import start_python
-from conftest import wait_for
+from helpers import checkpoint_step
+from helpers import run_python
+from helpers import start_python
+from helpers import wait_for
 from mnist_vae import checkpoints
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
@@ -50,6 +50,7 @@ def _all_finite(checkpoint):
              for name, _ in tf.train.list_variables(checkpoint))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_checkpoint_and_metrics_then_exits(data_dir, tmp_path, signum):
   log_path = str(tmp_path / 'log')
@@ -82,6 +83,7 @@ KILLED_RUN_STEPS = 1000
 NUM_KILLS = 20
 
 
+@pytest.mark.large
 def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
   """SIGKILL at random moments of one run (start-up, training, inside the
   saves that come every step), the same command re-run after each: the
@@ -126,6 +128,7 @@ def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
   assert abs(killed_loss - reference) < 0.03 * reference
 
 
+@pytest.mark.large
 def test_divergence_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
   train_dir = tmp_path / 'train'
   result = run_python(_train_args(data_dir, train_dir, '--max_steps', '500',
@@ -144,6 +147,7 @@ def test_divergence_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
   assert not os.path.exists(train_dir / 'metrics.json')
 
 
+@pytest.mark.large
 def test_verbosity_shows_the_traceback(tmp_path):
   result = run_python(['train.py', '--data_dir', str(tmp_path / 'none'),
                        '--train_dir', str(tmp_path / 't'), '--verbosity=1'])
@@ -174,6 +178,7 @@ def _corrupt_idx(directory, damage):
   raise ValueError(damage)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('damage', ['truncated gzip', 'wrong magic',
                                     'count mismatch', 'swapped files'])
 def test_bad_idx_files(small_idx_dir, tmp_path, damage):
@@ -218,6 +223,7 @@ def _damage_records(data, damage):
   raise ValueError(damage)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize('damage', ['crc', 'empty', 'other schema',
                                     'other image size', 'missing'])
 def test_bad_tfrecords(small_idx_dir, tmp_path, damage):
@@ -239,6 +245,7 @@ def test_bad_tfrecords(small_idx_dir, tmp_path, damage):
     (['--batch_size=500'], '--batch_size=500 is larger than the 50 examples of'),
     (['--learning_rate=-1'], 'flag --learning_rate=-1: -1.0 is not a non-negative number'),
 ])
+@pytest.mark.large
 def test_out_of_range_flags(small_idx_dir, tmp_path, flags, message):
   result = run_python(['train.py', '--mnist_dir', small_idx_dir,
                        '--data_dir', str(tmp_path / 'data'), '--validation_size', '10',
@@ -248,6 +255,7 @@ def test_out_of_range_flags(small_idx_dir, tmp_path, flags, message):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.large
 def test_unwritable_train_dir(small_idx_dir, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
@@ -259,6 +267,7 @@ def test_unwritable_train_dir(small_idx_dir, tmp_path):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.large
 def test_kill_9_during_conversion_leaves_nothing_that_looks_complete(mnist_dir, tmp_path):
   out = tmp_path / 'records'
   rng = np.random.RandomState(7)

@@ -11,10 +11,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from reporting import figures
 
 
+@pytest.mark.large
 def test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once(
     small_mnist_records, tmp_path):
   env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
@@ -86,6 +87,7 @@ def _numbers(path):
   return result
 
 
+@pytest.mark.large
 def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(small_mnist_records,
                                                                       tmp_path):
   data_dir = tmp_path / 'data'
@@ -103,6 +105,7 @@ def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(small_mnist
   assert 'a run failed (above)' in result.stderr
 
 
+@pytest.mark.large
 def test_data_are_prepared_once_before_runs_start_side_by_side(tmp_path):
   result = subprocess.run(
       ['bash', 'scripts/reproduce.sh', '--smoke', '--jobs', '2',
@@ -131,6 +134,7 @@ def _progress_lines(jobs, events):
   return result.stdout.splitlines()
 
 
+@pytest.mark.large
 def test_time_left_counts_the_runs_in_flight():
   # Two at once, each run taking 100 s, c announced at once but waiting for
   # a slot: at 100 s, a and b are done (b's finish is due) and c and d, side
@@ -151,6 +155,7 @@ def test_time_left_counts_the_runs_in_flight():
     ('--seeds', '0 x', "--seeds takes seed numbers"),
     ('--presets', 'upstrem', 'unknown preset upstrem (no configs/upstrem.flags)'),
 ])
+@pytest.mark.large
 def test_bad_seeds_or_presets_are_refused_before_anything_runs(option, value, message,
                                                                tmp_path):
   result = subprocess.run(['bash', 'scripts/reproduce.sh', option, value,

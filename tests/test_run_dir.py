@@ -12,10 +12,10 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from conftest import checkpoint_step
-from conftest import run_python
-from conftest import start_python
-from conftest import wait_for
+from helpers import checkpoint_step
+from helpers import run_python
+from helpers import start_python
+from helpers import wait_for
 from mnist_vae import checkpoints
 from mnist_vae import files
 from mnist_vae import run_dir
@@ -70,6 +70,7 @@ def trained_run(small_mnist_records, _run_trained_once, tmp_path):
   return small_mnist_records, train_dir
 
 
+@pytest.mark.large
 def test_moved_run_is_evaluated_exported_generated_and_resumed(trained_run, tmp_path):
   data_dir, train_dir = trained_run
   # The saver records names relative to the directory, not where it was.
@@ -120,6 +121,7 @@ def _truncate(checkpoint):
     return os.path.basename(data_file), f.read()
 
 
+@pytest.mark.large
 def test_damaged_checkpoints_are_skipped_loudly_and_kept(trained_run, tmp_path):
   data_dir, train_dir = trained_run
   damaged = str(train_dir / 'model.ckpt-150')
@@ -167,6 +169,7 @@ def test_damaged_checkpoints_are_skipped_loudly_and_kept(trained_run, tmp_path):
     assert match.group(1).count('Read less bytes than requested') == 5
 
 
+@pytest.mark.large
 def test_corrupted_bytes_fail_the_checksum(trained_run):
   _, train_dir = trained_run
   checkpoint = str(train_dir / 'model.ckpt-150')
@@ -180,6 +183,7 @@ def test_corrupted_bytes_fail_the_checksum(trained_run):
   assert [path for path, _ in found.skipped] == [checkpoint]
 
 
+@pytest.mark.large
 def test_second_writer_is_refused_and_kill_9_leaves_no_lock(small_mnist_records,
                                                            tmp_path):
   train_dir = tmp_path / 'run'
@@ -257,6 +261,7 @@ def small_tmpfs(tmp_path):
     subprocess.run(['umount', '-l', str(directory)], check=False)
 
 
+@pytest.mark.large
 def test_disk_full_while_training_is_one_line_then_resumes(small_mnist_records,
                                                           small_tmpfs):
   disk = small_tmpfs('18m')
@@ -303,6 +308,7 @@ def small_run(small_mnist_records, tmp_path_factory):
   return train_dir
 
 
+@pytest.mark.large
 def test_every_writer_on_a_full_disk_is_one_line(small_mnist_records, small_run,
                                                 small_tmpfs, mnist_dir):
   disk = small_tmpfs('8m')

@@ -12,11 +12,11 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-from conftest import indexed_images
-from conftest import run_process
-from conftest import run_python
-from conftest import write_idx_dir
+from helpers import REPO_ROOT
+from helpers import indexed_images
+from helpers import run_process
+from helpers import run_python
+from helpers import write_idx_dir
 from mnist_vae import model
 from mnist_vae import quiet_start
 from mnist_vae import training
@@ -67,6 +67,7 @@ def first_run(idx_dir, tmp_path_factory):
   return root, result
 
 
+@pytest.mark.large
 def test_writes_pngs_checkpoint_events_and_metrics(first_run):
   root, result = first_run
   train_dir = str(root / 'train')
@@ -115,6 +116,7 @@ def _copy_of_first_run(first_run, tmp_path):
   return copy
 
 
+@pytest.mark.large
 def test_resumes_from_checkpoint(first_run, idx_dir, tmp_path):
   root, _ = first_run
   train_dir = str(_copy_of_first_run(first_run, tmp_path))
@@ -127,6 +129,7 @@ def test_resumes_from_checkpoint(first_run, idx_dir, tmp_path):
   assert os.path.exists(os.path.join(train_dir, 'images', 'samples_step_000030.png'))
 
 
+@pytest.mark.large
 def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir, tmp_path):
   root, _ = first_run
   train_dir = str(_copy_of_first_run(first_run, tmp_path))
@@ -148,6 +151,7 @@ def _loss_lines(log):
           for line in log.splitlines() if '] step ' in line]
 
 
+@pytest.mark.large
 def test_same_seed_gives_identical_results(first_run, idx_dir):
   root, first = first_run
   again = _train(idx_dir, root / 'data', root / 'again', '--max_steps', '20')
@@ -159,17 +163,19 @@ def test_same_seed_gives_identical_results(first_run, idx_dir):
   assert _loss_lines(other_seed.stderr) != _loss_lines(first.stderr)
 
 
+@pytest.mark.large
 def test_checkpoint_of_another_model_size_is_refused(first_run, idx_dir):
   root, _ = first_run
   result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40',
                   '--latent_dim', '5')
   assert result.returncode == 1
-  assert 'holds gaussian_encoder/mean/weights with shape [32, 4]' in result.stderr
+  assert "--latent_dim=5 (the checkpoint's: 4)" in result.stderr
   assert 'Traceback' not in result.stderr
   latest = tf.train.latest_checkpoint(str(root / 'train'))
   assert tf.train.load_variable(latest, 'gaussian_encoder/mean/weights').shape == (32, 4)
 
 
+@pytest.mark.large
 def test_weighted_kl_trains_the_objective_and_reports_the_true_bound(first_run, idx_dir,
                                                                    tmp_path):
   root, first = first_run
@@ -215,12 +221,14 @@ def test_kl_weight_rises_linearly_over_the_warm_up():
     ('--keep_prob=1.5', '--keep_prob must be in (0, 1]'),
     ('--optimizer=lbfgs', 'flag --optimizer=lbfgs: value should be one of'),
 ])
+@pytest.mark.large
 def test_out_of_range_flags(flag, message, tmp_path):
   result = run_python(['train.py', '--train_dir', str(tmp_path), flag])
   assert result.returncode != 0
   assert message in result.stderr
 
 
+@pytest.mark.large
 def test_missing_data_says_how_to_supply_it(tmp_path):
   result = run_python(['train.py', '--data_dir', str(tmp_path / 'nothing'),
                        '--train_dir', str(tmp_path / 'train')])
@@ -234,6 +242,7 @@ def test_missing_data_says_how_to_supply_it(tmp_path):
     ['evaluate.py', '--train_dir=x', '--iw_sample=3'],
     ['-m', 'mnist_vae.data_prep.convert_to_records', '--validation_sise=3'],
 ])
+@pytest.mark.large
 def test_unknown_flag_is_an_error_naming_the_closest(command):
   result = run_python(command)
   assert result.returncode == 1
@@ -243,6 +252,7 @@ def test_unknown_flag_is_an_error_naming_the_closest(command):
                                'validation_sise': 'validation_size'}[typo] in result.stderr
 
 
+@pytest.mark.large
 def test_unknown_flag_in_a_flag_file_is_an_error(idx_dir, tmp_path):
   flag_file = tmp_path / 'run.flags'
   flag_file.write_text('--optimizer=adam\n--learnig_rate=0.5\n')
@@ -254,6 +264,7 @@ def test_unknown_flag_in_a_flag_file_is_an_error(idx_dir, tmp_path):
   assert not (tmp_path / 'train').exists()
 
 
+@pytest.mark.large
 def test_no_validation_split_trains_and_evaluation_says_why(idx_dir, tmp_path):
   result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--max_steps', '20',
                   '--validation_size', '0')
@@ -268,6 +279,7 @@ def test_no_validation_split_trains_and_evaluation_says_why(idx_dir, tmp_path):
   assert '--validation_size=0' in evaluated.stderr and 'Traceback' not in evaluated.stderr
 
 
+@pytest.mark.large
 def test_records_made_with_other_settings_are_refused(first_run, idx_dir, tmp_path):
   root, _ = first_run  # Its records were made with --validation_size=10.
   result = _train(idx_dir, root / 'data', tmp_path / 'train', '--max_steps', '5',
@@ -278,19 +290,26 @@ def test_records_made_with_other_settings_are_refused(first_run, idx_dir, tmp_pa
   assert not (tmp_path / 'train' / 'metrics.json').exists()
 
 
-def test_resuming_with_another_optimizer_names_the_trained_one(first_run, idx_dir, tmp_path):
-  root, _ = first_run  # Trained with adam.
+@pytest.mark.large
+def test_resuming_with_other_settings_names_every_difference_at_once(first_run, idx_dir,
+                                                                   tmp_path):
+  root, _ = first_run  # Trained with adam, hidden_units 32, latent_dim 4.
   train_dir = _copy_of_first_run(first_run, tmp_path)
   config_before = (train_dir / 'config.json').read_text()
   result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '40',
-                  '--optimizer', 'momentum')
+                  '--optimizer', 'momentum', '--latent_dim', '6', '--hidden_units', '16')
   assert result.returncode == 1
-  assert 'was trained with --optimizer=adam' in result.stderr
-  assert 'differs from what --optimizer=momentum needs' in result.stderr
+  errors = [line for line in result.stderr.splitlines() if 'other settings' in line]
+  assert len(errors) == 1, result.stderr[-3000:]
+  for difference in ("--optimizer=momentum (the checkpoint's: adam)",
+                     "--hidden_units=16 (the checkpoint's: 32)",
+                     "--latent_dim=6 (the checkpoint's: 4)"):
+    assert difference in errors[0]
   assert tf.train.latest_checkpoint(str(train_dir)).endswith('-20')
   assert (train_dir / 'config.json').read_text() == config_before
 
 
+@pytest.mark.large
 def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):
   result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--max_steps', '10',
                   '--matmul_precision', 'bfloat16')
@@ -300,28 +319,7 @@ def test_bfloat16_matmuls_train_in_a_real_process(idx_dir, tmp_path):
   assert metrics['step'] == 10 and np.isfinite(metrics['test']['neg_elbo'])
 
 
-def test_separate_ops_step_trains_and_shares_the_compiled_steps_checkpoints(
-    first_run, idx_dir, tmp_path):
-  """--nocompiled_step (the step of version 0.3) trains the same model to the
-  same kind of figures, and resumes a checkpoint of the compiled step."""
-  root, first = first_run
-  separate = _train(idx_dir, root / 'data', tmp_path / 'separate', '--max_steps', '20',
-                    '--nocompiled_step')
-  assert separate.returncode == 0, separate.stderr[-3000:]
-  metrics, compiled = _metrics(tmp_path / 'separate'), _metrics(root / 'train')
-  assert metrics['config']['compiled_step'] is False
-  assert compiled['config']['compiled_step'] is True
-  # Other random draws, so other numbers, but the same model trained as far.
-  assert _loss_lines(separate.stderr) != _loss_lines(first.stderr)
-  assert metrics['test']['neg_elbo'] == pytest.approx(compiled['test']['neg_elbo'], rel=0.1)
-  resumed_dir = tmp_path / 'resumed'
-  shutil.copytree(root / 'train', resumed_dir)
-  resumed = _train(idx_dir, root / 'data', resumed_dir, '--max_steps', '30',
-                   '--nocompiled_step')
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Resuming from' in resumed.stderr and _metrics(resumed_dir)['step'] == 30
-
-
+@pytest.mark.large
 def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run, tmp_path):
   """TensorFlow's start-up notices (oneDNN forced on, so that they appear on
   every CPU) stay off the terminal unless the user asked for them."""
@@ -344,6 +342,7 @@ def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run,
   assert 'oneDNN custom operations are on' in asked.stderr
 
 
+@pytest.mark.large
 def test_tensorflow_starts_without_the_optional_packages_keras_would_import():
   """JAX, pyplot and IPython (installed here by the bench and test extras) are
   not imported with TensorFlow, and import as usual afterwards."""

@@ -3,8 +3,9 @@
 Writes, in --output_dir, the files and schema of TensorFlow's classic
 `convert_to_records.py`, so either tool's output feeds the other's readers:
 
-  train.tfrecords       training images after the first --validation_size
-  validation.tfrecords  the first --validation_size training images
+  train.tfrecords       the training images but the validation split's
+  validation.tfrecords  the first (or, with --validation_from=last, the
+                        last) --validation_size training images
   test.tfrecords        the 10,000 test images
 
 Each record is a tf.train.Example with int64 `height`, `width`, `depth`,
@@ -35,6 +36,9 @@ from mnist_vae.data_prep import records
 
 DATASETS = tuple(download.CHECKSUMS)
 DEFAULT_VALIDATION_SIZE = 5000
+# Which training images the validation split takes: the first ones (the
+# original's split) or the last ones (the IWAE code's).
+VALIDATION_FROM = ('first', 'last')
 # While present, the splits beside it are being replaced: the directory is
 # incomplete whatever files it holds.
 IN_PROGRESS_FILE = '.conversion_in_progress'
@@ -75,18 +79,20 @@ def tfrecords_exist(output_dir):
       os.path.join(output_dir, IN_PROGRESS_FILE)))
 
 
-def check_made_with(data_dir, dataset, validation_size=None):
+def check_made_with(data_dir, dataset, validation_size=None, validation_from=None):
   """Raises ConversionError unless the TFRecords in data_dir were made from
-  `dataset` with `validation_size` (None: any), as far as their
-  dataset_info.json says (the classic script's files carry none). Returns
-  that info, or None."""
+  `dataset` with `validation_size` and `validation_from` (None: any), as far
+  as their dataset_info.json says (the classic script's files carry none).
+  Returns that info, or None."""
   info = records.read_info(data_dir)
   if info is None:
     return None
-  mismatches = ['--%s=%s, asked for %s' % (name, info.get(name), wanted)
+  made_with = dict(info, validation_from=info.get('validation_from', 'first'))
+  mismatches = ['--%s=%s, asked for %s' % (name, made_with.get(name), wanted)
                 for name, wanted in (('dataset', dataset),
-                                     ('validation_size', validation_size))
-                if wanted is not None and info.get(name) != wanted]
+                                     ('validation_size', validation_size),
+                                     ('validation_from', validation_from))
+                if wanted is not None and made_with.get(name) != wanted]
   if mismatches:
     raise ConversionError(
         'The TFRecords in %s were made with %s. Pass the settings they were '
@@ -121,15 +127,16 @@ def _commit(staging_dir, output_dir):
 
 
 def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
-            overwrite=False):
+            overwrite=False, validation_from=None):
   """Converts the four IDX files in `mnist_dir` into TFRecords.
 
   Args:
     mnist_dir: directory holding the four standard IDX files (gzip or not).
     output_dir: where the TFRecords go (created if missing).
-    validation_size: how many of the first training images form the
-      validation split; None: as existing outputs were made, else
-      DEFAULT_VALIDATION_SIZE.
+    validation_size: how many training images form the validation split;
+      None: as existing outputs were made, else DEFAULT_VALIDATION_SIZE.
+    validation_from: 'first' or 'last': which training images form it; None:
+      as existing outputs were made, else 'first'.
     dataset: 'mnist' or 'fashion_mnist' (recorded in dataset_info.json).
     overwrite: rewrite outputs that already exist.
 
@@ -142,13 +149,18 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
       or validation_size does not fit the training set.
   """
   if tfrecords_exist(output_dir) and not overwrite:
-    info = check_made_with(output_dir, dataset, validation_size)
-    logging.info('Dataset files already exist in %s. Exiting without '
-                 're-creating them (pass --overwrite to redo).', output_dir)
+    info = check_made_with(output_dir, dataset, validation_size, validation_from)
+    logging.info('The TFRecords in %s exist already and were made with these '
+                 'settings: using them as they are (--overwrite remakes them).',
+                 output_dir)
     return info
-
   if validation_size is None:
     validation_size = DEFAULT_VALIDATION_SIZE
+  if validation_from is None:
+    validation_from = 'first'
+  if validation_from not in VALIDATION_FROM:
+    raise ConversionError('--validation_from=%s: expected one of %s'
+                          % (validation_from, ', '.join(VALIDATION_FROM)))
   start = time.time()
   paths = {name: idx.find_idx_file(mnist_dir, name)
            for name in idx.STANDARD_FILES}
@@ -161,10 +173,13 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
         '--validation_size=%d must be in [0, %d), the number of training '
         'images in %s' % (validation_size, len(train_images), mnist_dir))
 
+  held_out = (slice(0, validation_size) if validation_from == 'first'
+              else slice(len(train_images) - validation_size, len(train_images)))
+  kept = (slice(validation_size, None) if validation_from == 'first'
+          else slice(0, len(train_images) - validation_size))
   splits = {
-      'train': (train_images[validation_size:], train_labels[validation_size:]),
-      'validation': (train_images[:validation_size],
-                     train_labels[:validation_size]),
+      'train': (train_images[kept], train_labels[kept]),
+      'validation': (train_images[held_out], train_labels[held_out]),
       'test': (test_images, test_labels),
   }
   # Everything is written beside the output first and moved in at the end:
@@ -182,6 +197,7 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
     info = {
         'dataset': dataset,
         'validation_size': validation_size,
+        'validation_from': validation_from,
         'num_examples': {split: len(images)
                          for split, (images, _) in splits.items()},
         'image_shape': [records.IMAGE_SIDE, records.IMAGE_SIDE, 1],
@@ -198,7 +214,8 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
 
 
 def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
-            validation_size=None, overwrite=False, mirrors=None):
+            validation_size=None, overwrite=False, mirrors=None,
+            validation_from=None):
   """Makes sure `output_dir` holds the TFRecords, converting or downloading.
 
   Args:
@@ -206,14 +223,22 @@ def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
     mnist_dir: directory with the IDX files.
     download_idx: first download (and verify) the IDX files that are not
       already in `mnist_dir` (default for downloads: `output_dir/raw`).
-    dataset, validation_size, overwrite: as for `convert`.
+    dataset, validation_size, overwrite, validation_from: as for `convert`.
     mirrors: base URLs overriding the built-in mirror list.
 
   Returns:
     The dataset info dict, or None when existing TFRecords carry none.
+
+  Raises:
+    ConversionError: also when mnist_dir is given and does not exist, even
+      if the TFRecords do (a misspelled directory is never ignored).
   """
+  if mnist_dir and not download_idx and not tf.io.gfile.isdir(mnist_dir):
+    raise ConversionError('--mnist_dir=%s does not exist (or is not a directory)'
+                          % mnist_dir)
   if tfrecords_exist(output_dir) and not overwrite:
-    return convert(mnist_dir, output_dir, validation_size, dataset, overwrite)
+    return convert(mnist_dir, output_dir, validation_size, dataset, overwrite,
+                   validation_from)
   if download_idx:
     mnist_dir = download.download_dataset(
         dataset, mnist_dir or os.path.join(output_dir, 'raw'), mirrors)
@@ -222,7 +247,8 @@ def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
         'No TFRecords in %s and no IDX files to make them from: pass '
         '--mnist_dir DIR (a directory with the four %s files) or --download.'
         % (output_dir, ', '.join(idx.STANDARD_FILES)))
-  return convert(mnist_dir, output_dir, validation_size, dataset, overwrite)
+  return convert(mnist_dir, output_dir, validation_size, dataset, overwrite,
+                 validation_from)
 
 
 FLAGS = flags.FLAGS
@@ -243,8 +269,11 @@ def define_flags():
       help='Download the IDX files (into --mnist_dir, or OUTPUT_DIR/raw) from '
       'the public mirrors, verifying their SHA256, if they are not there.')
   flags.DEFINE_integer('validation_size', DEFAULT_VALIDATION_SIZE, lower_bound=0,
-                       help='Number of leading training images that form the '
+                       help='Number of training images that form the '
                        'validation split.')
+  flags.DEFINE_enum('validation_from', 'first', VALIDATION_FROM,
+                    help='Whether the validation split is the first or the '
+                    'last --validation_size training images.')
   flags.DEFINE_boolean('overwrite', False,
                        help='Rewrite TFRecords that already exist.')
 
@@ -252,7 +281,8 @@ def define_flags():
 def main():
   prepare(FLAGS.output_dir, mnist_dir=FLAGS.mnist_dir,
           download_idx=FLAGS.download, dataset=FLAGS.dataset,
-          validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite)
+          validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite,
+          validation_from=FLAGS.validation_from)
   return 0
 
 
