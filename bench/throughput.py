@@ -68,7 +68,7 @@ from mnist_vae import fast_step
 from mnist_vae import files
 from mnist_vae import input_pipeline
 from mnist_vae import model
-from mnist_vae import train
+from mnist_vae import settings
 from mnist_vae import training
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
@@ -164,11 +164,13 @@ def dense_shapes(network, scope=None):
 
 
 def _train_defaults():
-  """run_training's settings with train.py's default flag values."""
-  flag_values = flags.FlagValues()
-  train.define_flags(flag_values)
-  flag_values(['train.py'])
-  return train.settings_from_flags(flag_values)
+  """run_training's settings at train.py's defaults, from the library's
+  settings types (whose defaults train.py's flags take)."""
+  return {'network': architectures.network(**training.NetworkSettings()._asdict()),
+          'optimizer_settings': training.OptimizerSettings(),
+          'schedule': training.Schedule(), 'step_settings': training.StepSettings(),
+          'eval_batch_size': training.RunSettings().eval_batch_size,
+          'threads': settings.Threads()}
 
 
 class ProjectLoop(object):
@@ -181,23 +183,23 @@ class ProjectLoop(object):
     train_images_fn, self._load = None, None
     if memory_images is not None:
       train_images_fn = lambda: self._memory_batches(memory_images, batch_size)
-    # train.py's defaults, from its own flag definitions.
-    settings = _train_defaults()
+    # train.py's defaults, from the library's settings types.
+    defaults = _train_defaults()
     self.graph = training.build_training_graph(
         train_path=splits['train'][0], num_train=splits['train'][1],
         fixed_images=np.zeros((100, records.IMAGE_PIXELS), np.float32),
-        network=settings['network'],
-        optimizer_settings=settings['optimizer_settings']._replace(
+        network=defaults['network'],
+        optimizer_settings=defaults['optimizer_settings']._replace(
             optimizer=optimizer),
-        step_settings=settings['step_settings']._replace(
+        step_settings=defaults['step_settings']._replace(
             batch_size=batch_size, matmul_precision=matmul_precision),
-        eval_batch_size=settings['eval_batch_size'],
+        eval_batch_size=defaults['eval_batch_size'],
         train_images_fn=train_images_fn)
-    schedule = settings['schedule']._replace(max_steps=10**9)
+    schedule = defaults['schedule']._replace(max_steps=10**9)
     with self.graph.tf_graph.as_default():
       self.session = training.monitored_session(
           self.graph, work_dir, schedule,
-          training.session_config(settings['threads']))
+          training.session_config(defaults['threads']))
     if self._load:
       self.session.run_step_fn(lambda step_context: step_context.session.run(
           self._load[0], {self._load[1]: memory_images}))
@@ -329,7 +331,7 @@ class MatmulCeiling(object):
                      tf.matmul(x, dy, transpose_a=True)]
       self._step = tf.add_n([tf.cast(p[0, 0], tf.float32) for p in products])
       init = tf.global_variables_initializer()
-    self.flops_per_step = sum(3 * 2 * batch_size * a * b for a, b in shapes)
+    self.flops_per_step = batch_size * architectures.training_flops_per_example(network)
     self._session = tf.Session(graph=graph)
     self._session.run(init)
     self._steps, self._batch_size = steps, batch_size
@@ -548,6 +550,83 @@ def end_to_end(repo, data_dir, work, smoke):
           'test_iw_nll': test['iw_nll']}
 
 
+# The IWAE preset's whole process against the JAX peer of the same network
+# and batch, each run at two lengths (a fifth of an epoch's calls apart).
+IWAE_PROCESS = 'train.py --flagfile=configs/iwae_vae.flags'
+IWAE_JAX = 'JAX jit peer, iwae_mlp, batch 20, 596 steps per call'
+IWAE_PROCESS_STEPS = (5960, 29800)
+IWAE_FULL_STEPS = 9774400  # 3,280 epochs of 2,980 steps.
+
+
+def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
+  """The IWAE preset: whole processes in their steady state (examples/s,
+  alternating, medians), the compiled loop's step for K = 1, 5 and 50 draws
+  (ms, and the full schedule's hours at that pace), and the k-sample NLL of
+  its test set against the decoder's multiplies alone."""
+  short, long = (596, 1192) if smoke else IWAE_PROCESS_STEPS
+  data_dir = os.path.join(work, 'iwae_data')
+  train_dirs = []
+
+  def command(name, steps):
+    if name == IWAE_PROCESS:
+      train_dirs.append(os.path.join(work, 'iwae_process_%d' % len(train_dirs)))
+      return [sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags',
+              '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir,
+              '--train_dir=' + train_dirs[-1], '--max_steps=%d' % steps]
+    return [sys.executable, os.path.join(BENCH_DIR, 'jax_peer.py'), '--mnist_dir=' + mnist_dir,
+            '--network=iwae_mlp', '--batch_size=20', '--steps_per_call=596',
+            '--steps=%d' % steps]
+
+  names = [IWAE_PROCESS] + ([IWAE_JAX] if jax_peer else [])
+  samples = {name: [] for name in names}
+  for _ in range(rounds):
+    for name in names:
+      seconds = [_process_seconds(command(name, steps)) for steps in (short, long)]
+      samples[name].append((long - short) * 20 / max(seconds[1] - seconds[0], 1e-3))
+  rates = {name: float(np.median(values)) for name, values in samples.items()}
+  network = architectures.network('iwae_mlp', 200, 50)
+  step_ms = {iw: 1000.0 / compiled_loop_steps_per_sec(network, data_dir, iw, smoke)
+             for iw in ((1, 5) if smoke else (1, 5, 50))}
+  checkpoint = checkpoints.readable(train_dirs[-1])
+  test_images = input_pipeline.read_split_images(records.split_path(data_dir, 'test'),
+                                                 'dynamic')
+  seconds, value = nll_seconds(checkpoint, test_images, iw_samples, 'float32')
+  passes = len(test_images) * iw_samples
+  floor = decoder_multiply_floor_sec(network, passes, min(passes, 1000000), tf.float32)
+  return {'process_examples_per_sec': rates, 'process_samples': samples,
+          'step_ms': {str(iw): ms for iw, ms in step_ms.items()},
+          'full_schedule_hours': {str(iw): ms * IWAE_FULL_STEPS / 3.6e6
+                                  for iw, ms in step_ms.items()},
+          'nll': {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor,
+                  'passes': passes, 'iw_samples': iw_samples}}
+
+
+def compiled_loop_steps_per_sec(network, data_dir, iw_samples, smoke, steps_per_call=596):
+  """Steps/s of fast_step.compiled_training_loop at the IWAE preset's batch
+  (20), optimizer and binarization, K = iw_samples draws per image, on the
+  training split kept in memory as train.py keeps it: median of 3 calls."""
+  pixels = input_pipeline.read_split_pixels(records.split_path(data_dir, 'train'), 'dynamic')
+  calls = 1 if smoke else 3
+  with tf.Graph().as_default():
+    tf.set_random_seed(0)
+    data = tf.Variable(tf.zeros(pixels.shape, tf.uint8), trainable=False)
+    indices = tf.random.uniform([steps_per_call, 20], 0, len(pixels), tf.int64)
+    optimizer = training.make_optimizer(training.OptimizerSettings(
+        'adam', 1e-3, adam_beta1=0.99, adam_epsilon=5e-6))
+    loop = fast_step.compiled_training_loop(indices, network, optimizer, iw_samples=iw_samples,
+                                            pixels=data.value(), binarize='dynamic')
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      session.run(data.assign(pixels))
+      session.run(loop.train_op, {loop.steps_to_run: steps_per_call})  # Compiles.
+      rates = []
+      for _ in range(calls):
+        start = time.perf_counter()
+        session.run(loop.train_op, {loop.steps_to_run: steps_per_call})
+        rates.append(steps_per_call / (time.perf_counter() - start))
+  return float(np.median(rates))
+
+
 def _train_images(path):
   batches = [images for images in tf.data.TFRecordDataset(path).batch(10000).map(
       lambda records: input_pipeline.parse_batch(records)[0])]
@@ -668,7 +747,10 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   process_rates, process_samples = whole_processes(
       data_dir, mnist_dir, work, process_rounds, batch_size, smoke)
   print('whole processes done', file=sys.stderr)
+  iwae = iwae_preset(mnist_dir, work, max(process_rounds, 1), smoke, iw_samples)
+  print('IWAE preset done', file=sys.stderr)
   results = {
+      'iwae': iwae,
       'examples_per_sec': medians,
       'process_examples_per_sec': process_rates,
       'process_samples': process_samples,
@@ -748,6 +830,16 @@ def targets(results):
     ratio = processes[TRAIN_PROCESS] / processes[best_process]
     checks.insert(1, ('%s, whole process / best peer process (%s) >= 1'
                       % (TRAIN_PROCESS, best_process), ratio, ratio >= 1))
+  iwae = results.get('iwae')
+  if iwae:
+    rates = iwae['process_examples_per_sec']
+    if IWAE_JAX in rates:
+      ratio = rates[IWAE_PROCESS] / rates[IWAE_JAX]
+      checks.append(('IWAE preset, whole process / JAX peer (batch 20) >= 1', ratio,
+                     ratio >= 1))
+    ratio = iwae['nll']['seconds'] / iwae['nll']['floor_seconds']
+    checks.append(('IWAE k=%d NLL seconds / its multiply floor <= 1.25'
+                   % iwae['nll']['iw_samples'], ratio, ratio <= 1.25))
   if 'original_script' in results:
     times = results['original_script']
     ratio = times['train_py_sec'] / times['original_sec']
@@ -782,6 +874,23 @@ def format_report(results):
     lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' % (
         precision, nll['seconds'], nll['floor_seconds'],
         nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
+  iwae = results.get('iwae')
+  if iwae:
+    rates = iwae['process_examples_per_sec']
+    lines += ['', '| IWAE preset (batch 20), whole process, steady state (%d minus %d steps) '
+              '| examples/s | vs. train.py |' % IWAE_PROCESS_STEPS[::-1], '|---|---|---|']
+    for name, value in rates.items():
+      lines.append('| %s | %.0f | %.2fx |' % (name, value, value / rates[IWAE_PROCESS]))
+    lines += ['', 'IWAE preset, a step of the compiled loop: %s; the full schedule (%d '
+              'steps) at that pace: %s' % (
+                  ', '.join('K=%s %.2f ms' % item for item in iwae['step_ms'].items()),
+                  IWAE_FULL_STEPS, ', '.join('K=%s %.1f h' % item for item in
+                                             iwae['full_schedule_hours'].items())),
+              'IWAE preset, k=%d NLL of the test set: %.1f s, its multiply floor %.1f s '
+              '(%.2fx); mean NLL %.3f' % (
+                  iwae['nll']['iw_samples'], iwae['nll']['seconds'],
+                  iwae['nll']['floor_seconds'],
+                  iwae['nll']['seconds'] / iwae['nll']['floor_seconds'], iwae['nll']['iw_nll'])]
   parts = results['nll']['float32']['parts_seconds']
   lines += ['', 'float32 NLL, its parts timed alone: decoder with biases and '
             'activations %.1f s (its bare multiplies %.1f s), likelihood of '

@@ -73,7 +73,13 @@ Network = collections.namedtuple('Network', [
     'likelihood',    # one of LIKELIHOODS.
     'initializer',   # one of INITIALIZERS.
     'output_bias',   # one of OUTPUT_BIASES.
+    'xla_step',      # whether XLA compiles its training step (see below).
 ])
+# A training step is one function either way: XLA compiles it where that is
+# faster (the MLPs: it fuses the elementwise work around the products into
+# their loops), and TensorFlow runs it kernel by kernel where that is faster
+# (the convolutional networks: its oneDNN convolutions beat XLA's CPU
+# convolutions; docs/architectures.md has the figures).
 
 
 class ArchitectureError(ValueError):
@@ -90,7 +96,8 @@ def _mlp(hidden_units, latent_dim):
       decoder=(Dense('fc1', hidden_units, 'tanh', dropout=True),
                Dense('fc2', hidden_units, 'elu', dropout=True),
                Dense('output', IMAGE_PIXELS)),
-      likelihood='clipped', initializer='tf1_variance_scaling', output_bias='zeros')
+      likelihood='clipped', initializer='tf1_variance_scaling', output_bias='zeros',
+      xla_step=True)
 
 
 def _iwae_mlp(hidden_units, latent_dim):
@@ -102,7 +109,8 @@ def _iwae_mlp(hidden_units, latent_dim):
       head=('mean', 'log_stddev'), scale='log_stddev',
       decoder=(Dense('fc1', hidden_units, 'tanh'), Dense('fc2', hidden_units, 'tanh'),
                Dense('output', IMAGE_PIXELS)),
-      likelihood='exact', initializer='glorot_uniform', output_bias='train_mean_logit')
+      likelihood='exact', initializer='glorot_uniform', output_bias='train_mean_logit',
+      xla_step=True)
 
 
 def _cvae_tutorial(hidden_units, latent_dim):
@@ -121,7 +129,8 @@ def _cvae_tutorial(hidden_units, latent_dim):
                Conv('deconv2', 32, 3, 2, 'SAME', 'relu', transpose=True),
                Conv('output', 1, 3, 1, 'SAME', None, transpose=True),
                Reshape((IMAGE_PIXELS,))),
-      likelihood='exact', initializer='glorot_uniform', output_bias='zeros')
+      likelihood='exact', initializer='glorot_uniform', output_bias='zeros',
+      xla_step=False)
 
 
 def _keras_cvae(hidden_units, latent_dim):
@@ -141,7 +150,8 @@ def _keras_cvae(hidden_units, latent_dim):
                Conv('deconv2', 32, 3, 2, 'SAME', 'relu', transpose=True),
                Conv('output', 1, 3, 1, 'SAME', None, transpose=True),
                Reshape((IMAGE_PIXELS,))),
-      likelihood='exact', initializer='glorot_uniform', output_bias='zeros')
+      likelihood='exact', initializer='glorot_uniform', output_bias='zeros',
+      xla_step=False)
 
 
 # name -> (builder, default hidden_units or None where the network has no

@@ -262,6 +262,7 @@ def check_matches(checkpoint, variables, optimizer_name, requested_network):
 _OPTIMIZER_STATE = {
     'adam': ('/Adam', '/Adam_1', 'beta1_power', 'beta2_power'),
     'adagrad': ('/Adagrad',),
+    'rmsprop_keras': ('/RMSPropKeras', '/RMSPropKeras_1'),
     'rmsprop': ('/RMSProp', '/RMSProp_1'),
     'momentum': ('/Momentum',),
 }

@@ -17,18 +17,30 @@ from absl import logging
 import tensorflow.compat.v1 as tf
 
 from mnist_vae import files
+from mnist_vae import settings
 
 FLAGS = flags.FLAGS
+# Upper bounds the entry points' flags share, so that every number a flag
+# takes is bounded (tests/test_flag_bounds.py runs each at its bound).
+# Seeds reach some ops as int32 values.
+MAX_SEED = 2**31 - 1
+# Steps, and step intervals: a trillion is far beyond any run.
+MAX_STEPS = 10**12
+# Examples per batch.
+MAX_BATCH = 10**6
+MAX_THREADS = 1024
 
 
 def define_thread_flags(flag_values=FLAGS):
-  """--intra_op_threads and --inter_op_threads, the same for every entry
-  point that runs a session (training.Threads holds their values)."""
-  flags.DEFINE_integer('intra_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values,
+  """--intra_op_threads and --inter_op_threads (settings.Threads), the same
+  for every entry point that runs a session."""
+  flags.DEFINE_integer('intra_op_threads',
+                       settings.default(settings.Threads, 'intra_op_threads'),
+                       lower_bound=0, upper_bound=MAX_THREADS, flag_values=flag_values,
                        help='Threads inside one op; 0 = TensorFlow picks.')
-  flags.DEFINE_integer('inter_op_threads', 0, lower_bound=0,
-                       flag_values=flag_values,
+  flags.DEFINE_integer('inter_op_threads',
+                       settings.default(settings.Threads, 'inter_op_threads'),
+                       lower_bound=0, upper_bound=MAX_THREADS, flag_values=flag_values,
                        help='Ops run in parallel; 0 = TensorFlow picks.')
 
 
@@ -60,9 +72,11 @@ def _quiet_disk_full_in_threads(args, default=threading.excepthook):
     default(args)
 
 
-def run(main, define_flags, module_name, expected_errors):
-  """Defines the flags, parses them strictly and runs main(), an entry
-  point's body, which returns its exit status.
+def run(main, define_flags, module_name, expected_errors, settings_types=(),
+        other_flags=None):
+  """Defines the flags, checks them against the entry point's settings,
+  parses them strictly and runs main(), an entry point's body, which returns
+  its exit status.
 
   Args:
     main: the entry point's function of no arguments; it reads the flags.
@@ -70,8 +84,14 @@ def run(main, define_flags, module_name, expected_errors):
     module_name: the module defining them (for --helpshort).
     expected_errors: exception types whose message is the whole story: one
       line, exit status 1 (the traceback with --verbosity=1).
+    settings_types, other_flags: the settings its flags fill, and {flag: what
+      it is for} of those that fill none (settings.check); other_flags None
+      skips the check.
   """
+  before = set(FLAGS)
   define_flags()
+  if other_flags is not None:
+    settings.check(module_name, set(FLAGS) - before, settings_types, other_flags)
   _show_flags_in_short_help(module_name)
   threading.excepthook = _quiet_disk_full_in_threads
 

@@ -339,7 +339,11 @@ class Worker(object):
 
 # --sync_replicas and --replicas_to_aggregate, as given.
 SyncReplicas = collections.namedtuple('SyncReplicas', [
-    'sync_replicas', 'replicas_to_aggregate'])
+    'sync_replicas', 'replicas_to_aggregate'], defaults=(True, 0))
+# A task's place in a cluster as the classic flags give it (TF_CONFIG is the
+# other way): see resolve_role.
+ClusterFlags = collections.namedtuple('ClusterFlags', [
+    'ps_hosts', 'worker_hosts', 'job_name', 'task_index'], defaults=('', '', '', 0))
 
 
 def effective_sync(sync_replicas, role):

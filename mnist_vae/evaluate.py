@@ -29,6 +29,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import json
 import os
 import socket
@@ -39,13 +40,14 @@ from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
 from mnist_vae import cli
 from mnist_vae import evaluation
 from mnist_vae import files
 from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae import run_dir
+from mnist_vae import settings
 from mnist_vae import training
 from mnist_vae.data_prep import records
 
@@ -55,149 +57,98 @@ FLAGS = flags.FLAGS
 # Images decoded at once by the importance-weighted bound (--iw_chunk x
 # --batch_size); each holds 784 logits and a few temporaries of that size.
 MAX_DECODED_AT_ONCE = 200000
+# The draws of z of a batch are made at once: [draws, batch, latent] floats,
+# at most this many bytes.
+MAX_DRAWS_BYTES = 2 * 10**9
+EvaluationError = evaluation.EvaluationError
 
 
-class EvaluationError(RuntimeError):
-  """The checkpoint or the data cannot be evaluated; the message says why."""
+# What to evaluate and how: evaluate.py's flags, these their defaults.
+EvaluationSettings = collections.namedtuple('EvaluationSettings', [
+    'train_dir', 'checkpoint', 'data_dir', 'split', 'binarize', 'num_samples',
+    'iw_samples', 'iw_chunk', 'batch_size', 'matmul_precision', 'seed',
+    'aggregate_draws', 'output', 'per_example_csv', 'watch', 'watch_timeout_sec'],
+    defaults=(None, None, None, 'test', None, 1, 1000, 100, 100, 'float32',
+              evaluation.DEFAULT_SEED, 1, None, None, False, 600))
+SETTINGS_TYPES = (EvaluationSettings, settings.Threads)
 
 
-def define_flags():
+def _default(name):
+  return settings.default(EvaluationSettings, name)
+
+
+def define_flags(flag_values=flags.FLAGS):
   """Defines evaluate.py's flags (its entry point only)."""
-  flags.DEFINE_string('data_dir', 'data/mnist',
-                      help='Directory with train/validation/test.tfrecords.')
-  flags.DEFINE_string('train_dir', None,
+  flags.DEFINE_string('data_dir', _default('data_dir'), flag_values=flag_values,
+                      help='Directory with train/validation/test.tfrecords. '
+                      'Default: the one the run in --train_dir was trained on '
+                      '(its config.json), else data/mnist.')
+  flags.DEFINE_string('train_dir', _default('train_dir'), flag_values=flag_values,
                       help='The training run: where its checkpoints are and '
                       'where results are written.')
-  flags.DEFINE_string('checkpoint', None,
+  flags.DEFINE_string('checkpoint', _default('checkpoint'), flag_values=flag_values,
                       help='A checkpoint path (model.ckpt-N); default: the '
                       'latest in --train_dir.')
-  flags.DEFINE_enum('split', 'test', records.SPLITS,
+  flags.DEFINE_enum('split', _default('split'), records.SPLITS, flag_values=flag_values,
                     help='Which split to evaluate.')
-  flags.DEFINE_integer('num_samples', 1, lower_bound=1,
+  flags.DEFINE_integer('num_samples', _default('num_samples'), flag_values=flag_values, lower_bound=1, upper_bound=100000,
                        help='Draws of z per example for the ELBO.')
-  flags.DEFINE_integer('iw_samples', 1000, lower_bound=0,
+  flags.DEFINE_integer('iw_samples', _default('iw_samples'), flag_values=flag_values, lower_bound=0, upper_bound=10**9,
                        help='Importance samples per example for -log p(x); '
                        '0 skips it.')
-  flags.DEFINE_integer('iw_chunk', 100, lower_bound=1,
+  flags.DEFINE_integer('iw_chunk', _default('iw_chunk'), flag_values=flag_values, lower_bound=1, upper_bound=100000,
                        help='Importance samples decoded at once (memory bound; '
                        'iw_chunk x batch_size at most %d).' % MAX_DECODED_AT_ONCE)
-  flags.DEFINE_integer('batch_size', 100, lower_bound=1,
+  flags.DEFINE_integer('batch_size', _default('batch_size'), flag_values=flag_values, lower_bound=1, upper_bound=100000,
                        help='Examples per batch (does not change results).')
-  flags.DEFINE_enum('matmul_precision', 'float32', tuple(model.MATMUL_DTYPES),
+  flags.DEFINE_enum('matmul_precision', _default('matmul_precision'), tuple(model.MATMUL_DTYPES), flag_values=flag_values,
                     help='bfloat16: every multiply of the evaluation in '
                     'bfloat16 (float32 accumulation; the rest float32). About '
                     '2x faster on CPUs with native bfloat16 (AVX512_BF16, '
                     'AMX); figures move by a few hundredths of a nat, and the '
                     'output JSON records the precision.')
-  flags.DEFINE_integer('seed', evaluation.DEFAULT_SEED, lower_bound=0,
+  flags.DEFINE_integer('seed', _default('seed'), flag_values=flag_values, lower_bound=0, upper_bound=cli.MAX_SEED,
                        help='Seed of the draws of z; train.py\'s metrics.json '
                        'uses the default.')
-  flags.DEFINE_enum('binarize', None, input_pipeline.BINARIZE_MODES,
-                    help='As the model was trained: none (grey levels) or a '
-                    'binarized mode (evaluates on the static binary sample). '
+  flags.DEFINE_enum('binarize', _default('binarize'), input_pipeline.BINARIZE_MODES, flag_values=flag_values,
+                    help='As the model was trained: none (grey levels), '
+                    'threshold, or static or dynamic (both evaluate on the '
+                    'static binary sample). '
                     'Default: the mode TRAIN_DIR/config.json (written when '
                     'training starts) records.')
-  flags.DEFINE_integer('aggregate_draws', 1, lower_bound=0,
+  flags.DEFINE_integer('aggregate_draws', _default('aggregate_draws'), flag_values=flag_values, lower_bound=0, upper_bound=100,
                        help='Draws of z per example for the mutual information '
                        'and marginal KL (each draw is scored against every '
                        'posterior of the split); 0 skips them.')
-  cli.define_thread_flags()
-  flags.DEFINE_string('output', None,
+  cli.define_thread_flags(flag_values)
+  flags.DEFINE_string('output', _default('output'), flag_values=flag_values,
                       help='JSON file for the results; default: '
                       'TRAIN_DIR/eval_<split>_step_<N>.json.')
-  flags.DEFINE_boolean('watch', False,
+  flags.DEFINE_boolean('watch', _default('watch'), flag_values=flag_values,
                        help='Keep evaluating each new checkpoint in --train_dir '
                        'as training writes it (an evaluator job beside '
                        'training).')
-  flags.DEFINE_integer('watch_timeout_sec', 600, lower_bound=1,
+  flags.DEFINE_integer('watch_timeout_sec', _default('watch_timeout_sec'), flag_values=flag_values, lower_bound=1, upper_bound=10**7,
                        help='With --watch: stop after this long without a new '
                        'checkpoint.')
-  flags.DEFINE_string('per_example_csv', None,
+  flags.DEFINE_string('per_example_csv', _default('per_example_csv'), flag_values=flag_values,
                       help='Also write one row per example of the split: '
                       'index, label, neg_elbo, reconstruction, kl, nll.')
-  flags.mark_flag_as_required('train_dir')
+  flags.mark_flag_as_required('train_dir', flag_values=flag_values)
 
 
-# Files train.py writes in --train_dir that record the run's configuration:
-# config.json from the start of training, metrics.json at its end (older runs
-# have only the latter).
-RUN_CONFIG_FILES = (training.CONFIG_FILE, training.METRICS_FILE)
-
-
-def trained_binarize_mode(train_dir):
-  """The --binarize the run in train_dir was trained with: evaluating a
-  binarized model on grey levels, or the other way round, gives numbers that
-  look plausible and mean nothing."""
-  for name in RUN_CONFIG_FILES:
-    path = os.path.join(train_dir, name)
-    try:
-      content = files.read_json(path)
-    except tf.errors.NotFoundError:
-      continue
-    except ValueError as e:
-      raise EvaluationError('%s is not valid JSON (%s): pass --binarize'
-                            % (path, e)) from e
-    mode = content.get('config', content).get('binarize', 'none')
-    logging.info('Evaluating with --binarize=%s, as %s says.', mode, path)
-    return mode
-  logging.info('No %s in %s: evaluating grey levels (pass --binarize if the '
-               'model was trained binarized).', ' or '.join(RUN_CONFIG_FILES),
-               train_dir)
-  return 'none'
-
-
-def load_split(data_dir, split, binarize):
-  """Every image of the split: float32 [n, 784]; EvaluationError if none."""
-  path = records.split_path(data_dir, split)
-  input_pipeline.inspect_records(path, allow_empty=True)
-  images = input_pipeline.read_split_images(path, binarize)
-  if not len(images):
+def _check_draws_fit(evaluation_settings, network):
+  """EvaluationError unless a batch's draws of z fit in MAX_DRAWS_BYTES."""
+  draws = max(evaluation_settings.iw_samples, evaluation_settings.num_samples)
+  needed = 4 * draws * evaluation_settings.batch_size * network.latent_dim
+  if needed > MAX_DRAWS_BYTES:
+    flag = ('--iw_samples' if evaluation_settings.iw_samples >= evaluation_settings.num_samples
+            else '--num_samples')
     raise EvaluationError(
-        '%s holds no examples: these TFRecords were made with '
-        '--validation_size=0, so there is no %s split to evaluate.'
-        % (path, split))
-  return images
-
-
-def fitted_aggregate_posterior(checkpoint, data_dir, binarize=None,
-                               batch_size=1000):
-  """The moment-matched Gaussian of q(z) over the training split, for
-  `checkpoint`: (mean float64 [D], covariance float64 [D, D]).
-
-  Read from aggregate_posterior.fit_path(checkpoint) when it is there;
-  otherwise the training split is encoded (dropout off, as the run was
-  trained: binarize None reads its config.json), and the fit saved there.
-  """
-  path = aggregate_posterior.fit_path(checkpoint)
-  network = checkpoints.network(checkpoint)
-  if tf.io.gfile.exists(path):
-    try:
-      fit = aggregate_posterior.read_fit(path, network.latent_dim)
-    except ValueError as e:
-      raise EvaluationError('%s; delete it to fit again' % e) from e
-    logging.info('The aggregate posterior\'s fit: %s', path)
-    return fit
-  start = time.time()
-  binarize = binarize or trained_binarize_mode(os.path.dirname(checkpoint))
-  images = load_split(data_dir, 'train', binarize)
-  with tf.Graph().as_default():
-    pixels = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-    posterior = model.encode(pixels, network)
-    with tf.Session() as session:
-      checkpoints.restore(session, checkpoint)
-      z_mean, z_stddev = (np.concatenate(column) for column in zip(*(
-          session.run(posterior, {pixels: images[begin:begin + batch_size]})
-          for begin in range(0, len(images), batch_size))))
-  mean, covariance = aggregate_posterior.moments(z_mean, z_stddev)
-  aggregate_posterior.write_fit(
-      path, mean, covariance, checkpoint=os.path.basename(checkpoint),
-      split='train', num_examples=len(images), binarize=binarize,
-      data_dir=data_dir)
-  logging.info('Fitted the aggregate posterior to the %d training images in '
-               '%.1f s (KL %.3f from N(0, I)); saved to %s', len(images),
-               time.time() - start,
-               aggregate_posterior.prior_fit_kl(mean, covariance), path)
-  return mean, covariance
+        '%s=%d: a batch of %d images (--batch_size) would need %.1f GB for its draws of '
+        'z; at most %.1f GB. Lower %s or --batch_size.'
+        % (flag, draws, evaluation_settings.batch_size, needed / 1e9,
+           MAX_DRAWS_BYTES / 1e9, flag))
 
 
 def _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
@@ -244,19 +195,19 @@ def _write_summaries(train_dir, split, step, result):
                    .SerializeToString())
 
 
-def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
-                   num_samples=1, iw_samples=1000, iw_chunk=100, batch_size=100,
-                   seed=evaluation.DEFAULT_SEED, output=None, watch=False,
-                   watch_timeout_sec=600, binarize=None, per_example_csv=None,
-                   matmul_precision='float32', intra_op_threads=0,
-                   inter_op_threads=0, aggregate_draws=1):
-  """Evaluates one checkpoint (or, with watch, each new one); returns the
-  results. binarize None means as the run in train_dir was trained.
+def run_evaluation(evaluation_settings, threads=None):
+  """Evaluates one checkpoint (or, with watch, each new one) as an
+  EvaluationSettings says; returns the results. Its binarize and data_dir
+  None mean as the run in train_dir was trained.
 
   Raises:
+    EvaluationError: settings that cannot run (the message names the flag).
     checkpoints.CheckpointError: a checkpoint to evaluate cannot be read (with
       watch, one that training deleted meanwhile is skipped instead).
   """
+  (train_dir, checkpoint, data_dir, split, binarize, num_samples, iw_samples, iw_chunk,
+   batch_size, matmul_precision, seed, aggregate_draws, output, per_example_csv, watch,
+   watch_timeout_sec) = evaluation_settings
   # Checked before the work, not after an hour of importance sampling.
   if iw_samples and min(iw_chunk, iw_samples) * batch_size > MAX_DECODED_AT_ONCE:
     raise EvaluationError(
@@ -268,13 +219,16 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
   for path, flag in ((output, '--output'), (per_example_csv, '--per_example_csv')):
     if path:
       files.make_parent_dirs(path, flag)
-  binarize = binarize or trained_binarize_mode(train_dir)
-  images = load_split(data_dir, split, binarize)
+  binarize = binarize or run_dir.trained_setting(train_dir, 'binarize', 'none')
+  data_dir = data_dir or run_dir.trained_setting(train_dir, 'data_dir',
+                                                 run_dir.DEFAULT_DATA_DIR)
+  images = evaluation.split_images(data_dir, split, binarize)
   graph, results = None, []
   for path in _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
     start = time.time()
     try:
       network = checkpoints.network(path)
+      _check_draws_fit(evaluation_settings, network)
       step = checkpoints.step_of(path)
       if graph is None:
         graph = tf.Graph()
@@ -286,7 +240,7 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
               aggregate_draws=aggregate_draws)
           saver = tf.train.Saver(model.model_variables())
         session = tf.Session(graph=graph, config=training.session_config(
-            training.Threads(intra_op_threads, inter_op_threads)))
+            threads or settings.Threads()))
       checkpoints.restore(session, path, saver)
     except checkpoints.CheckpointError:
       if not watch:
@@ -333,26 +287,16 @@ def run_evaluation(*, data_dir, train_dir, checkpoint=None, split='test',
 
 
 def main():
-  run_evaluation(data_dir=FLAGS.data_dir, train_dir=FLAGS.train_dir,
-                 checkpoint=FLAGS.checkpoint, split=FLAGS.split,
-                 num_samples=FLAGS.num_samples, iw_samples=FLAGS.iw_samples,
-                 iw_chunk=FLAGS.iw_chunk, batch_size=FLAGS.batch_size,
-                 seed=FLAGS.seed, output=FLAGS.output, watch=FLAGS.watch,
-                 watch_timeout_sec=FLAGS.watch_timeout_sec,
-                 binarize=FLAGS.binarize,
-                 per_example_csv=FLAGS.per_example_csv,
-                 matmul_precision=FLAGS.matmul_precision,
-                 intra_op_threads=FLAGS.intra_op_threads,
-                 inter_op_threads=FLAGS.inter_op_threads,
-                 aggregate_draws=FLAGS.aggregate_draws)
+  run_evaluation(settings.fill(EvaluationSettings, FLAGS),
+                 settings.fill(settings.Threads, FLAGS))
   return 0
 
 
 def run():
   """Console-script entry point (vae-evaluate)."""
   cli.run(main, define_flags, __name__,
-          (EvaluationError, input_pipeline.RecordsError,
-           checkpoints.CheckpointError))
+          (EvaluationError, input_pipeline.RecordsError, checkpoints.CheckpointError,
+           run_dir.ConfigError), SETTINGS_TYPES, {})
 
 
 if __name__ == '__main__':

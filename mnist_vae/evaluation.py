@@ -26,7 +26,9 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae import aggregate_posterior
 from mnist_vae import fast_step
+from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae.data_prep import records
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
 # evaluate.py's default --seed; train.py evaluates with it, so that its
@@ -39,6 +41,23 @@ ELBO_DRAWS, IMPORTANCE_DRAWS = 0, 1  # Separate streams per example.
 # At most this many ELBO draws are kept for re-use (float32: 16 MB; a
 # 10,000-example split with one draw of a 20-d z is 200,000).
 KEPT_DRAWS_LIMIT = 2**22
+
+
+class EvaluationError(RuntimeError):
+  """A checkpoint or the data cannot be evaluated; the message says why."""
+
+
+def split_images(data_dir, split, binarize):
+  """Every image of a split as evaluation sees it: float32 [n, 784];
+  EvaluationError if it holds none."""
+  path = records.split_path(data_dir, split)
+  input_pipeline.inspect_records(path, allow_empty=True)
+  images = input_pipeline.read_split_images(path, binarize)
+  if not len(images):
+    raise EvaluationError(
+        '%s holds no examples: these TFRecords were made with --validation_size=0, so '
+        'there is no %s split to evaluate.' % (path, split))
+  return images
 
 
 def keyed_normal_draws(seed, example_indices, purpose, count, latent_dim):
@@ -192,7 +211,7 @@ class Evaluator(object):
       feed = {self._images: batch, self._first_index: begin}
       # The draws depend on the seed and the examples' indices only: training
       # validates the same split every few thousand steps, and making the
-      # draws (one small op per example) took a third of that time.
+      # draws (one small op per example) anew each time would cost much of it.
       kept = self._kept_elbo_draws.get((begin, len(batch)))
       if kept is None:
         terms, draws = session.run([self._per_example_terms, self._elbo_draws],

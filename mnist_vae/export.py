@@ -37,6 +37,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import os
 import time
 
@@ -48,41 +49,54 @@ import tensorflow.compat.v1 as tf
 from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
 from mnist_vae import cli
-from mnist_vae import evaluate
 from mnist_vae import evaluation
 from mnist_vae import files
 from mnist_vae import input_pipeline
 from mnist_vae import model
+from mnist_vae import run_dir
+from mnist_vae import settings
+from mnist_vae import trained_model
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
 FLAGS = flags.FLAGS
-SERVING_TAG = 'serve'
-# What the prior samples of `sample` are keyed by, besides their seed.
-_SAMPLE_STREAM = 2
+SERVING_TAG = trained_model.SERVING_TAG
+# What the SavedModel's signatures refuse: images outside [0, 1].
+IMAGES_RANGE_MESSAGE = ('images must lie in [0, 1] (uint8 pixels: divide by 255; '
+                        'mnist_vae.load() does it for you)')
 
 
 class ExportError(RuntimeError):
   """The export cannot be written; the message says why."""
 
 
-def define_flags():
-  flags.DEFINE_string('train_dir', None,
+# What to export and where: export.py's flags, these their defaults.
+ExportSettings = collections.namedtuple('ExportSettings', [
+    'train_dir', 'checkpoint', 'export_dir', 'data_dir', 'overwrite'],
+    defaults=(None, None, None, None, False))
+
+
+def _default(name):
+  return settings.default(ExportSettings, name)
+
+
+def define_flags(flag_values=flags.FLAGS):
+  flags.DEFINE_string('train_dir', _default('train_dir'), flag_values=flag_values,
                       help='The training run whose latest checkpoint is '
                       'exported.')
-  flags.DEFINE_string('checkpoint', None,
+  flags.DEFINE_string('checkpoint', _default('checkpoint'), flag_values=flag_values,
                       help='A checkpoint path (model.ckpt-N) to export instead '
                       'of the latest in --train_dir.')
-  flags.DEFINE_string('export_dir', None,
+  flags.DEFINE_string('export_dir', _default('export_dir'), flag_values=flag_values,
                       help='Directory the SavedModel is written to.')
-  flags.DEFINE_string('data_dir', None,
+  flags.DEFINE_string('data_dir', _default('data_dir'), flag_values=flag_values,
                       help='TFRecords whose training split fits the aggregate '
                       'posterior for the sample_aggregate signature, when no '
                       'fit is saved beside the checkpoint (it is saved there '
                       'then). Without either, the export has no '
                       'sample_aggregate.')
-  flags.DEFINE_boolean('overwrite', False,
+  flags.DEFINE_boolean('overwrite', _default('overwrite'), flag_values=flag_values,
                        help='Replace an existing export in --export_dir.')
-  flags.mark_flag_as_required('export_dir')
+  flags.mark_flag_as_required('export_dir', flag_values=flag_values)
 
 
 def _tensor_info(tensors):
@@ -96,6 +110,16 @@ def _signature(inputs, outputs):
       method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
 
 
+def _checked_images(images):
+  """`images` once they are known to lie in [0, 1]: a signature refuses
+  pixels in 0..255, which it would otherwise encode into codes that mean
+  nothing (InvalidArgumentError with IMAGES_RANGE_MESSAGE; NaN fails too)."""
+  checks = [tf.debugging.assert_greater_equal(images, 0.0, message=IMAGES_RANGE_MESSAGE),
+            tf.debugging.assert_less_equal(images, 1.0, message=IMAGES_RANGE_MESSAGE)]
+  with tf.control_dependencies(checks):
+    return tf.identity(images)
+
+
 def build_signatures(network, aggregate_fit=None):
   """Builds the serving graph in the current graph; returns {name: SignatureDef}.
 
@@ -106,6 +130,7 @@ def build_signatures(network, aggregate_fit=None):
   """
   latent_dim = network.latent_dim
   images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
+  images_input, images = images, _checked_images(images)
   z_mean, z_stddev = model.encode(images, network)
   reconstruction = model.probabilities(model.decode(z_mean, network))
 
@@ -116,7 +141,7 @@ def build_signatures(network, aggregate_fit=None):
   seed = tf.placeholder(tf.int64, [], 'seed')
   prior_z = tf.random.stateless_normal(
       tf.stack([num_samples, latent_dim]),
-      seed=tf.stack([seed, tf.constant(_SAMPLE_STREAM, tf.int64)]))
+      seed=tf.stack([seed, tf.constant(trained_model.SAMPLE_STREAM, tf.int64)]))
   prior_samples = model.probabilities(model.decode(prior_z, network))
 
   # The importance-weighted bound and the ELBO from the same K draws per
@@ -139,7 +164,7 @@ def build_signatures(network, aggregate_fit=None):
   num_draws = tf.cast(tf.shape(log_weights)[0], tf.float32)
   nll = -(tf.reduce_logsumexp(log_weights, axis=0) - tf.log(num_draws))
 
-  reconstruct = _signature({'images': images},
+  reconstruct = _signature({'images': images_input},
                            {'probabilities': reconstruction})
   signatures = {}
   if aggregate_fit is not None:
@@ -153,7 +178,7 @@ def build_signatures(network, aggregate_fit=None):
         {'z': aggregate_z, 'probabilities': model.probabilities(
             model.decode(aggregate_z, network))})
   return dict(signatures, **{
-      'encode': _signature({'images': images},
+      'encode': _signature({'images': images_input},
                            {'z_mean': z_mean, 'z_stddev': z_stddev}),
       'decode': _signature({'z': z}, {'probabilities': model.probabilities(
           logits), 'logits': logits}),
@@ -163,7 +188,7 @@ def build_signatures(network, aggregate_fit=None):
       'sample': _signature({'num_samples': num_samples, 'seed': seed},
                            {'z': prior_z, 'probabilities': prior_samples}),
       'log_likelihood': _signature(
-          {'images': images, 'num_samples': num_samples, 'seed': seed},
+          {'images': images_input, 'num_samples': num_samples, 'seed': seed},
           {'neg_elbo': neg_elbo, 'nll': nll}),
   })
 
@@ -186,7 +211,7 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
   files.make_parent_dirs(export_dir.rstrip('/'), '--export_dir')
   aggregate_fit = None
   if data_dir or tf.io.gfile.exists(aggregate_posterior.fit_path(checkpoint)):
-    aggregate_fit = evaluate.fitted_aggregate_posterior(checkpoint, data_dir)
+    aggregate_fit = trained_model.fitted_aggregate_posterior(checkpoint, data_dir)
   else:
     logging.info('No sample_aggregate signature: %s has no saved fit of its '
                  'aggregate posterior; pass --data_dir to fit one.', checkpoint)
@@ -217,14 +242,16 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
 
 
 def main():
-  if not FLAGS.checkpoint and not FLAGS.train_dir:
+  export_settings = settings.fill(ExportSettings, FLAGS)
+  if not export_settings.checkpoint and not export_settings.train_dir:
     raise ExportError('Pass --train_dir (its latest checkpoint is exported) '
                       'or --checkpoint')
-  checkpoint = checkpoints.readable(FLAGS.train_dir, FLAGS.checkpoint)
+  checkpoint = checkpoints.readable(export_settings.train_dir, export_settings.checkpoint)
   start = time.time()
-  names = export(checkpoint, FLAGS.export_dir, FLAGS.overwrite, FLAGS.data_dir)
+  names = export(checkpoint, export_settings.export_dir, export_settings.overwrite,
+                 export_settings.data_dir)
   logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s',
-               checkpoint, checkpoints.step_of(checkpoint), FLAGS.export_dir,
+               checkpoint, checkpoints.step_of(checkpoint), export_settings.export_dir,
                time.time() - start, ', '.join(names))
   return 0
 
@@ -232,8 +259,9 @@ def main():
 def run():
   """Console-script entry point (vae-export)."""
   cli.run(main, define_flags, __name__,
-          (ExportError, checkpoints.CheckpointError, evaluate.EvaluationError,
-           input_pipeline.RecordsError))
+          (ExportError, checkpoints.CheckpointError, evaluation.EvaluationError,
+           input_pipeline.RecordsError, trained_model.ModelError, run_dir.ConfigError),
+          (ExportSettings,), {})
 
 
 if __name__ == '__main__':

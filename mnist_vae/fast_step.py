@@ -117,19 +117,22 @@ TrainingStep = collections.namedtuple('TrainingStep', [
 def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float32,
                            kl_weight=None, noise=None, output_bias=None,
                            iw_samples=1, bound='iwae'):
-  """A training step's loss and gradients as one XLA computation.
+  """A training step's loss and gradients as one function, compiled by XLA
+  where the network's description says so (network.xla_step).
 
   The same network, loss and objective as model.inference, model.loss and
-  model.kl_weight_at build from separate ops, compiled whole
-  (`tf.function(jit_compile=True)`): XLA fuses the activations, dropout's
-  masks, the likelihood and their gradients into loops around the matrix
-  products, where TensorFlow's executor would run a kernel for each of about
-  150 ops. Equal to the separate ops up to float32 rounding.
+  model.kl_weight_at build from separate ops, in one
+  `tf.function(jit_compile=network.xla_step)`: for the MLPs XLA fuses the
+  activations, dropout's masks, the likelihood and their gradients into loops
+  around the matrix products, where TensorFlow's executor would run a kernel
+  for each of about 150 ops; the convolutional networks' function runs
+  TensorFlow's own (oneDNN) kernels. Equal to the separate ops up to float32
+  rounding.
 
   The random numbers follow the graph's seed: a stateful op draws each
-  step's dropout key and z's noise outside the computation, and the masks'
-  bits are Threefry bits of that key, made inside. The masks therefore differ
-  from those the separate ops draw for a seed.
+  step's dropout key and z's noise outside the computation, and inside an XLA
+  computation the masks' bits are Threefry bits of that key. The masks
+  therefore differ from those the separate ops draw for a seed.
 
   Args:
     images: float32 [batch, 784] in [0, 1].
@@ -160,7 +163,8 @@ def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float
   uses_dropout = keep_prob != 1.0 and bool(dropout_sizes)
   # What the computation makes its masks from: a key for Threefry inside, or
   # (where 16-bit uniforms cannot express keep_prob) float32 uniforms.
-  bits_inside = uses_dropout and _dropout_threshold(keep_prob) is not None
+  bits_inside = (uses_dropout and _dropout_threshold(keep_prob) is not None
+                 and network.xla_step)
   if bits_inside:
     draws = _compiled_dropout_key()
   elif uses_dropout:
@@ -172,7 +176,7 @@ def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float
     noise = tf.random.normal([batch, network.latent_dim])
   weighted = kl_weight is not None
 
-  @tf.function(jit_compile=True, autograph=False)
+  @tf.function(jit_compile=network.xla_step, autograph=False)
   def loss_and_gradients(images, noise, draws, weights, kl_weight):
     if bits_inside:
       draws = tf.unstack(_threefry_dropout_bits(
@@ -452,7 +456,7 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
       # zeros and its update is scaled by zero, which leaves every variable
       # and slot exactly as it was. Inside the update's elementwise loops this
       # costs nothing, where a branch or a select per variable would copy
-      # every variable and slot at each step (a fifth of a step's time).
+      # every variable and slot at each step.
       applies = tf.cast(finite, tf.float32)
       gradients = [tf.where(finite, gradient, tf.zeros_like(gradient))
                    for gradient in gradients]

@@ -29,6 +29,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import io
 import os
 
@@ -39,19 +40,20 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
-from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
 from mnist_vae import cli
-from mnist_vae import evaluate
+from mnist_vae import evaluation
 from mnist_vae import files
 from mnist_vae import images
 from mnist_vae import input_pipeline
-from mnist_vae import model
+from mnist_vae import run_dir
+from mnist_vae import settings
+from mnist_vae import trained_model
 from mnist_vae.data_prep import records
 
 FLAGS = flags.FLAGS
 MODES = ('samples', 'interpolate', 'traverse', 'reconstruct')
-SAMPLE_SOURCES = ('prior', 'aggregate')
+SAMPLE_SOURCES = trained_model.SAMPLE_SOURCES
 TRAVERSE_RANGE = 3.0
 # MNIST's digits: the ink's bounding box scaled into 20x20, centred by centre
 # of mass in 28x28 (LeCun et al., the MNIST page).
@@ -70,123 +72,64 @@ class GenerateError(RuntimeError):
   """An input or the model cannot be used; the message says which and why."""
 
 
-def define_flags():
-  flags.DEFINE_enum('mode', 'samples', MODES, help='What to make; see --help.')
-  flags.DEFINE_string('train_dir', None,
+# What to make, of which model, where: generate.py's flags, these their
+# defaults.
+GenerateSettings = collections.namedtuple('GenerateSettings', [
+    'mode', 'train_dir', 'checkpoint', 'export_dir', 'output_dir', 'data_dir', 'inputs',
+    'num', 'seed', 'temperature', 'sample_from', 'steps', 'dims', 'scale'],
+    defaults=('samples', None, None, None, 'generated', None, None, 100, 0, 1.0, 'prior',
+              10, None, 1))
+MAX_SCALE = 16
+
+
+def _default(name):
+  return settings.default(GenerateSettings, name)
+
+
+def define_flags(flag_values=flags.FLAGS):
+  flags.DEFINE_enum('mode', _default('mode'), MODES, flag_values=flag_values, help='What to make; see --help.')
+  flags.DEFINE_string('train_dir', _default('train_dir'), flag_values=flag_values,
                       help='A training run: its latest checkpoint is used.')
-  flags.DEFINE_string('checkpoint', None,
+  flags.DEFINE_string('checkpoint', _default('checkpoint'), flag_values=flag_values,
                       help='A checkpoint path (model.ckpt-N) instead of the '
                       'latest in --train_dir.')
-  flags.DEFINE_string('export_dir', None,
+  flags.DEFINE_string('export_dir', _default('export_dir'), flag_values=flag_values,
                       help='A SavedModel written by export.py, instead of a '
                       'checkpoint.')
-  flags.DEFINE_string('output_dir', 'generated',
+  flags.DEFINE_string('output_dir', _default('output_dir'), flag_values=flag_values,
                       help='Where the PNGs (and GIFs) go.')
-  flags.DEFINE_string('data_dir', 'data/mnist',
+  flags.DEFINE_string('data_dir', _default('data_dir'), flag_values=flag_values,
                       help='TFRecords whose test split test-set indices '
-                      'refer to.')
-  flags.DEFINE_list('inputs', None,
+                      'refer to. Default: those the run of --train_dir was '
+                      'trained on (its config.json), else data/mnist.')
+  flags.DEFINE_list('inputs', _default('inputs'), flag_values=flag_values,
                     help='Comma-separated test-set indices or image files '
                     '(PNG, JPEG; at most %d pixels and %d MB each). Default: '
                     '0,1 for interpolate, 0 otherwise.'
                     % (MAX_INPUT_PIXELS, MAX_INPUT_BYTES // 2**20))
-  flags.DEFINE_integer('num', 100, lower_bound=1, upper_bound=MAX_SAMPLES,
+  flags.DEFINE_integer('num', _default('num'), flag_values=flag_values, lower_bound=1, upper_bound=MAX_SAMPLES,
                        help='samples: how many, 10 to a row (at most %d).'
                        % MAX_SAMPLES)
-  flags.DEFINE_integer('seed', 0, lower_bound=0,
+  flags.DEFINE_integer('seed', _default('seed'), flag_values=flag_values, lower_bound=0, upper_bound=cli.MAX_SEED,
                        help='samples: seed of the prior draws.')
-  flags.DEFINE_float('temperature', 1.0, lower_bound=0.0,
+  flags.DEFINE_float('temperature', _default('temperature'), flag_values=flag_values, lower_bound=0.0, upper_bound=100.0,
                      help='samples: scale of the draws about their mean '
                      '(below 1: cleaner, less varied digits).')
-  flags.DEFINE_enum('sample_from', 'prior', SAMPLE_SOURCES,
+  flags.DEFINE_enum('sample_from', _default('sample_from'), SAMPLE_SOURCES, flag_values=flag_values,
                     help='samples: prior draws z from N(0, I); aggregate from '
                     'the Gaussian fitted to the posteriors of --data_dir\'s '
                     'training split (saved beside the checkpoint; an export '
                     'needs its sample_aggregate signature).')
-  flags.DEFINE_integer('steps', 10, lower_bound=2, upper_bound=MAX_STEPS,
+  flags.DEFINE_integer('steps', _default('steps'), flag_values=flag_values, lower_bound=2, upper_bound=cli.MAX_STEPS,
                        help='interpolate: frames from the first input to the '
                        'second, both included; traverse: values per row (at '
                        'most %d).' % MAX_STEPS)
-  flags.DEFINE_list('dims', None,
+  flags.DEFINE_list('dims', _default('dims'), flag_values=flag_values,
                     help='traverse: latent dimensions to sweep (default: all).')
-
-
-class CheckpointModel(object):
-  """encode() and decode() of a checkpoint of this project (dropout off)."""
-
-  def __init__(self, checkpoint):
-    self.checkpoint = checkpoint
-    self.network = checkpoints.network(checkpoint)
-    self.latent_dim = self.network.latent_dim
-    self._graph = tf.Graph()
-    with self._graph.as_default():
-      self._images = tf.placeholder(tf.float32, [None, records.IMAGE_PIXELS])
-      self._z_mean, self._z_stddev = model.encode(self._images,
-                                                  self.network)
-      self._z = tf.placeholder(tf.float32, [None, self.network.latent_dim])
-      self._probabilities = model.probabilities(
-          model.decode(self._z, self.network))
-      self._session = tf.Session()
-    checkpoints.restore(self._session, checkpoint)
-
-  def encode(self, pixels):
-    return self._session.run([self._z_mean, self._z_stddev],
-                             {self._images: pixels})
-
-  def decode(self, z):
-    return self._session.run(self._probabilities, {self._z: z})
-
-  def sample_aggregate(self, num, seed, temperature, data_dir):
-    """Decoded draws of the aggregate posterior's fit: float32 [num, 784]."""
-    mean, covariance = evaluate.fitted_aggregate_posterior(self.checkpoint,
-                                                           data_dir)
-    return self.decode(aggregate_posterior.sample(mean, covariance, num, seed,
-                                                  temperature))
-
-
-class ExportedModel(object):
-  """encode() and decode() through the signatures of an export.py SavedModel."""
-
-  def __init__(self, export_dir):
-    self._graph = tf.Graph()
-    self._session = tf.Session(graph=self._graph)
-    try:
-      with self._graph.as_default():
-        meta_graph = tf.saved_model.loader.load(self._session, ['serve'],
-                                                export_dir)
-    except (OSError, RuntimeError, tf.errors.OpError) as e:
-      raise GenerateError('Cannot load a SavedModel from %s: %s'
-                          % (export_dir, str(e).splitlines()[0])) from e
-    self._signatures = meta_graph.signature_def
-    missing = {'encode', 'decode'} - set(self._signatures)
-    if missing:
-      raise GenerateError('%s is not an export of this project (no %s '
-                          'signature)' % (export_dir, ', '.join(missing)))
-    latent_dim = self._signatures['decode'].inputs['z'].tensor_shape.dim[1].size
-    self.latent_dim = latent_dim
-
-  def _run(self, signature, outputs, **inputs):
-    definition = self._signatures[signature]
-    return self._session.run(
-        [definition.outputs[name].name for name in outputs],
-        {definition.inputs[name].name: value for name, value in inputs.items()})
-
-  def encode(self, pixels):
-    return self._run('encode', ['z_mean', 'z_stddev'], images=pixels)
-
-  def decode(self, z):
-    return self._run('decode', ['probabilities'], z=z)[0]
-
-  def sample_aggregate(self, num, seed, temperature, data_dir):
-    """The export's sample_aggregate signature (data_dir is not needed)."""
-    del data_dir  # The fit is inside the export.
-    if 'sample_aggregate' not in self._signatures:
-      raise GenerateError(
-          'This export has no sample_aggregate signature (its checkpoint had '
-          'no fit of the aggregate posterior): export it again with '
-          'export.py --data_dir, or use --sample_from prior')
-    return self._run('sample_aggregate', ['probabilities'], num_samples=num,
-                     seed=seed, temperature=temperature)[0]
+  flags.DEFINE_integer('scale', _default('scale'), flag_values=flag_values, lower_bound=1, upper_bound=MAX_SCALE,
+                       help='Enlarge every PNG this many times, each pixel a '
+                       'square of scale x scale (nearest neighbour; at most %d).'
+                       % MAX_SCALE)
 
 
 def mnist_style(image):
@@ -306,28 +249,16 @@ def _write_gif(path, frames):
   files.write(path, buffer.getvalue())
 
 
-def draw_samples(vae, num, seed, temperature=1.0, sample_from='prior',
-                 data_dir='data/mnist'):
-  """Decoded draws of z: float32 [num, 784]. Prior draws are those of the
-  seed scaled by temperature; aggregate draws are the same standard normal
-  draws moved and shaped by the fit of q(z) (for a checkpoint)."""
-  if sample_from == 'aggregate':
-    return vae.sample_aggregate(num, seed, temperature, data_dir)
-  z = temperature * np.random.RandomState(seed).standard_normal(
-      (num, vae.latent_dim)).astype(np.float32)
-  return vae.decode(z)
-
-
 def make_samples(vae, output_dir, num, seed, temperature, sample_from='prior',
-                 data_dir='data/mnist'):
+                 data_dir=None, scale=1):
   path = os.path.join(output_dir, 'samples.png' if sample_from == 'prior'
                       else 'samples_%s.png' % sample_from)
-  images.write_png(path, images.sample_grid(draw_samples(
-      vae, num, seed, temperature, sample_from, data_dir)))
+  images.write_png(path, images.sample_grid(trained_model.draw_samples(
+      vae, num, seed, temperature, sample_from, data_dir)), scale)
   return [path]
 
 
-def make_interpolations(vae, output_dir, inputs, steps):
+def make_interpolations(vae, output_dir, inputs, steps, scale=1):
   if len(inputs) != 2:
     raise GenerateError('--mode interpolate takes two --inputs, not %d'
                         % len(inputs))
@@ -340,13 +271,13 @@ def make_interpolations(vae, output_dir, inputs, steps):
     frames = vae.decode(z.astype(np.float32))
     png = os.path.join(output_dir, 'interpolate_%s.png' % kind)
     gif = os.path.join(output_dir, 'interpolate_%s.gif' % kind)
-    images.write_png(png, images.sample_grid(frames, columns=steps))
+    images.write_png(png, images.sample_grid(frames, columns=steps), scale)
     _write_gif(gif, images.to_uint8(frames))
     paths += [png, gif]
   return paths
 
 
-def make_traversal(vae, output_dir, inputs, steps, dims):
+def make_traversal(vae, output_dir, inputs, steps, dims, scale=1):
   if len(inputs) != 1:
     raise GenerateError('--mode traverse takes one --inputs, not %d'
                         % len(inputs))
@@ -367,13 +298,13 @@ def make_traversal(vae, output_dir, inputs, steps, dims):
     z[:, d] = z_mean[d] + values
     rows.append(vae.decode(z.astype(np.float32)))
   path = os.path.join(output_dir, 'traverse.png')
-  images.write_png(path, images.sample_grid(np.concatenate(rows), columns=steps))
+  images.write_png(path, images.sample_grid(np.concatenate(rows), columns=steps), scale)
   logging.info('Rows of %s, top to bottom: dimensions %s (KL %s).', path,
                dims, ', '.join('%.2f' % kl[d] for d in dims))
   return [path]
 
 
-def make_reconstructions(vae, output_dir, inputs):
+def make_reconstructions(vae, output_dir, inputs, scale=1):
   prepared = np.stack([p for _, p in inputs])
   z_mean, _ = vae.encode(prepared)
   reconstructions = vae.decode(z_mean)
@@ -382,50 +313,59 @@ def make_reconstructions(vae, output_dir, inputs):
     rows += [preprocessed if as_given is None else as_given, preprocessed,
              reconstruction]
   path = os.path.join(output_dir, 'reconstruct.png')
-  images.write_png(path, images.sample_grid(np.stack(rows), columns=3))
+  images.write_png(path, images.sample_grid(np.stack(rows), columns=3), scale)
   return [path]
 
 
 def load_model(train_dir=None, checkpoint=None, export_dir=None):
   """The model of an export or of a checkpoint (the latest in train_dir)."""
   if export_dir:
-    return ExportedModel(export_dir)
+    return trained_model.ExportedModel(export_dir)
   if not checkpoint and not train_dir:
     raise GenerateError('Pass --train_dir, --checkpoint or --export_dir')
-  return CheckpointModel(checkpoints.readable(train_dir, checkpoint))
+  return trained_model.CheckpointModel(checkpoints.readable(train_dir, checkpoint))
 
 
-def generate(*, mode, output_dir, vae, inputs=None, data_dir='data/mnist',
-             num=100, seed=0, temperature=1.0, steps=10, dims=None,
-             sample_from='prior'):
-  """Writes the pictures of `mode` into output_dir; returns their paths."""
-  if sample_from != 'prior' and mode != 'samples':
+def generate(generate_settings, vae):
+  """Writes the pictures a GenerateSettings asks for, of model `vae` (see
+  load_model), into its output_dir; returns their paths."""
+  mode, output_dir, scale = (generate_settings.mode, generate_settings.output_dir,
+                             generate_settings.scale)
+  if generate_settings.sample_from != 'prior' and mode != 'samples':
     raise GenerateError('--sample_from is for --mode samples, not %s' % mode)
+  try:
+    dims = [int(d) for d in generate_settings.dims] if generate_settings.dims else None
+  except ValueError as e:
+    raise GenerateError('--dims takes whole numbers: %s' % e) from e
+  data_dir = generate_settings.data_dir or _data_dir_of(vae)
   files.make_dirs(output_dir, '--output_dir')
   if mode == 'samples':
-    return make_samples(vae, output_dir, num, seed, temperature, sample_from,
-                        data_dir)
-  specs = inputs or (['0', '1'] if mode == 'interpolate' else ['0'])
+    return make_samples(vae, output_dir, generate_settings.num, generate_settings.seed,
+                        generate_settings.temperature, generate_settings.sample_from,
+                        data_dir, scale)
+  specs = generate_settings.inputs or (['0', '1'] if mode == 'interpolate' else ['0'])
   examples = read_inputs(specs, data_dir)
   if mode == 'interpolate':
-    return make_interpolations(vae, output_dir, examples, steps)
+    return make_interpolations(vae, output_dir, examples, generate_settings.steps, scale)
   if mode == 'traverse':
-    return make_traversal(vae, output_dir, examples, steps, dims)
-  return make_reconstructions(vae, output_dir, examples)
+    return make_traversal(vae, output_dir, examples, generate_settings.steps, dims, scale)
+  return make_reconstructions(vae, output_dir, examples, scale)
+
+
+def _data_dir_of(vae):
+  """The data a checkpoint's run was trained on (data/mnist for an export)."""
+  checkpoint = getattr(vae, 'checkpoint', None)
+  if checkpoint is None:
+    return run_dir.DEFAULT_DATA_DIR
+  return run_dir.trained_setting(os.path.dirname(checkpoint), 'data_dir',
+                                 run_dir.DEFAULT_DATA_DIR)
 
 
 def main():
-  try:
-    dims = [int(d) for d in FLAGS.dims] if FLAGS.dims else None
-  except ValueError as e:
-    raise GenerateError('--dims takes whole numbers: %s' % e) from e
-  vae = load_model(FLAGS.train_dir, FLAGS.checkpoint, FLAGS.export_dir)
-  paths = generate(mode=FLAGS.mode, output_dir=FLAGS.output_dir, vae=vae,
-                   inputs=FLAGS.inputs, data_dir=FLAGS.data_dir, num=FLAGS.num,
-                   seed=FLAGS.seed, temperature=FLAGS.temperature,
-                   steps=FLAGS.steps, dims=dims,
-                   sample_from=FLAGS.sample_from)
-  for path in paths:
+  generate_settings = settings.fill(GenerateSettings, FLAGS)
+  vae = load_model(generate_settings.train_dir, generate_settings.checkpoint,
+                   generate_settings.export_dir)
+  for path in generate(generate_settings, vae):
     logging.info('Wrote %s', path)
   return 0
 
@@ -433,8 +373,9 @@ def main():
 def run():
   """Console-script entry point (vae-generate)."""
   cli.run(main, define_flags, __name__,
-          (GenerateError, checkpoints.CheckpointError,
-           input_pipeline.RecordsError, evaluate.EvaluationError))
+          (GenerateError, checkpoints.CheckpointError, input_pipeline.RecordsError,
+           evaluation.EvaluationError, trained_model.ModelError, run_dir.ConfigError),
+          (GenerateSettings,), {})
 
 
 if __name__ == '__main__':

@@ -72,8 +72,11 @@ def encode_png(grid):
   return buffer.getvalue()
 
 
-def write_png(path, grid):
-  """Writes `grid` as a PNG at `path` atomically; returns the PNG bytes."""
+def write_png(path, grid, scale=1):
+  """Writes `grid` as a PNG at `path` atomically, each pixel a square of
+  scale x scale; returns the PNG bytes."""
+  if scale > 1:
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
   png = encode_png(grid)
   files.write(path, png)
   return png

@@ -12,7 +12,12 @@ import tensorflow as tf
 from mnist_vae.data_prep import records
 from mnist_vae.data_prep.records import IMAGE_PIXELS
 
-BINARIZE_MODES = ('none', 'static', 'dynamic')
+# none: grey levels (the original's); static: one fixed Bernoulli sample per
+# image; dynamic: a new sample each time training uses an image; threshold:
+# 1 where the grey level is above 0.5 (TensorFlow's CVAE tutorial's).
+BINARIZE_MODES = ('none', 'static', 'dynamic', 'threshold')
+# The modes whose binary image of an example never changes: stored so.
+_FIXED_MODES = ('static', 'threshold')
 
 
 class RecordsError(ValueError):
@@ -22,7 +27,7 @@ class RecordsError(ValueError):
 def parse_batch(serialized):
   """Parses a batch of serialized Examples (classic MNIST schema).
 
-  Parsing whole batches at once is about 25% faster than record by record.
+  Whole batches are parsed at once: one op for the batch, not one per record.
 
   Args:
     serialized: string [batch].
@@ -74,16 +79,23 @@ def _check_binarize(binarize):
                      % (BINARIZE_MODES, binarize))
 
 
+def binarize_threshold(images):
+  """1 where the pixel is above 0.5: float32 [batch, 784] in {0, 1}."""
+  return tf.cast(images > 0.5, tf.float32)
+
+
 def _evaluation_images_fn(binarize):
   """serialized [batch] -> float32 [batch, 784] as evaluation sees them: grey
-  levels for 'none', the static sample for either binarized mode (so that
-  results are reproducible)."""
+  levels for 'none', the thresholded image for 'threshold', the static sample
+  for 'static' and 'dynamic' (so that results are reproducible)."""
   _check_binarize(binarize)
 
   def images_of(serialized):
     images = normalize(parse_batch(serialized)[0])
     if binarize == 'none':
       return images
+    if binarize == 'threshold':
+      return binarize_threshold(images)
     return binarize_static(images, serialized)
   return images_of
 
@@ -101,8 +113,7 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
       examples gives a uniform shuffle of the whole set each epoch.
     num_shards, shard_index: read only every num_shards-th example, starting
       at shard_index (each worker of a cluster reads its own part).
-    binarize: 'none' (grey levels, the original's), 'static' (one fixed
-      Bernoulli sample per image) or 'dynamic' (a new sample every time).
+    binarize: one of BINARIZE_MODES.
 
   Returns:
     A tf.data.Dataset of float32 [batch_size, 784].
@@ -125,7 +136,7 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
 
   dataset = _decoded_pixels(path, num_shards, shard_index, binarize).batch(
       2**31 - 1).flat_map(batches_of)
-  if binarize == 'static':  # Already 0 or 1.
+  if binarize in _FIXED_MODES:  # Already 0 or 1.
     dataset = dataset.map(lambda pixels: tf.cast(pixels, tf.float32))
   elif binarize == 'dynamic':
     dataset = dataset.map(lambda pixels: binarize_dynamic(normalize(pixels), seed))
@@ -144,8 +155,8 @@ def train_indices(num_examples, batch_size, seed, shuffle_buffer_size):
 
 def read_split_pixels(path, binarize='none'):
   """Every image of `path` as train_dataset stores it before making images:
-  uint8 [n, 784], grey levels 0..255, or the static sample's 0 and 1 for
-  'static'."""
+  uint8 [n, 784], grey levels 0..255, or the binary image's 0 and 1 for
+  'static' and 'threshold'."""
   batches = [pixels.numpy() for pixels in
              _decoded_pixels(path, 1, 0, binarize).batch(2**31 - 1)]
   return batches[0] if batches else np.zeros([0, IMAGE_PIXELS], np.uint8)
@@ -156,7 +167,7 @@ def images_from_pixels(pixels, binarize, uniforms=None):
   float32 [..., 784] from uint8 [..., 784]; for 'dynamic', `uniforms`
   (float32 in [0, 1), pixels' shape) draw the binary sample."""
   images = tf.cast(pixels, tf.float32)
-  if binarize == 'static':  # Already 0 or 1.
+  if binarize in _FIXED_MODES:  # Already 0 or 1.
     return images
   images = normalize(images)
   if binarize == 'dynamic':
@@ -165,15 +176,15 @@ def images_from_pixels(pixels, binarize, uniforms=None):
 
 
 def _decoded_pixels(path, num_shards, shard_index, binarize):
-  """Each training example's pixels, uint8 [784]: grey levels, or the static
-  binary sample (0 or 1) with binarize='static'."""
+  """Each training example's pixels, uint8 [784]: grey levels, or its fixed
+  binary image (0 or 1) with binarize 'static' or 'threshold'."""
   dataset = tf.data.TFRecordDataset(path)
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard_index)
 
   def decode(serialized):
-    if binarize == 'static':
-      return tf.cast(_evaluation_images_fn('static')(serialized), tf.uint8)
+    if binarize in _FIXED_MODES:
+      return tf.cast(_evaluation_images_fn(binarize)(serialized), tf.uint8)
     return parse_batch(serialized)[0]
   return dataset.batch(1024).map(decode).unbatch()
 
@@ -181,8 +192,7 @@ def _decoded_pixels(path, num_shards, shard_index, binarize):
 def _quiet_options():
   """One pipeline thread and no autotuning: parsing a batch takes a small
   fraction of a step, and on a 2-core machine extra pipeline threads and the
-  autotuner only take cycles from the matrix multiplies (+5% examples/s,
-  bench/throughput.py)."""
+  autotuner only take cycles from the matrix multiplies."""
   options = tf.data.Options()
   options.autotune.enabled = False
   options.threading.private_threadpool_size = 1
@@ -226,15 +236,6 @@ def read_split_labels(path):
   batches = [labels.numpy() for labels in tf.data.TFRecordDataset(path).batch(
       10000).map(lambda serialized: parse_batch(serialized)[1])]
   return np.concatenate(batches) if batches else np.zeros([0], np.int64)
-
-
-def read_first_images(path, count, binarize='none'):
-  """Eagerly reads the first `count` images of `path`: float32 [count, 784]
-  (binarized with the static sample unless binarize is 'none')."""
-  images_of = _evaluation_images_fn(binarize)
-  for images in tf.data.TFRecordDataset(path).batch(count).map(images_of):
-    return images.numpy()
-  raise RecordsError('%s holds no records' % path)
 
 
 def inspect_records(path, allow_empty=False):

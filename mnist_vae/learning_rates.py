@@ -75,11 +75,3 @@ def rate_at(global_step, stages, ends):
   passed = tf.reduce_sum(tf.cast(
       tf.cast(global_step, tf.int64) >= tf.constant(ends[:-1], tf.int64), tf.int32))
   return tf.gather(tf.constant([stage.rate for stage in stages], tf.float32), passed)
-
-
-def rate_of_step(step, stages, ends):
-  """The same rate in Python, for the log."""
-  for stage, end in zip(stages, ends):
-    if step < end:
-      return stage.rate
-  return stages[-1].rate

@@ -15,9 +15,9 @@ written back to stderr.
 Quietly also means two notices of TensorFlow's Python log that a user can do
 nothing about are dropped at their source, TensorFlow's logger: the
 checkpoint hook's two "Calling checkpoint listeners" lines around each save
-(its "Saving checkpoints for N" line stays), and the deprecation of
+(its "Saving checkpoints for N" line stays), the deprecation of
 `remove_checkpoint`, which TensorFlow's own Saver calls when it rotates old
-checkpoints out.
+checkpoints out, and those of the TF1 classes a cluster job is built of.
 
 Quickly: `import tensorflow` also imports Keras 3 (for its optimizers'
 registrations), and with them whatever optional packages Keras and TF Lite
@@ -59,6 +59,11 @@ _DROPPED_MESSAGES = (
     'Calling checkpoint listeners',
     'remove_checkpoint (from tensorflow.python.checkpoint.checkpoint_management) is '
     'deprecated',
+    # A cluster's synchronous updates are TF1's SyncReplicasOptimizer and the
+    # queue runner it builds, deprecated in favour of TF2's distribution
+    # strategies, which the TF1 graphs of this project cannot use.
+    'The `SyncReplicaOptimizer` class is deprecated',
+    'QueueRunner.__init__ (from tensorflow.python.training.queue_runner_impl) is deprecated',
 )
 
 

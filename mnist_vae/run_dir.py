@@ -20,7 +20,8 @@ What a lock guarantees depends on the kind of path:
                         write the lease; the one that finds the other's name
                         in it at its next heartbeat stops.
 
-Readers (evaluate.py, export.py, generate.py, the report) take no lock.
+Readers (evaluate.py, export.py, generate.py, the report) take no lock; they
+learn how a run was trained from the files it writes (`trained_setting`).
 """
 
 import contextlib
@@ -249,3 +250,43 @@ class NoLock(contextlib.nullcontext):
 
   def check(self):
     pass
+
+
+# Files train.py writes in a run directory that record its configuration:
+# config.json from the start of training, metrics.json at its end (older runs
+# have only the latter).
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.json'
+CONFIG_FILES = (CONFIG_FILE, METRICS_FILE)
+DEFAULT_DATA_DIR = 'data/mnist'
+
+
+class ConfigError(ValueError):
+  """A run's configuration file does not parse."""
+
+
+def trained_setting(train_dir, flag, default):
+  """The value of train.py's --`flag` the run in train_dir was trained with
+  (as its config.json or metrics.json records it), or `default`: evaluating
+  a binarized model on grey levels, or a model of Fashion-MNIST on MNIST,
+  gives numbers that look plausible and mean nothing.
+
+  Raises:
+    ConfigError: the file is not valid JSON (the message names the flag to
+      pass instead).
+  """
+  for name in CONFIG_FILES:
+    path = os.path.join(train_dir, name)
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        content = json.loads(f.read())
+    except tf.errors.NotFoundError:
+      continue
+    except ValueError as e:
+      raise ConfigError('%s is not valid JSON (%s): pass --%s' % (path, e, flag)) from e
+    value = content.get('config', content).get(flag) or default
+    logging.info('Using --%s=%s, as %s says.', flag, value, path)
+    return value
+  logging.info('No %s in %s: using --%s=%s.', ' or '.join(CONFIG_FILES), train_dir, flag,
+               default)
+  return default

@@ -28,6 +28,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import json
 import math
 import os
@@ -40,10 +41,12 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
 from mnist_vae import cli
-from mnist_vae import evaluate
+from mnist_vae import evaluation
 from mnist_vae import files
-from mnist_vae import generate
 from mnist_vae import input_pipeline
+from mnist_vae import run_dir
+from mnist_vae import settings
+from mnist_vae import trained_model
 from mnist_vae.data_prep import records
 
 FLAGS = flags.FLAGS
@@ -59,39 +62,54 @@ class SampleQualityError(RuntimeError):
   """The classifier or the model cannot be used; the message says why."""
 
 
-def define_flags():
-  flags.DEFINE_string('classifier_dir', None,
+# sample_quality.py's flags, these their defaults.
+SampleQualitySettings = collections.namedtuple('SampleQualitySettings', [
+    'classifier_dir', 'train_classifier', 'classifier_steps', 'train_dir', 'checkpoint',
+    'data_dir', 'sample_from', 'num_samples', 'seed', 'output'],
+    defaults=(None, False, 3000, None, None, 'data/mnist', list(trained_model.SAMPLE_SOURCES),
+              10000, 0, None))
+# Samples scored per source at most: their features and the classifier's pass
+# are held in memory at once.
+MAX_SAMPLES = 10000
+
+
+def _default(name):
+  return settings.default(SampleQualitySettings, name)
+
+
+def define_flags(flag_values=flags.FLAGS):
+  flags.DEFINE_string('classifier_dir', _default('classifier_dir'), flag_values=flag_values,
                       help='Where the digit classifier is (or, with '
                       '--train_classifier, goes).')
-  flags.DEFINE_boolean('train_classifier', False,
+  flags.DEFINE_boolean('train_classifier', _default('train_classifier'), flag_values=flag_values,
                        help='Train the classifier into --classifier_dir '
                        '(which must not hold one) on --data_dir\'s training '
                        'split, and report its test accuracy.')
-  flags.DEFINE_integer('classifier_steps', 3000, lower_bound=1,
+  flags.DEFINE_integer('classifier_steps', _default('classifier_steps'), flag_values=flag_values, lower_bound=1, upper_bound=10**7,
                        help='--train_classifier: Adam steps of 128 images '
                        '(3,000 = 7 epochs).')
-  flags.DEFINE_string('train_dir', None,
+  flags.DEFINE_string('train_dir', _default('train_dir'), flag_values=flag_values,
                       help='The VAE whose samples are scored (its latest '
                       'checkpoint).')
-  flags.DEFINE_string('checkpoint', None,
+  flags.DEFINE_string('checkpoint', _default('checkpoint'), flag_values=flag_values,
                       help='A checkpoint path instead of the latest in '
                       '--train_dir.')
-  flags.DEFINE_string('data_dir', 'data/mnist',
+  flags.DEFINE_string('data_dir', _default('data_dir'), flag_values=flag_values,
                       help='TFRecords: the test split is the reference, the '
                       'training split trains the classifier and fits the '
                       'aggregate posterior.')
-  flags.DEFINE_list('sample_from', list(generate.SAMPLE_SOURCES),
+  flags.DEFINE_list('sample_from', _default('sample_from'), flag_values=flag_values,
                     help='Which samples to score: prior, aggregate or both.')
-  flags.DEFINE_integer('num_samples', 10000, lower_bound=2,
-                       upper_bound=generate.MAX_SAMPLES,
+  flags.DEFINE_integer('num_samples', _default('num_samples'), flag_values=flag_values, lower_bound=2,
+                       upper_bound=MAX_SAMPLES,
                        help='Samples scored per source (and real training '
                        'images for the reference figure).')
-  flags.DEFINE_integer('seed', 0, lower_bound=0,
+  flags.DEFINE_integer('seed', _default('seed'), flag_values=flag_values, lower_bound=0, upper_bound=cli.MAX_SEED,
                        help='Seed of the samples and of the classifier.')
-  flags.DEFINE_string('output', None,
+  flags.DEFINE_string('output', _default('output'), flag_values=flag_values,
                       help='JSON of the results; default: TRAIN_DIR/'
                       'sample_quality_step_<N>.json.')
-  flags.mark_flag_as_required('classifier_dir')
+  flags.mark_flag_as_required('classifier_dir', flag_values=flag_values)
 
 
 def _split(data_dir, split):
@@ -260,8 +278,8 @@ def score_samples(vae, classifier, data_dir, sample_from=('prior', 'aggregate'),
       'test_digit_shares': digit_shares(test_labels),
   }
   for source in sample_from:
-    samples = generate.draw_samples(vae, num_samples, seed,
-                                    sample_from=source, data_dir=data_dir)
+    samples = trained_model.draw_samples(vae, num_samples, seed, sample_from=source,
+                                         data_dir=data_dir)
     features, labels = classifier.features_and_labels(samples)
     shares = digit_shares(labels)
     result[source] = {
@@ -278,27 +296,28 @@ def score_samples(vae, classifier, data_dir, sample_from=('prior', 'aggregate'),
 
 
 def main():
-  for source in FLAGS.sample_from:
-    if source not in generate.SAMPLE_SOURCES:
+  quality = settings.fill(SampleQualitySettings, FLAGS)
+  for source in quality.sample_from:
+    if source not in trained_model.SAMPLE_SOURCES:
       raise SampleQualityError('--sample_from: %r is not one of %s' % (
-          source, ', '.join(generate.SAMPLE_SOURCES)))
-  score_a_model = bool(FLAGS.train_dir or FLAGS.checkpoint)
-  if not FLAGS.train_classifier and not score_a_model:
+          source, ', '.join(trained_model.SAMPLE_SOURCES)))
+  score_a_model = bool(quality.train_dir or quality.checkpoint)
+  if not quality.train_classifier and not score_a_model:
     raise SampleQualityError('Pass --train_dir (or --checkpoint) to score a '
                              'model, or --train_classifier')
-  if FLAGS.train_classifier:
-    train_classifier(FLAGS.classifier_dir, FLAGS.data_dir,
-                     FLAGS.classifier_steps, FLAGS.seed)
+  if quality.train_classifier:
+    train_classifier(quality.classifier_dir, quality.data_dir,
+                     quality.classifier_steps, quality.seed)
   if not score_a_model:
     return 0
-  checkpoint = checkpoints.readable(FLAGS.train_dir, FLAGS.checkpoint)
+  checkpoint = checkpoints.readable(quality.train_dir, quality.checkpoint)
   step = checkpoints.step_of(checkpoint)
-  output = FLAGS.output or os.path.join(
+  output = quality.output or os.path.join(
       os.path.dirname(checkpoint), 'sample_quality_step_%06d.json' % step)
   files.make_parent_dirs(output, '--output')
-  result = score_samples(generate.CheckpointModel(checkpoint),
-                         Classifier(FLAGS.classifier_dir), FLAGS.data_dir,
-                         FLAGS.sample_from, FLAGS.num_samples, FLAGS.seed)
+  result = score_samples(trained_model.CheckpointModel(checkpoint),
+                         Classifier(quality.classifier_dir), quality.data_dir,
+                         quality.sample_from, quality.num_samples, quality.seed)
   result.update(checkpoint=checkpoint, step=step)
   files.write_json(output, result)
   logging.info('Wrote %s', output)
@@ -309,9 +328,9 @@ def main():
 def run():
   """Console-script entry point (vae-sample-quality)."""
   cli.run(main, define_flags, __name__,
-          (SampleQualityError, checkpoints.CheckpointError,
-           input_pipeline.RecordsError, evaluate.EvaluationError,
-           generate.GenerateError))
+          (SampleQualityError, checkpoints.CheckpointError, input_pipeline.RecordsError,
+           evaluation.EvaluationError, trained_model.ModelError, run_dir.ConfigError),
+          (SampleQualitySettings,), {})
 
 
 if __name__ == '__main__':

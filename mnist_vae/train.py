@@ -39,6 +39,7 @@ from mnist_vae import input_pipeline
 from mnist_vae import learning_rates
 from mnist_vae import model
 from mnist_vae import run_dir
+from mnist_vae import settings
 from mnist_vae import training
 from mnist_vae import training_loop
 from mnist_vae.data_prep import convert_to_records
@@ -49,110 +50,126 @@ from mnist_vae.data_prep import records
 # Flags that job launchers add to every task's command line (Alibaba PAI);
 # accepted and logged, so that a typo in any other flag is still an error.
 LAUNCHER_FLAGS = ('tables', 'outputs')
+# The settings train.py's flags fill; the flags that fill none, and why.
+SETTINGS_TYPES = (training.RunSettings, training.DataSource, training.NetworkSettings,
+                  training.OptimizerSettings, training.Schedule, training.StepSettings,
+                  settings.Threads, cluster.SyncReplicas, cluster.ClusterFlags)
+OTHER_FLAGS = dict({'buckets': 'Alibaba PAI\'s name for --data_dir',
+                    'checkpointDir': 'Alibaba PAI\'s name for --train_dir'},
+                   **{name: 'a launcher\'s, logged' for name in LAUNCHER_FLAGS})
+
+
+def _default(name):
+  """The default of flag --name: its settings field's."""
+  settings_type = next(settings_type for settings_type in SETTINGS_TYPES
+                       if name in settings_type._fields)
+  return settings.default(settings_type, name)
 
 
 def define_flags(flag_values=flags.FLAGS):
   """Defines train.py's flags in `flag_values` (by its entry point, so that
   other programs can import this module; the benchmark reads the defaults
   from a FlagValues of its own)."""
-  flags.DEFINE_string('data_dir', None,
+  flags.DEFINE_string('data_dir', _default('data_dir'),
                       flag_values=flag_values,
                       help='Directory with train/validation/test.tfrecords. '
                       'Default: data/<dataset>. Made from --mnist_dir (or '
                       '--download) when the files are missing.')
-  flags.DEFINE_string('train_dir', 'runs/vae',
+  flags.DEFINE_string('train_dir', _default('train_dir'),
                       flag_values=flag_values,
                       help='Directory for checkpoints, TensorBoard summaries, '
                       'images/ and metrics.json. An existing checkpoint here is '
                       'resumed.')
-  flags.DEFINE_string('mnist_dir', None,
+  flags.DEFINE_string('mnist_dir', _default('mnist_dir'),
                       flag_values=flag_values,
                       help='Directory with the four MNIST IDX files (gzip or '
                       'not), converted into --data_dir when that has no '
                       'TFRecords.')
-  flags.DEFINE_boolean('download', False,
+  flags.DEFINE_boolean('download', _default('download'),
                        flag_values=flag_values,
                        help='When --data_dir has no TFRecords, first download '
                        'the IDX files that are missing (SHA256-verified) into '
                        '--mnist_dir, or DATA_DIR/raw.')
-  flags.DEFINE_enum('dataset', 'mnist', convert_to_records.DATASETS,
+  flags.DEFINE_enum('dataset', _default('dataset'), convert_to_records.DATASETS,
                     flag_values=flag_values,
                     help='Dataset to prepare when the TFRecords are missing.')
-  flags.DEFINE_integer('validation_size', None, lower_bound=0,
+  flags.DEFINE_integer('validation_size', _default('validation_size'), lower_bound=0, upper_bound=10**6,
                        flag_values=flag_values,
                        help='Training images held out as the validation split '
                        'when preparing TFRecords (default 5000; 0: no '
                        'validation split). Existing TFRecords must have been '
                        'made with it (default: as they were made).')
-  flags.DEFINE_enum('validation_from', None, convert_to_records.VALIDATION_FROM,
+  flags.DEFINE_enum('validation_from', _default('validation_from'), convert_to_records.VALIDATION_FROM,
                     flag_values=flag_values,
                     help='Whether the validation split is the first or the last '
                     '--validation_size training images (default first). '
                     'Existing TFRecords must have been made with it (default: '
                     'as they were made).')
-  flags.DEFINE_integer('batch_size', 128, lower_bound=1,
+  flags.DEFINE_integer('batch_size', _default('batch_size'), lower_bound=1, upper_bound=cli.MAX_BATCH,
                        flag_values=flag_values,
                        help='Training examples per step.')
-  flags.DEFINE_enum('optimizer', 'sgd', training.OPTIMIZERS,
+  flags.DEFINE_enum('optimizer', _default('optimizer'), training.OPTIMIZERS,
                     flag_values=flag_values,
                     help='sgd is the original script\'s; adam is the upstream '
-                    'repository\'s; momentum uses 0.9.')
-  flags.DEFINE_float('learning_rate', 0.001, lower_bound=0.0,
+                    'repository\'s; momentum uses 0.9; rmsprop is TF1\'s '
+                    '(mean squares from one), rmsprop_keras Keras 3\'s (from zero, '
+                    'epsilon 1e-7).')
+  flags.DEFINE_float('learning_rate', _default('learning_rate'), lower_bound=0.0, upper_bound=1e6,
                      flag_values=flag_values,
                      help='Optimizer learning rate (constant; see '
                      '--learning_rate_schedule).')
-  flags.DEFINE_string('learning_rate_schedule', '',
+  flags.DEFINE_string('learning_rate_schedule', _default('learning_rate_schedule'),
                       flag_values=flag_values,
                       help='Stages of learning rates instead of '
                       '--learning_rate: LENGTH:RATE,LENGTH:RATE,... with the '
                       'lengths in --learning_rate_schedule_unit; e.g. '
                       '"1:1e-3,3:7.2e-4" is 1 epoch at 1e-3, then 3 at 7.2e-4. '
                       'Without --max_steps, training ends with the last stage.')
-  flags.DEFINE_enum('learning_rate_schedule_unit', 'epochs', learning_rates.UNITS,
+  flags.DEFINE_enum('learning_rate_schedule_unit', _default('learning_rate_schedule_unit'), learning_rates.UNITS,
                     flag_values=flag_values,
                     help='What the schedule\'s lengths count: epochs (of '
                     'training_images // batch_size steps) or steps.')
-  flags.DEFINE_float('adam_beta1', 0.9, lower_bound=0.0, upper_bound=1.0,
+  flags.DEFINE_float('adam_beta1', _default('adam_beta1'), lower_bound=0.0, upper_bound=1.0,
                      flag_values=flag_values,
                      help='--optimizer=adam: decay rate of the first moments.')
-  flags.DEFINE_float('adam_beta2', 0.999, lower_bound=0.0, upper_bound=1.0,
+  flags.DEFINE_float('adam_beta2', _default('adam_beta2'), lower_bound=0.0, upper_bound=1.0,
                      flag_values=flag_values,
                      help='--optimizer=adam: decay rate of the second moments.')
-  flags.DEFINE_float('adam_epsilon', 1e-8, lower_bound=0.0,
+  flags.DEFINE_float('adam_epsilon', _default('adam_epsilon'), lower_bound=0.0, upper_bound=1.0,
                      flag_values=flag_values,
                      help='--optimizer=adam: added to the root of the second '
                      'moments (of the gradient of the batch\'s mean loss).')
-  flags.DEFINE_integer('simulated_staleness', 0, lower_bound=0,
+  flags.DEFINE_integer('simulated_staleness', _default('simulated_staleness'), lower_bound=0, upper_bound=100,
                        flag_values=flag_values,
                        help='One process only: apply at each step the '
                        'gradient computed this many steps earlier, on the '
                        'weights of then, as an asynchronous worker of a '
                        'cluster does (scripts/cluster_study.sh). 0 = off.')
-  flags.DEFINE_float('kl_weight', 1.0, lower_bound=0.0,
+  flags.DEFINE_float('kl_weight', _default('kl_weight'), lower_bound=0.0, upper_bound=1e6,
                      flag_values=flag_values,
                      help='beta: training minimizes reconstruction + beta * KL '
                      '(0 = a plain autoencoder, 1 = the VAE, > 1 = a beta-VAE). '
                      'The log, metrics.json and evaluate.py report the true '
                      'negative ELBO (beta = 1) beside it.')
-  flags.DEFINE_integer('kl_warmup_steps', 0, lower_bound=0,
+  flags.DEFINE_integer('kl_warmup_steps', _default('kl_warmup_steps'), lower_bound=0, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Raise the KL weight linearly from 0 to --kl_weight '
                        'over this many steps (Bowman et al. 2016); 0 = off.')
-  flags.DEFINE_integer('max_steps', 10000, lower_bound=0,
+  flags.DEFINE_integer('max_steps', _default('max_steps'), lower_bound=0, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Train until the global step reaches this value.')
-  flags.DEFINE_enum('architecture', architectures.DEFAULT_ARCHITECTURE,
+  flags.DEFINE_enum('architecture', _default('architecture'),
                     list(architectures.ARCHITECTURES),
                     flag_values=flag_values,
                     help='The network (docs/architectures.md): %s.' % '; '.join(
                         '%s: %s' % (name, about) for name, (_, _, about)
                         in architectures.ARCHITECTURES.items()))
-  flags.DEFINE_integer('latent_dim', 20, lower_bound=1,
+  flags.DEFINE_integer('latent_dim', _default('latent_dim'), lower_bound=1,
                        upper_bound=architectures.MAX_LATENT_DIM,
                        flag_values=flag_values,
                        help='Number of dimensions in the latent code z (at '
                        'most %d).' % architectures.MAX_LATENT_DIM)
-  flags.DEFINE_integer('hidden_units', None, lower_bound=1,
+  flags.DEFINE_integer('hidden_units', _default('hidden_units'), lower_bound=1,
                        upper_bound=architectures.MAX_HIDDEN_UNITS,
                        flag_values=flag_values,
                        help='Width of the hidden layers the architecture lets '
@@ -161,12 +178,12 @@ def define_flags(flag_values=flags.FLAGS):
                        'layer before the heads; at most %d). Default: the '
                        'architecture\'s own (500, 200, 16).'
                        % architectures.MAX_HIDDEN_UNITS)
-  flags.DEFINE_float('keep_prob', 0.9,
+  flags.DEFINE_float('keep_prob', _default('keep_prob'),
                      flag_values=flag_values,
                      help='Dropout keep probability in (0, 1] after each hidden '
                      'layer while training (1 = no dropout). Evaluation, '
                      'reconstruction and sampling never use dropout.')
-  flags.DEFINE_integer('steps_per_call', 1, lower_bound=1, upper_bound=10000,
+  flags.DEFINE_integer('steps_per_call', _default('steps_per_call'), lower_bound=1, upper_bound=10000,
                        flag_values=flag_values,
                        help='Run up to this many steps, their updates included, '
                        'inside one compiled loop per session call: faster where '
@@ -174,69 +191,77 @@ def define_flags(flag_values=flags.FLAGS):
                        '--optimizer=adam or sgd. Logs, checkpoints, validation '
                        'and signals still happen at their exact steps; the '
                        'random numbers differ from one step per call.')
-  flags.DEFINE_integer('train_iw_samples', 1, lower_bound=1,
+  flags.DEFINE_integer('train_iw_samples', _default('train_iw_samples'), lower_bound=1, upper_bound=100000,
                        flag_values=flag_values,
                        help='K: draws of z per training image. K > 1 trains on '
                        '--train_bound over the K draws (each image repeated K '
                        'times through the network: K times the work of a '
                        'step); 1 is the usual one-draw ELBO.')
-  flags.DEFINE_enum('train_bound', 'iwae', model.BOUNDS,
+  flags.DEFINE_enum('train_bound', _default('train_bound'), model.BOUNDS,
                     flag_values=flag_values,
                     help='With --train_iw_samples K > 1: iwae maximizes the '
                     'importance-weighted bound log mean_k w_k (Burda et al. '
                     '2015, the IWAE); elbo the ELBO averaged over the K draws '
                     '(their "VAE with k samples").')
-  flags.DEFINE_integer('log_every_n_steps', 100, lower_bound=1,
+  flags.DEFINE_integer('log_every_n_steps', _default('log_every_n_steps'), lower_bound=1, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Log losses and examples/s, and write scalar '
                        'summaries, every this many steps.')
-  flags.DEFINE_integer('image_every_n_steps', 1000, lower_bound=0,
+  flags.DEFINE_integer('image_every_n_steps', _default('image_every_n_steps'), lower_bound=0, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Write reconstruction and prior-sample PNGs every '
                        'this many steps (and at the end); 0 = only at the end.')
-  flags.DEFINE_integer('eval_every_n_steps', 1000, lower_bound=0,
+  flags.DEFINE_integer('eval_every_n_steps', _default('eval_every_n_steps'), lower_bound=0, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Evaluate the negative ELBO on the validation set '
                        'every this many steps; 0 = only at the end.')
-  flags.DEFINE_integer('save_checkpoint_steps', 1000, lower_bound=1,
+  flags.DEFINE_integer('keep_checkpoint_every_n_steps', _default('keep_checkpoint_every_n_steps'), lower_bound=0, upper_bound=cli.MAX_STEPS,
+                       flag_values=flag_values,
+                       help='Also keep the checkpoint of every multiple of this '
+                       'many steps, in TRAIN_DIR/kept (the saver keeps only the '
+                       'last 5); the end of each --learning_rate_schedule stage '
+                       'is kept there too. 0 = off.')
+  flags.DEFINE_integer('save_checkpoint_steps', _default('save_checkpoint_steps'), lower_bound=1, upper_bound=cli.MAX_STEPS,
                        flag_values=flag_values,
                        help='Save a checkpoint every this many steps (and at '
                        'the end).')
-  flags.DEFINE_integer('seed', 0, lower_bound=0,
+  flags.DEFINE_integer('seed', _default('seed'), lower_bound=0, upper_bound=cli.MAX_SEED,
                        flag_values=flag_values,
                        help='Seed of initialisation, dropout, z draws and the '
                        'shuffle order.')
-  flags.DEFINE_integer('shuffle_buffer_size', 0, lower_bound=0,
+  flags.DEFINE_integer('shuffle_buffer_size', _default('shuffle_buffer_size'), lower_bound=0, upper_bound=10**9,
                        flag_values=flag_values,
                        help='Examples held by the shuffle buffer; 0 = the whole '
                        'training set (a uniform shuffle every epoch).')
-  flags.DEFINE_integer('eval_batch_size', 1000, lower_bound=1,
+  flags.DEFINE_integer('eval_batch_size', _default('eval_batch_size'), lower_bound=1, upper_bound=cli.MAX_BATCH,
                        flag_values=flag_values,
                        help='Batch size of evaluation (does not change results).')
   cli.define_thread_flags(flag_values)
-  flags.DEFINE_enum('binarize', 'none', input_pipeline.BINARIZE_MODES,
+  flags.DEFINE_enum('binarize', _default('binarize'), input_pipeline.BINARIZE_MODES,
                     flag_values=flag_values,
                     help='none: grey levels, as the original; static: one fixed '
                     'Bernoulli sample per image; dynamic: a new sample per use '
-                    'in training (evaluation then uses the static sample).')
-  flags.DEFINE_enum('matmul_precision', 'float32', tuple(model.MATMUL_DTYPES),
+                    'in training (evaluation then uses the static sample); '
+                    'threshold: 1 where the grey level is above 0.5 (TensorFlow\'s '
+                    'CVAE tutorial).')
+  flags.DEFINE_enum('matmul_precision', _default('matmul_precision'), tuple(model.MATMUL_DTYPES),
                     flag_values=flag_values,
                     help='bfloat16: training multiplies in bfloat16 (variables, '
                     'loss and evaluation stay float32). Faster only on CPUs '
                     'with native bfloat16 (AVX512_BF16, AMX) or on GPUs.')
-  flags.DEFINE_string('ps_hosts', '',
+  flags.DEFINE_string('ps_hosts', _default('ps_hosts'),
                       flag_values=flag_values,
                       help='Cluster: comma-separated host:port of the parameter '
                       'servers (or give TF_CONFIG instead of these four flags).')
-  flags.DEFINE_string('worker_hosts', '',
+  flags.DEFINE_string('worker_hosts', _default('worker_hosts'),
                       flag_values=flag_values,
                       help='Cluster: comma-separated host:port of the workers; '
                       'worker 0 is the chief.')
-  flags.DEFINE_string('job_name', '', flag_values=flag_values, help='Cluster: ps or worker.')
-  flags.DEFINE_integer('task_index', 0, lower_bound=0,
+  flags.DEFINE_string('job_name', _default('job_name'), flag_values=flag_values, help='Cluster: ps or worker.')
+  flags.DEFINE_integer('task_index', _default('task_index'), lower_bound=0, upper_bound=10000,
                        flag_values=flag_values,
                        help='Cluster: index of this task within its job.')
-  flags.DEFINE_boolean('sync_replicas', True,
+  flags.DEFINE_boolean('sync_replicas', _default('sync_replicas'),
                        flag_values=flag_values,
                        help='Cluster jobs with two or more workers: aggregate '
                        'the gradients of --replicas_to_aggregate workers per '
@@ -245,7 +270,7 @@ def define_flags(flag_values=flags.FLAGS):
                        '--nosync_replicas: asynchronous updates, which end '
                        'several nats behind with Adam (README, "Cluster '
                        'jobs"). No effect with one worker or one process.')
-  flags.DEFINE_integer('replicas_to_aggregate', 0, lower_bound=0,
+  flags.DEFINE_integer('replicas_to_aggregate', _default('replicas_to_aggregate'), lower_bound=0, upper_bound=1000,
                        flag_values=flag_values,
                        help='With --sync_replicas: gradients per update; 0 = '
                        'the number of workers.')
@@ -312,7 +337,7 @@ def run_training(*, train_dir, data, network, optimizer_settings, schedule,
     schedule: training.Schedule.
     step_settings: training.StepSettings.
     eval_batch_size: examples per evaluation batch.
-    threads: training.Threads.
+    threads: settings.Threads.
     role: the cluster.ClusterRole of a training task, None for one process.
     sync_replicas: cluster.SyncReplicas, None for asynchronous updates.
 
@@ -363,15 +388,18 @@ def run_training(*, train_dir, data, network, optimizer_settings, schedule,
         checkpoints.check_matches(checkpoint, tf.global_variables(),
                                   optimizer_settings.optimizer, network)
       if worker.is_chief:
-        files.write_json(os.path.join(train_dir, training.CONFIG_FILE), config)
+        files.write_json(os.path.join(train_dir, run_dir.CONFIG_FILE), config)
       worker.log_placement(training_graph.tf_graph)
       worker.wait_for_chief(training_graph.tf_graph)
       summary_writer = (tf.summary.FileWriterCache.get(train_dir)
                         if worker.is_chief else None)
       stage_ends = _stage_ends(optimizer_settings, splits['train'][1], step_settings)
       # Its saver, like every op, is made before the session finalizes the graph.
-      stage_checkpoints = (training_loop.StageCheckpoints(stage_ends, train_dir)
-                           if worker.is_chief and stage_ends else None)
+      checkpoint_keeper = (training_loop.KeptCheckpoints(
+          schedule.keep_checkpoint_every_n_steps, stage_ends, train_dir)
+                           if worker.is_chief and (stage_ends or
+                                                   schedule.keep_checkpoint_every_n_steps)
+                           else None)
       with training.monitored_session(
           training_graph, train_dir, schedule, worker.config, worker.target,
           worker.is_chief, restore_from=checkpoint,
@@ -381,7 +409,7 @@ def run_training(*, train_dir, data, network, optimizer_settings, schedule,
         progress = _train(session, training_graph, _LoopContext(
             train_dir, images_dir, schedule, step_settings, optimizer_settings,
             worker, summary_writer, writer_lock, split_images['validation'],
-            stage_checkpoints), stop_signals, initial_step)
+            checkpoint_keeper), stop_signals, initial_step)
     # Closing the session saved a checkpoint of the last step.
     metrics = dict(progress, interrupted_by=stop_signals.name)
     if worker.is_chief:
@@ -400,8 +428,8 @@ def run_training(*, train_dir, data, network, optimizer_settings, schedule,
       return metrics
     summary_writer.flush()
     metrics.update(wall_time_sec=time.time() - start_time, config=config)
-    files.write_json(os.path.join(train_dir, training.METRICS_FILE), metrics)
-    logging.info('Wrote %s', os.path.join(train_dir, training.METRICS_FILE))
+    files.write_json(os.path.join(train_dir, run_dir.METRICS_FILE), metrics)
+    logging.info('Wrote %s', os.path.join(train_dir, run_dir.METRICS_FILE))
     return metrics
 
 
@@ -494,7 +522,7 @@ def _log_start(checkpoint, initial_step, max_steps):
 _LoopContext = collections.namedtuple('_LoopContext', [
     'train_dir', 'images_dir', 'schedule', 'step_settings', 'optimizer_settings',
     'worker', 'summary_writer', 'writer_lock', 'validation_images',
-    'stage_checkpoints'])
+    'checkpoint_keeper'])
 
 
 def _train(session, training_graph, context, stop_signals, first_step):
@@ -521,17 +549,21 @@ def _train(session, training_graph, context, stop_signals, first_step):
                                   context.summary_writer, context.images_dir),
         training_loop.Validation(schedule.eval_every_n_steps, training_graph.evaluator,
                                  context.validation_images, context.summary_writer)]
-    if context.stage_checkpoints:
-      pieces.append(context.stage_checkpoints)
+    if context.checkpoint_keeper:
+      pieces.append(context.checkpoint_keeper)
   try:
     step = training_loop.run_loop(session, caller, pieces, schedule, stop_signals)
   except training_loop.NonFiniteStep as e:
+    optimizer_settings = context.optimizer_settings
     raise TrainingError(
         'The %s became %s at step %d; the update was not applied. Likely cause: '
-        'the learning rate is too high for --optimizer=%s. The last checkpoint '
-        'in %s is untouched: resume from it with a lower learning rate.'
-        % (e.what, e.kind, e.step, context.optimizer_settings.optimizer,
-           context.train_dir)) from e
+        'the learning rate (%s) is too high for --optimizer=%s. The last checkpoint '
+        'in %s is untouched: resume from it with a lower %s.'
+        % (e.what, e.kind, e.step,
+           optimizer_settings.learning_rate_schedule or '%g' % optimizer_settings.learning_rate,
+           optimizer_settings.optimizer, context.train_dir,
+           '--learning_rate_schedule' if optimizer_settings.learning_rate_schedule
+           else '--learning_rate')) from e
   if training_graph.sync and training_graph.sync.release_tokens is not None:
     # Synchronous workers still waiting for a token would block forever.
     session.run_step_fn(lambda step_context: step_context.session.run(
@@ -549,21 +581,21 @@ def _stage_ends(optimizer_settings, num_train, step_settings):
 
 
 def settings_from_flags(flag_values=FLAGS):
-  """run_training's settings from parsed flags: {argument name: value}.
+  """run_training's settings from parsed flags: {argument name: value}, each
+  settings type filled by settings.fill.
 
   Raises:
     TrainingError: flags that contradict each other.
     learning_rates.ScheduleError: a schedule that does not parse.
+    architectures.ArchitectureError: a network the architecture cannot be.
   """
-
-  def fill(settings_type):
-    return settings_type(**{name: flag_values[name].value
-                            for name in settings_type._fields
-                            if name in flag_values})
-  optimizer_settings = fill(training.OptimizerSettings)
-  schedule = fill(training.Schedule)
-  network = architectures.network(flag_values.architecture, flag_values.hidden_units,
-                                  flag_values.latent_dim)
+  run = settings.fill(training.RunSettings, flag_values)
+  data = settings.fill(training.DataSource, flag_values)
+  network = architectures.network(**settings.fill(training.NetworkSettings,
+                                                  flag_values)._asdict())
+  optimizer_settings = settings.fill(training.OptimizerSettings, flag_values)
+  schedule = settings.fill(training.Schedule, flag_values)
+  step_settings = settings.fill(training.StepSettings, flag_values)
   if optimizer_settings.learning_rate_schedule:
     learning_rates.parse(optimizer_settings.learning_rate_schedule)
     if flag_values['learning_rate'].present:
@@ -571,7 +603,33 @@ def settings_from_flags(flag_values=FLAGS):
                           'the learning rate; give one of them')
     if not flag_values['max_steps'].present:
       schedule = schedule._replace(max_steps=None)  # The schedule's end.
-  step_settings = fill(training.StepSettings)
+  _check_step_settings(step_settings, optimizer_settings, network, flag_values)
+  return {
+      'train_dir': flag_values.checkpointDir or run.train_dir,
+      'data': data._replace(data_dir=(data.data_dir or flag_values.buckets
+                                      or 'data/' + data.dataset)),
+      'network': network,
+      'optimizer_settings': optimizer_settings,
+      'schedule': schedule,
+      'step_settings': step_settings,
+      'eval_batch_size': run.eval_batch_size,
+      'threads': settings.fill(settings.Threads, flag_values),
+      'sync_replicas': settings.fill(cluster.SyncReplicas, flag_values),
+  }
+
+
+def _check_step_settings(step_settings, optimizer_settings, network, flag_values):
+  """TrainingError for step settings that contradict each other or the
+  network."""
+  if (flag_values['keep_prob'].present and step_settings.keep_prob != 1.0
+      and not architectures.dropout_shapes(network)):
+    raise TrainingError('--keep_prob=%g: architecture %s has no dropout; drop the flag'
+                        % (step_settings.keep_prob, network.architecture))
+  if step_settings.steps_per_call > 1 and not network.xla_step:
+    raise TrainingError('--steps_per_call=%d compiles the steps with XLA, whose '
+                        'convolutions are slow on CPUs: architecture %s trains '
+                        'one step per call' % (step_settings.steps_per_call,
+                                               network.architecture))
   if step_settings.steps_per_call > 1:
     if optimizer_settings.optimizer not in fast_step.LOOP_OPTIMIZERS:
       raise TrainingError('--steps_per_call=%d works with --optimizer=%s, not %s'
@@ -587,19 +645,6 @@ def settings_from_flags(flag_values=FLAGS):
   if adam_flags and optimizer_settings.optimizer != 'adam':
     raise TrainingError('--%s apply to --optimizer=adam, not --optimizer=%s'
                         % (', --'.join(adam_flags), optimizer_settings.optimizer))
-  return {
-      'train_dir': flag_values.checkpointDir or flag_values.train_dir,
-      'network': network,
-      'data': fill(training.DataSource)._replace(
-          data_dir=(flag_values.data_dir or flag_values.buckets
-                    or 'data/' + flag_values.dataset)),
-      'optimizer_settings': optimizer_settings,
-      'schedule': schedule,
-      'step_settings': step_settings,
-      'eval_batch_size': flag_values.eval_batch_size,
-      'threads': fill(training.Threads),
-      'sync_replicas': fill(cluster.SyncReplicas),
-  }
 
 
 # What a training step may hold in memory: activations of the batch times
@@ -634,25 +679,24 @@ def main():
     if FLAGS[name].present:
       logging.info('Launcher flag --%s=%s accepted; not used.', name,
                    FLAGS[name].value)
-  settings = settings_from_flags()
-  role = cluster.resolve_role(os.environ.get('TF_CONFIG'), FLAGS.ps_hosts,
-                              FLAGS.worker_hosts, FLAGS.job_name,
-                              FLAGS.task_index)
-  if role and settings['optimizer_settings'].simulated_staleness:
+  run_settings = settings_from_flags()
+  role = cluster.resolve_role(os.environ.get('TF_CONFIG'),
+                              *settings.fill(cluster.ClusterFlags, FLAGS))
+  if role and run_settings['optimizer_settings'].simulated_staleness:
     raise cluster.ClusterError(
         '--simulated_staleness models a cluster in one process; this process '
         'is the %s task %d of a cluster, whose staleness is real. Drop one of '
         'them.' % (role.job_name, role.task_index))
-  if role and settings['step_settings'].steps_per_call > 1:
+  if role and run_settings['step_settings'].steps_per_call > 1:
     raise cluster.ClusterError(
         '--steps_per_call=%d runs steps in one process; this process is the %s '
         'task %d of a cluster, whose steps synchronize one at a time. Drop '
-        '--steps_per_call.' % (settings['step_settings'].steps_per_call,
+        '--steps_per_call.' % (run_settings['step_settings'].steps_per_call,
                                role.job_name, role.task_index))
   if role and role.job_name == 'ps':
     return cluster.run_parameter_server(
-        role, training.session_config(settings['threads']))
-  metrics = run_training(role=role, **settings)
+        role, training.session_config(run_settings['threads']))
+  metrics = run_training(role=role, **run_settings)
   if metrics.get('interrupted_by'):
     return 128 + signal.Signals[metrics['interrupted_by']].value
   return 0
@@ -660,7 +704,7 @@ def main():
 
 def run():
   """Console-script entry point (vae-train)."""
-  cli.run(main, define_flags, __name__, EXPECTED_ERRORS)
+  cli.run(main, define_flags, __name__, EXPECTED_ERRORS, SETTINGS_TYPES, OTHER_FLAGS)
 
 
 if __name__ == '__main__':

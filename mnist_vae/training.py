@@ -22,6 +22,7 @@ import threading
 from absl import logging
 import tensorflow.compat.v1 as tf
 
+from mnist_vae import architectures
 from mnist_vae import checkpoints
 from mnist_vae import cluster
 from mnist_vae import evaluation
@@ -31,15 +32,27 @@ from mnist_vae import input_pipeline
 from mnist_vae import learning_rates
 from mnist_vae import model
 
+# The settings of a training run, each filled from train.py's flags of the
+# same names (settings.fill), whose defaults are these.
+#
 # Where the training batches come from, and how the TFRecords are made when
-# data_dir has none.
+# data_dir has none (data_dir None: data/<dataset>; validation_size and
+# validation_from None: as existing TFRecords were made, else 5000 and
+# 'first').
 DataSource = collections.namedtuple('DataSource', [
     'data_dir', 'mnist_dir', 'download', 'dataset', 'validation_size',
-    'validation_from'])
-# When things happen, in global steps.
+    'validation_from'], defaults=(None, None, False, 'mnist', None, None))
+# The network: architectures.network's arguments (hidden_units None: the
+# architecture's own).
+NetworkSettings = collections.namedtuple('NetworkSettings', [
+    'architecture', 'hidden_units', 'latent_dim'],
+    defaults=(architectures.DEFAULT_ARCHITECTURE, None, 20))
+# When things happen, in global steps (max_steps None: at the end of the
+# learning-rate schedule).
 Schedule = collections.namedtuple('Schedule', [
     'max_steps', 'log_every_n_steps', 'image_every_n_steps',
-    'eval_every_n_steps', 'save_checkpoint_steps'])
+    'eval_every_n_steps', 'save_checkpoint_steps', 'keep_checkpoint_every_n_steps'],
+    defaults=(10000, 100, 1000, 1000, 1000, 0))
 # `optimizer` is the optimizer's name, one of OPTIMIZERS; `adam_*` are Adam's
 # moments' decay rates and epsilon. `learning_rate_schedule` ('' for a constant
 # learning_rate) is learning_rates.parse's text, its lengths in
@@ -53,7 +66,7 @@ OptimizerSettings = collections.namedtuple('OptimizerSettings', [
     'optimizer', 'learning_rate', 'learning_rate_schedule',
     'learning_rate_schedule_unit', 'adam_beta1', 'adam_beta2', 'adam_epsilon',
     'simulated_staleness', 'kl_weight', 'kl_warmup_steps'],
-    defaults=('', 'epochs', 0.9, 0.999, 1e-8, 0, 1.0, 0))
+    defaults=('sgd', 0.001, '', 'epochs', 0.9, 0.999, 1e-8, 0, 1.0, 0))
 # How each training step sees the data.
 # `steps_per_call` > 1 runs that many steps, updates included, inside one
 # compiled loop per session call (fast_step.compiled_training_loop).
@@ -62,18 +75,14 @@ OptimizerSettings = collections.namedtuple('OptimizerSettings', [
 StepSettings = collections.namedtuple('StepSettings', [
     'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize',
     'matmul_precision', 'steps_per_call', 'train_iw_samples', 'train_bound'],
-    defaults=(1, 1, 'iwae'))
-Threads = collections.namedtuple('Threads', [
-    'intra_op_threads', 'inter_op_threads'])
-
-# What a training run writes in its train_dir besides checkpoints: the
-# configuration when it starts (what an evaluator beside training needs to
-# know, such as the binarize mode, before the end) and the metrics at the end.
-CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.json'
+    defaults=(128, 0.9, 0, 0, 'none', 'float32', 1, 1, 'iwae'))
+# Where the run writes, and the batch size of its evaluations.
+RunSettings = collections.namedtuple('RunSettings', ['train_dir', 'eval_batch_size'],
+                                     defaults=('runs/vae', 1000))
 
 
 def session_config(threads):
+  """The ConfigProto of a settings.Threads."""
   return tf.ConfigProto(intra_op_parallelism_threads=threads.intra_op_threads,
                         inter_op_parallelism_threads=threads.inter_op_threads)
 
@@ -245,7 +254,25 @@ def _compiled_loop(train_blocks, network, optimizer_settings, step_settings, sta
   return loop.fetches, loop.steps_to_run
 
 
-OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum')
+OPTIMIZERS = ('sgd', 'adam', 'adagrad', 'rmsprop', 'momentum', 'rmsprop_keras')
+
+
+class KerasRMSPropOptimizer(tf.train.RMSPropOptimizer):
+  """RMSProp as Keras 3 defines it: the mean squares start at zero (TF1's at
+  one) and epsilon is 1e-7; the update is TF1's kernel's, lr g / sqrt(ms +
+  epsilon). Its slots are named for it, so that a checkpoint tells the two
+  apart."""
+
+  def __init__(self, learning_rate):
+    super().__init__(learning_rate, decay=0.9, momentum=0.0, epsilon=1e-7,
+                     name='RMSPropKeras')
+
+  def _create_slots(self, var_list):
+    for variable in var_list:
+      self._zeros_slot(variable, 'rms', self._name)
+      self._zeros_slot(variable, 'momentum', self._name)
+
+
 
 
 def learning_rate_stages(optimizer_settings, num_train, batch_size):
@@ -276,6 +303,8 @@ def make_optimizer(settings, learning_rate=None):
     return tf.train.RMSPropOptimizer(learning_rate)
   if name == 'momentum':
     return tf.train.MomentumOptimizer(learning_rate, momentum=0.9)
+  if name == 'rmsprop_keras':
+    return KerasRMSPropOptimizer(learning_rate)
   raise ValueError('Unknown optimizer %r; expected one of %s'
                    % (name, ', '.join(OPTIMIZERS)))
 

@@ -10,8 +10,9 @@ global step and the last step's losses to each piece:
                     minibatch's losses as TensorBoard scalars
   GridWriting       every image_every_n_steps: reconstruction and sample PNGs
   Validation        every eval_every_n_steps: the validation split's -ELBO
-  StageCheckpoints  at the end of each learning-rate stage: a checkpoint kept
-                    for good in train_dir/stage_ends
+  KeptCheckpoints   every keep_checkpoint_every_n_steps and at the end of each
+                    learning-rate stage: a checkpoint kept for good in
+                    train_dir/kept
 
 A call never runs past the next step at which a piece, the checkpoint saver
 or max_steps has work, so each happens exactly at its step whatever the
@@ -32,7 +33,7 @@ from mnist_vae import training
 
 # Below cluster.PS_STOP_GRACE_SEC, so that the chief saves within it.
 SYNC_STEP_TIMEOUT_SEC = 8
-STAGE_ENDS_DIR = 'stage_ends'
+KEPT_DIR = 'kept'
 
 
 class NonFiniteStep(Exception):
@@ -193,23 +194,25 @@ class Validation(object):
     logging.info('step %d: validation neg_elbo %.3f', step, self.last['neg_elbo'])
 
 
-class StageCheckpoints(object):
-  """At the end of each learning-rate stage, a checkpoint of the model in
-  train_dir/stage_ends that the saver's rotation never deletes (the
-  reproduction evaluates each stage's model)."""
+class KeptCheckpoints(object):
+  """Checkpoints kept for good in train_dir/kept, which the saver's rotation
+  never deletes: at every multiple of `every` (if not 0) and at each of
+  `steps` (the ends of the learning-rate stages), so that a reproduction can
+  evaluate the model of each epoch or stage."""
 
-  def __init__(self, stage_ends, train_dir):
-    self._ends, self._directory = list(stage_ends), os.path.join(train_dir, STAGE_ENDS_DIR)
+  def __init__(self, every, steps, train_dir):
+    self.every, self._steps = every or None, sorted(steps)
+    self._directory = os.path.join(train_dir, KEPT_DIR)
     self._saver = tf.train.Saver(model.model_variables() + [tf.train.get_global_step()],
                                  max_to_keep=None, save_relative_paths=True)
-    self.every = None
 
   def next_step(self, step):
-    """The first stage end after `step`, or None."""
-    return next((end for end in self._ends if end > step), None)
+    """The first of `steps` after `step`, or None."""
+    return next((kept for kept in self._steps if kept > step), None)
 
   def due(self, previous_step, step):
-    return any(previous_step < end <= step for end in self._ends)
+    return (training.crossed(previous_step, step, self.every)
+            or any(previous_step < kept <= step for kept in self._steps))
 
   def __call__(self, session, step, losses):
     del losses  # Unused.
@@ -217,7 +220,7 @@ class StageCheckpoints(object):
     path = self._saver.save(session, os.path.join(self._directory, checkpoints.BASENAME),
                             global_step=step, write_meta_graph=False,
                             write_state=False)
-    logging.info('End of a learning-rate stage at step %d: kept %s', step, path)
+    logging.info('Kept %s', path)
 
 
 def steps_until_next_event(step, max_steps, steps_per_call, periods, pieces):

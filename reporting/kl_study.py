@@ -28,8 +28,8 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae import checkpoints
 from mnist_vae import files
-from mnist_vae import generate
 from mnist_vae import images as image_grids
+from mnist_vae import trained_model
 from reporting import report
 
 FLAGS = flags.FLAGS
@@ -159,12 +159,12 @@ def latent2_figure(runs_by_config, data_dir):
 def samples_figure(runs_by_config, data_dir):
   columns = []
   for runs in runs_by_config.values():
-    vae = generate.CheckpointModel(checkpoints.readable(runs[0]['dir']))
+    vae = trained_model.CheckpointModel(checkpoints.readable(runs[0]['dir']))
     label = config_label(runs[0]['config'])
     column = []
-    for source in generate.SAMPLE_SOURCES:
-      samples = generate.draw_samples(vae, SAMPLES_PER_PANEL, 0,
-                                      sample_from=source, data_dir=data_dir)
+    for source in trained_model.SAMPLE_SOURCES:
+      samples = trained_model.draw_samples(vae, SAMPLES_PER_PANEL, 0, sample_from=source,
+                                           data_dir=data_dir)
       column.append(_labelled(image_grids.sample_grid(samples, columns=6),
                               '%s, %s' % (label, source)))
     columns.append(column)

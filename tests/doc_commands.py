@@ -111,6 +111,8 @@ _SMALLER = [
     (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
     (r'scripts/cluster_study\.sh', ['--smoke'], True),
     (r'python bench/side_by_side\.py', ['--seconds=1', '--rounds=1'], False),
+    (r'scripts/iwae_short\.sh', ['--stages', '1', '--iw_samples', '4', '--max_steps', '60'],
+     False),
 ]
 
 
@@ -123,6 +125,8 @@ def plan(command):
       return 'other_test', (path, test, needle)
   if command.startswith('pip install '):
     return 'pip', command
+  if re.match(r'python -m pytest .*-m .?not large', command):
+    return 'quick_tier', command
   if re.match(r'python -m pytest( |$)', command):
     return 'ci', command
   if command.startswith('tensorboard '):
@@ -132,7 +136,8 @@ def plan(command):
       words = shlex.split(command)
       words = words[:1] + extra + words[1:] if first else words + extra
       return 'run', shlex.join(words)
-  if re.match(r'(ls|ruff check|saved_model_cli show|scripts/cluster/pai_submit\.sh --dry_run|'
+  if re.match(r'(ls|ruff check|yapf|saved_model_cli (show|run)|'
+              r'scripts/cluster/pai_submit\.sh --dry_run|python -c|'
               r'python (-m mnist_vae\.data_prep\.convert_to_records|export\.py|generate\.py)) ',
               command + ' '):
     return 'run', command
@@ -232,7 +237,8 @@ def check_page_commands(page, sandbox):
       assert result.returncode == 0, '%s\n%s' % (where, result.stderr[-3000:])
       continue
     how = plan(command)
-    assert how is not None, '%s is a command no test runs: add a rule to tests/doc_commands.py' % where
+    assert how is not None, ('%s is a command no test runs: add a rule to '
+                             'tests/doc_commands.py' % where)
     kind, what = how
     if kind == 'other_test':
       path, test, needle = what
@@ -246,6 +252,15 @@ def check_page_commands(page, sandbox):
                                         '--no-build-isolation --no-index ', 1), sandbox)
       assert result.returncode == 0, '%s\n%s' % (where, result.stderr[-3000:])
       assert 'does not provide the extra' not in result.stderr, '%s\n%s' % (where, result.stderr)
+    elif kind == 'quick_tier':
+      # Collected, not run (the suite runs every test): it must select the
+      # tests that start no process, and only those.
+      result = run_command(what + ' --collect-only -q -p no:randomly', REPO_ROOT)
+      assert result.returncode == 0, '%s\n%s' % (where, result.stderr[-3000:])
+      collected = [line for line in result.stdout.splitlines() if '::' in line]
+      assert len(collected) > 100, '%s collected %d tests' % (where, len(collected))
+      assert not any('test_launchers.py' in line or 'test_cluster.py::test_local' in line
+                     for line in collected), where
     elif kind == 'ci':
       with open(os.path.join(REPO_ROOT, '.ci', 'run')) as f:
         ci = f.read()

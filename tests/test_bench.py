@@ -34,6 +34,14 @@ def test_smoke_run_measures_everything(tmp_path):
                             'JAX jit peer, 10 step(s) per call'}
   assert all(rate > 0 for rate in processes.values())
   assert results['matmul_gflops'] > 0
+  iwae = results['iwae']
+  assert set(iwae['process_examples_per_sec']) == {
+      'train.py --flagfile=configs/iwae_vae.flags',
+      'JAX jit peer, iwae_mlp, batch 20, 596 steps per call'}
+  assert all(rate > 0 for rate in iwae['process_examples_per_sec'].values())
+  assert set(iwae['step_ms']) == {'1', '5'} and iwae['step_ms']['5'] > iwae['step_ms']['1'] > 0
+  assert iwae['nll']['seconds'] > 0 and iwae['nll']['floor_seconds'] > 0
+  assert 'IWAE preset (batch 20), whole process' in result.stdout
   for precision in ('float32', 'bfloat16'):
     nll = results['nll'][precision]
     assert nll['seconds'] > 0 and nll['floor_seconds'] > 0 and nll['iw_nll'] > 0

@@ -186,6 +186,14 @@ def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_pat
     assert grid.size == (10 * 30 - 2, 4 * 30 - 2)  # A row per latent dimension.
   with Image.open(tmp_path / 'interpolate' / 'interpolate_linear.gif') as gif:
     assert gif.n_frames == 18  # 10 frames there and 8 back.
+  # --scale enlarges every PNG, each pixel a square.
+  result = run_python(['generate.py', '--mode', 'samples', '--output_dir', str(tmp_path / 'big'),
+                       '--data_dir', data_dir, '--scale', '3'] + model_flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with Image.open(tmp_path / 'big' / 'samples.png') as big, Image.open(
+      tmp_path / 'samples' / 'samples.png') as small:
+    assert big.size == (3 * 298, 3 * 298)
+    np.testing.assert_array_equal(np.asarray(big)[::3, ::3], np.asarray(small))
 
 
 @pytest.mark.large

@@ -378,3 +378,73 @@ def test_progress_gives_the_time_left_at_the_pace_so_far():
   assert training.progress(100, 200000, 100, 36.0) == 'step 100 of 200000 (0%), about 19 h 59 min left'
   assert training.progress(8580, 8580, 10, 1.0) == 'step 8580 of 8580 (100%)'
   assert training.progress(5, 10, 0, 0.0) == 'step 5 of 10 (50%)'
+
+
+@pytest.mark.large
+def test_a_missing_mnist_dir_is_an_error_even_with_tfrecords(first_run, idx_dir, tmp_path):
+  root, _ = first_run  # Its TFRecords exist in root / 'data'.
+  result = run_python(['train.py', '--mnist_dir', idx_dir + 't', '--data_dir',
+                       str(root / 'data'), '--train_dir', str(tmp_path / 'train')]
+                      + SMALL_MODEL)
+  assert result.returncode == 1
+  errors = [line for line in result.stderr.splitlines() if line.startswith('E')]
+  assert len(errors) == 1 and '--mnist_dir=%st does not exist' % idx_dir in errors[0]
+  assert not (tmp_path / 'train').exists()
+
+
+@pytest.mark.large
+def test_one_line_per_checkpoint_and_no_deprecation_warnings(idx_dir, tmp_path):
+  """Seven checkpoints, so that the saver rotates the oldest out."""
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--max_steps', '14',
+                  '--save_checkpoint_steps', '2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.count('Saving checkpoints for') == 8  # Steps 0, 2, ..., 14.
+  assert 'Calling checkpoint listeners' not in result.stderr
+  assert 'deprecated' not in result.stderr
+  assert 'The TFRecords in' not in result.stderr  # Made here, not found.
+
+
+@pytest.mark.large
+def test_a_learning_rate_schedule_resumes_where_it_was(idx_dir, tmp_path):
+  """Stages of 2 and 3 epochs (11 steps each: 190 images in batches of 16)
+  at 0.01 and 0.001; without --max_steps the run ends with the last stage;
+  killed and resumed, it takes each rate at the same steps."""
+  schedule = ['--learning_rate_schedule', '2:0.01,3:0.001', '--log_every_n_steps', '11',
+              '--save_checkpoint_steps', '11']
+  first = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *schedule,
+                 '--max_steps', '22')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'step 22 of 22 (100%)' in first.stderr and 'learning rate 0.01' in first.stderr
+  rest = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *schedule)
+  assert rest.returncode == 0, rest.stderr[-3000:]
+  assert 'step 33 of 55' in rest.stderr and 'learning rate 0.001' in rest.stderr
+  assert _metrics(tmp_path / 'train')['step'] == 55
+  kept = sorted(os.listdir(tmp_path / 'train' / 'kept'))
+  assert [name for name in kept if name.endswith('.index')] == [
+      'model.ckpt-22.index', 'model.ckpt-55.index']
+
+
+@pytest.mark.large
+@pytest.mark.parametrize('flags, message', [
+    (['--learning_rate_schedule', '3:1e-3,x'], "'x' is not LENGTH:RATE"),
+    (['--learning_rate_schedule', '3:1e-3,0:1e-4'], 'stage 2 has length 0'),
+    (['--learning_rate_schedule', '3:1e-3', '--learning_rate', '0.1'],
+     'both set the learning rate'),
+    (['--learning_rate_schedule', '1:1e-3', '--max_steps', '1000'],
+     '--max_steps=1000 runs past the end of --learning_rate_schedule'),
+    (['--train_iw_samples', '5', '--kl_weight', '2'], 'has no KL term to weigh'),
+    (['--train_iw_samples', '100000', '--batch_size', '128'], 'needs about'),
+    (['--adam_beta1', '0.5', '--optimizer', 'sgd'], 'apply to --optimizer=adam'),
+    (['--steps_per_call', '10', '--optimizer', 'rmsprop'], 'works with --optimizer=adam or sgd'),
+    (['--architecture', 'cvae_tutorial', '--hidden_units', '64'], 'does not apply to'),
+    (['--architecture', 'cvae_tutorial', '--keep_prob', '0.5', '--hidden_units', '16'],
+     'does not apply to'),
+])
+def test_settings_that_cannot_work_are_one_line_and_nothing_written(idx_dir, tmp_path, flags,
+                                                                     message):
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *flags)
+  assert result.returncode == 1, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('E')]
+  assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'train').exists()

@@ -21,6 +21,7 @@ from mnist_vae import quiet_start
 
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
+import collections
 import os
 import time
 
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from mnist_vae import cli
 from mnist_vae import files
+from mnist_vae import settings
 from mnist_vae.data_prep import download
 from mnist_vae.data_prep import idx
 from mnist_vae.data_prep import records
@@ -252,44 +254,56 @@ def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
 
 
 FLAGS = flags.FLAGS
+# The converter's flags, these their defaults.
+ConversionSettings = collections.namedtuple('ConversionSettings', [
+    'mnist_dir', 'output_dir', 'dataset', 'download', 'validation_size', 'validation_from',
+    'overwrite'], defaults=(None, 'data/mnist', 'mnist', False, DEFAULT_VALIDATION_SIZE,
+                            'first', False))
 
 
-def define_flags():
+def _default(name):
+  return settings.default(ConversionSettings, name)
+
+
+def define_flags(flag_values=FLAGS):
   flags.DEFINE_string(
-      'mnist_dir', None,
+      'mnist_dir', _default('mnist_dir'), flag_values=flag_values,
       help='Directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte, '
       't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each gzip or not).')
-  flags.DEFINE_string('output_dir', 'data/mnist',
+  flags.DEFINE_string('output_dir', _default('output_dir'), flag_values=flag_values,
                       help='Directory the TFRecords are written to.')
-  flags.DEFINE_enum('dataset', 'mnist', DATASETS,
+  flags.DEFINE_enum('dataset', _default('dataset'), DATASETS, flag_values=flag_values,
                     help='Which dataset the IDX files hold; picks the download '
                     'mirrors and checksums.')
   flags.DEFINE_boolean(
-      'download', False,
+      'download', _default('download'), flag_values=flag_values,
       help='Download the IDX files (into --mnist_dir, or OUTPUT_DIR/raw) from '
       'the public mirrors, verifying their SHA256, if they are not there.')
-  flags.DEFINE_integer('validation_size', DEFAULT_VALIDATION_SIZE, lower_bound=0,
+  flags.DEFINE_integer('validation_size', _default('validation_size'), lower_bound=0, upper_bound=10**6,
+                       flag_values=flag_values,
                        help='Number of training images that form the '
                        'validation split.')
-  flags.DEFINE_enum('validation_from', 'first', VALIDATION_FROM,
+  flags.DEFINE_enum('validation_from', _default('validation_from'), VALIDATION_FROM,
+                    flag_values=flag_values,
                     help='Whether the validation split is the first or the '
                     'last --validation_size training images.')
-  flags.DEFINE_boolean('overwrite', False,
+  flags.DEFINE_boolean('overwrite', _default('overwrite'), flag_values=flag_values,
                        help='Rewrite TFRecords that already exist.')
 
 
 def main():
-  prepare(FLAGS.output_dir, mnist_dir=FLAGS.mnist_dir,
-          download_idx=FLAGS.download, dataset=FLAGS.dataset,
-          validation_size=FLAGS.validation_size, overwrite=FLAGS.overwrite,
-          validation_from=FLAGS.validation_from)
+  conversion = settings.fill(ConversionSettings, FLAGS)
+  prepare(conversion.output_dir, mnist_dir=conversion.mnist_dir,
+          download_idx=conversion.download, dataset=conversion.dataset,
+          validation_size=conversion.validation_size, overwrite=conversion.overwrite,
+          validation_from=conversion.validation_from)
   return 0
 
 
 def run():
   """Console-script entry point (vae-convert-mnist)."""
   cli.run(main, define_flags, __name__,
-          (idx.IdxError, ConversionError, download.DownloadError))
+          (idx.IdxError, ConversionError, download.DownloadError), (ConversionSettings,), {})
 
 
 if __name__ == '__main__':
