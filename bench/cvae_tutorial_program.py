@@ -75,8 +75,9 @@ class TutorialCVAE(tf.keras.Model):
 
 
 def log_normal_density(sample, mean, log_variance):
-  return tf.reduce_sum(-0.5 * ((sample - mean) ** 2 * tf.exp(-log_variance)
-                               + log_variance + tf.math.log(2.0 * np.pi)), axis=1)
+  return tf.reduce_sum(
+      -0.5 * ((sample - mean)**2 * tf.exp(-log_variance) + log_variance + tf.math.log(2.0 * np.pi)),
+      axis=1)
 
 
 def monte_carlo_loss(model, x):
@@ -122,12 +123,17 @@ def main():
     train_seconds = time.time() - epoch_start
     test_elbo = -float(np.mean([evaluate(x).numpy() for x in test_batches]))
     epochs.append({'epoch': epoch, 'test_elbo': test_elbo, 'train_seconds': train_seconds})
-    print('Epoch: %d, Test set ELBO: %.4f, time elapse for current epoch: %.1f'
-          % (epoch, test_elbo, train_seconds), flush=True)
-  result = {'program': 'tensorflow/docs cvae.ipynb', 'seed': args.seed, 'epochs': epochs,
-            'train_examples_per_sec': 60000 * args.epochs / sum(
-                e['train_seconds'] for e in epochs),
-            'wall_seconds': time.time() - start}
+    print(
+        'Epoch: %d, Test set ELBO: %.4f, time elapse for current epoch: %.1f' %
+        (epoch, test_elbo, train_seconds),
+        flush=True)
+  result = {
+      'program': 'tensorflow/docs cvae.ipynb',
+      'seed': args.seed,
+      'epochs': epochs,
+      'train_examples_per_sec': 60000 * args.epochs / sum(e['train_seconds'] for e in epochs),
+      'wall_seconds': time.time() - start
+  }
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=1)

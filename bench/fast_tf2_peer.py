@@ -30,23 +30,26 @@ def make_layers(rng, sizes):
   layers = {}
   for name, (fan_in, fan_out) in sizes.items():
     weights = np.clip(rng.standard_normal((fan_in, fan_out)), -2, 2)
-    layers[name] = (tf.Variable(weights * np.sqrt(2.6 / fan_in), dtype=tf.float32),
-                    tf.Variable(tf.zeros([fan_out])))
+    layers[name] = (tf.Variable(weights * np.sqrt(2.6 / fan_in),
+                                dtype=tf.float32), tf.Variable(tf.zeros([fan_out])))
   return layers
 
 
 def original_neg_elbo(x, logits, mean, stddev):
   """The original script's loss: the batch mean of -(log p(x | z) - KL)."""
   y = tf.clip_by_value(tf.sigmoid(logits), 1e-8, 1 - 1e-8)
-  log_likelihood = tf.reduce_sum(
-      x * tf.math.log(1e-8 + y) + (1 - x) * tf.math.log(1e-8 + 1 - y), 1)
-  kl = 0.5 * tf.reduce_sum(
-      stddev ** 2 + mean ** 2 - tf.math.log(1e-8 + stddev ** 2) - 1, 1)
+  log_likelihood = tf.reduce_sum(x * tf.math.log(1e-8 + y) + (1 - x) * tf.math.log(1e-8 + 1 - y), 1)
+  kl = 0.5 * tf.reduce_sum(stddev**2 + mean**2 - tf.math.log(1e-8 + stddev**2) - 1, 1)
   return -tf.reduce_mean(log_likelihood - kl)
 
 
-def make_step(train_images_uint8, batch_size=128, hidden_units=500,
-              latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0,
+def make_step(train_images_uint8,
+              batch_size=128,
+              hidden_units=500,
+              latent_dim=20,
+              keep_prob=0.9,
+              learning_rate=1e-3,
+              seed=0,
               steps_per_call=1):
   """Returns step(): runs `steps_per_call` Adam steps, returns the last loss.
 
@@ -57,14 +60,17 @@ def make_step(train_images_uint8, batch_size=128, hidden_units=500,
   rng = np.random.RandomState(seed)
   # A variable, not a constant: the data is copied in once, not into a graph.
   data = tf.Variable(train_images_uint8, trainable=False)
-  layers = make_layers(rng, {
-      'enc1': (784, hidden_units), 'enc2': (hidden_units, hidden_units),
-      'mean_stddev': (hidden_units, 2 * latent_dim),
-      'dec1': (latent_dim, hidden_units), 'dec2': (hidden_units, hidden_units),
-      'out': (hidden_units, 784)})
+  layers = make_layers(
+      rng, {
+          'enc1': (784, hidden_units),
+          'enc2': (hidden_units, hidden_units),
+          'mean_stddev': (hidden_units, 2 * latent_dim),
+          'dec1': (latent_dim, hidden_units),
+          'dec2': (hidden_units, hidden_units),
+          'out': (hidden_units, 784)
+      })
   variables = [v for pair in layers.values() for v in pair]
-  slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
-           for v in variables]
+  slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in variables]
   iteration = tf.Variable(0.0)
   beta1, beta2, epsilon = 0.9, 0.999, 1e-8
   rate = 1.0 - keep_prob
@@ -90,9 +96,15 @@ def make_step(train_images_uint8, batch_size=128, hidden_units=500,
     t = iteration.assign_add(1.0)
     for variable, (m, v), gradient in zip(variables, slots, gradients):
       tf.raw_ops.ResourceApplyAdam(
-          var=variable.handle, m=m.handle, v=v.handle,
-          beta1_power=tf.pow(beta1, t), beta2_power=tf.pow(beta2, t),
-          lr=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+          var=variable.handle,
+          m=m.handle,
+          v=v.handle,
+          beta1_power=tf.pow(beta1, t),
+          beta2_power=tf.pow(beta2, t),
+          lr=learning_rate,
+          beta1=beta1,
+          beta2=beta2,
+          epsilon=epsilon,
           grad=gradient)
     return loss
 

@@ -11,7 +11,6 @@ network='iwae_mlp', the IWAE paper's network and step instead.
   python bench/jax_peer.py --mnist_dir ../shared/mnist --steps 2000
 """
 
-
 import numpy as np
 
 import peer_data  # bench/peer_data.py, beside this script.
@@ -23,9 +22,15 @@ import peer_data  # bench/peer_data.py, beside this script.
 NETWORKS = ('mlp', 'iwae_mlp')
 
 
-def make_step(train_images_uint8, batch_size=128, hidden_units=None,
-              latent_dim=None, keep_prob=0.9, learning_rate=1e-3, seed=0,
-              steps_per_call=1, network='mlp'):
+def make_step(train_images_uint8,
+              batch_size=128,
+              hidden_units=None,
+              latent_dim=None,
+              keep_prob=0.9,
+              learning_rate=1e-3,
+              seed=0,
+              steps_per_call=1,
+              network='mlp'):
   """Returns step(): runs `steps_per_call` Adam steps, returns the last loss
   (a JAX array; float() waits for it)."""
   import jax
@@ -38,22 +43,20 @@ def make_step(train_images_uint8, batch_size=128, hidden_units=None,
   if iwae:
     keep_prob = 1.0
   rng = np.random.RandomState(seed)
-  sizes = [(784, hidden_units), (hidden_units, hidden_units),
-           (hidden_units, 2 * latent_dim), (latent_dim, hidden_units),
-           (hidden_units, hidden_units), (hidden_units, 784)]
-  params = [(jnp.asarray(np.clip(rng.standard_normal(shape), -2, 2)
-                         * np.sqrt(2.6 / shape[0]), jnp.float32),
-             jnp.zeros([shape[1]], jnp.float32)) for shape in sizes]
+  sizes = [(784, hidden_units), (hidden_units, hidden_units), (hidden_units, 2 * latent_dim),
+           (latent_dim, hidden_units), (hidden_units, hidden_units), (hidden_units, 784)]
+  params = [(jnp.asarray(
+      np.clip(rng.standard_normal(shape), -2, 2) * np.sqrt(2.6 / shape[0]),
+      jnp.float32), jnp.zeros([shape[1]], jnp.float32)) for shape in sizes]
   data = jnp.asarray(train_images_uint8)
-  optimizer = (optax.adam(learning_rate, b1=0.99, b2=0.999, eps=5e-6) if iwae
-               else optax.adam(learning_rate))
+  optimizer = (
+      optax.adam(learning_rate, b1=0.99, b2=0.999, eps=5e-6) if iwae else optax.adam(learning_rate))
   first, second = (jnp.tanh, jnp.tanh) if iwae else (jax.nn.elu, jnp.tanh)
 
   def dropout(key, h):
     if keep_prob == 1.0:
       return h
-    return jnp.where(jax.random.bernoulli(key, keep_prob, h.shape),
-                     h / keep_prob, 0.0)
+    return jnp.where(jax.random.bernoulli(key, keep_prob, h.shape), h / keep_prob, 0.0)
 
   def loss_fn(params, x, keys):
     (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5), (w6, b6) = params
@@ -67,13 +70,11 @@ def make_step(train_images_uint8, batch_size=128, hidden_units=None,
     logits = h @ w6 + b6
     if iwae:
       log_likelihood = jnp.sum(x * logits - jax.nn.softplus(logits), axis=1)
-      kl = 0.5 * jnp.sum(stddev ** 2 + mean ** 2 - 2 * pre_stddev - 1, axis=1)
+      kl = 0.5 * jnp.sum(stddev**2 + mean**2 - 2 * pre_stddev - 1, axis=1)
     else:
       y = jnp.clip(jax.nn.sigmoid(logits), 1e-8, 1 - 1e-8)
-      log_likelihood = jnp.sum(x * jnp.log(1e-8 + y)
-                               + (1 - x) * jnp.log(1e-8 + 1 - y), axis=1)
-      kl = 0.5 * jnp.sum(stddev ** 2 + mean ** 2
-                         - jnp.log(1e-8 + stddev ** 2) - 1, axis=1)
+      log_likelihood = jnp.sum(x * jnp.log(1e-8 + y) + (1 - x) * jnp.log(1e-8 + 1 - y), axis=1)
+      kl = 0.5 * jnp.sum(stddev**2 + mean**2 - jnp.log(1e-8 + stddev**2) - 1, axis=1)
     return -jnp.mean(log_likelihood - kl)
 
   def one_step(_, carry):
@@ -91,12 +92,12 @@ def make_step(train_images_uint8, batch_size=128, hidden_units=None,
   def run(carry):
     return jax.lax.fori_loop(0, steps_per_call, one_step, carry)
 
-  state = [(params, optimizer.init(params), jax.random.PRNGKey(seed),
-            jnp.float32(0))]
+  state = [(params, optimizer.init(params), jax.random.PRNGKey(seed), jnp.float32(0))]
 
   def step():
     state[0] = run(state[0])
     return state[0][3]
+
   return step
 
 

@@ -21,15 +21,23 @@ class KerasVae(keras.Model):
         scale=2.6, mode='fan_in', distribution='truncated_normal')
 
     def dense(units, activation=None):
-      return keras.layers.Dense(units, activation=activation,
-                                kernel_initializer=initializer)
+      return keras.layers.Dense(units, activation=activation, kernel_initializer=initializer)
+
     rate = 1.0 - keep_prob
-    self.encoder = [dense(hidden_units, 'elu'), keras.layers.Dropout(rate),
-                    dense(hidden_units, 'tanh'), keras.layers.Dropout(rate)]
+    self.encoder = [
+        dense(hidden_units, 'elu'),
+        keras.layers.Dropout(rate),
+        dense(hidden_units, 'tanh'),
+        keras.layers.Dropout(rate)
+    ]
     self.mean, self.stddev = dense(latent_dim), dense(latent_dim)
-    self.decoder = [dense(hidden_units, 'tanh'), keras.layers.Dropout(rate),
-                    dense(hidden_units, 'elu'), keras.layers.Dropout(rate),
-                    dense(pixels)]
+    self.decoder = [
+        dense(hidden_units, 'tanh'),
+        keras.layers.Dropout(rate),
+        dense(hidden_units, 'elu'),
+        keras.layers.Dropout(rate),
+        dense(pixels)
+    ]
 
   def call(self, x, training=False):
     h = x
@@ -48,16 +56,20 @@ class KerasVae(keras.Model):
       y = tf.clip_by_value(tf.sigmoid(logits), 1e-8, 1 - 1e-8)
       log_likelihood = tf.reduce_sum(
           x * tf.math.log(1e-8 + y) + (1 - x) * tf.math.log(1e-8 + 1 - y), 1)
-      kl = 0.5 * tf.reduce_sum(
-          stddev ** 2 + mean ** 2 - tf.math.log(1e-8 + stddev ** 2) - 1, 1)
+      kl = 0.5 * tf.reduce_sum(stddev**2 + mean**2 - tf.math.log(1e-8 + stddev**2) - 1, 1)
       loss = -tf.reduce_mean(log_likelihood - kl)
     gradients = tape.gradient(loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
     return {'loss': loss}
 
 
-def make_peer_fit(train_images_uint8, batch_size=128, hidden_units=500,
-                  latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0):
+def make_peer_fit(train_images_uint8,
+                  batch_size=128,
+                  hidden_units=500,
+                  latent_dim=20,
+                  keep_prob=0.9,
+                  learning_rate=1e-3,
+                  seed=0):
   """Returns fit(steps): trains the Keras peer `steps` steps with Adam.
 
   Args:
@@ -65,15 +77,17 @@ def make_peer_fit(train_images_uint8, batch_size=128, hidden_units=500,
   """
   keras.utils.set_random_seed(seed)
   pixels = train_images_uint8.shape[1]
-  dataset = (tf.data.Dataset.from_tensor_slices(train_images_uint8)
-             .shuffle(len(train_images_uint8), seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True)
-             .map(lambda x: tf.cast(x, tf.float32) / 255.0)
-             .prefetch(tf.data.AUTOTUNE))
+  dataset = (
+      tf.data.Dataset.from_tensor_slices(train_images_uint8).shuffle(
+          len(train_images_uint8), seed=seed).repeat().batch(
+              batch_size,
+              drop_remainder=True).map(lambda x: tf.cast(x, tf.float32) / 255.0).prefetch(
+                  tf.data.AUTOTUNE))
   vae = KerasVae(hidden_units, latent_dim, keep_prob, pixels)
   vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
   vae(np.zeros((1, pixels), np.float32))
 
   def fit(steps):
     vae.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+
   return fit

@@ -69,8 +69,8 @@ class ArticleVAE(tf.keras.Model):
     super().__init__()
     self.beta = beta
     self.encoder, self.decoder = make_encoder(), make_decoder()
-    self.trackers = {name: tf.keras.metrics.Mean(name=name)
-                     for name in ('loss', 'reconstruction_loss', 'kl_loss')}
+    names = ('loss', 'reconstruction_loss', 'kl_loss')
+    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in names}
 
   @property
   def metrics(self):
@@ -86,8 +86,8 @@ class ArticleVAE(tf.keras.Model):
       loss = reconstruction_loss + self.beta * kl_loss
     gradients = tape.gradient(loss, self.trainable_weights)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-    for name, value in (('loss', loss), ('reconstruction_loss', reconstruction_loss),
-                        ('kl_loss', kl_loss)):
+    for name, value in (('loss', loss), ('reconstruction_loss', reconstruction_loss), ('kl_loss',
+                                                                                       kl_loss)):
       self.trackers[name].update_state(value)
     return {name: tracker.result() for name, tracker in self.trackers.items()}
 
@@ -100,24 +100,30 @@ def test_figures(vae, images):
     batch = images[begin:begin + 1000]
     z_mean, z_log_var, z = vae.encoder(batch)
     decoded = vae.decoder(z)
-    reconstruction.append(tf.reduce_sum(
-        tf.keras.losses.binary_crossentropy(batch, decoded), axis=(1, 2)).numpy())
-    kl.append(tf.reduce_sum(-0.5 * (1 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var)),
-                            axis=1).numpy())
+    reconstruction.append(
+        tf.reduce_sum(tf.keras.losses.binary_crossentropy(batch, decoded), axis=(1, 2)).numpy())
+    kl.append(
+        tf.reduce_sum(-0.5 * (1 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var)),
+                      axis=1).numpy())
   reconstruction, kl = np.concatenate(reconstruction), np.concatenate(kl)
-  return {'reconstruction': float(reconstruction.mean()), 'kl_divergence': float(kl.mean()),
-          'neg_elbo': float((reconstruction + kl).mean())}
+  return {
+      'reconstruction': float(reconstruction.mean()),
+      'kl_divergence': float(kl.mean()),
+      'neg_elbo': float((reconstruction + kl).mean())
+  }
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--mnist_dir', required=True,
-                      help='The four IDX files of Fashion-MNIST (or MNIST).')
+  parser.add_argument(
+      '--mnist_dir', required=True, help='The four IDX files of Fashion-MNIST (or MNIST).')
   parser.add_argument('--beta', type=float, default=10.0)
   parser.add_argument('--epochs', type=int, default=100)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--train_on_test', action='store_true',
-                      help='Train on the test images too, as the article does.')
+  parser.add_argument(
+      '--train_on_test',
+      action='store_true',
+      help='Train on the test images too, as the article does.')
   parser.add_argument('--json', help='Write the figures here.')
   args = parser.parse_args()
   tf.keras.utils.set_random_seed(args.seed)
@@ -127,14 +133,25 @@ def main():
   vae = ArticleVAE(args.beta)
   vae.compile(optimizer=tf.keras.optimizers.RMSprop())
   start = time.time()
-  history = vae.fit(np.concatenate([train, test]) if args.train_on_test else train,
-                    epochs=args.epochs, batch_size=128, verbose=2)
+  history = vae.fit(
+      np.concatenate([train, test]) if args.train_on_test else train,
+      epochs=args.epochs,
+      batch_size=128,
+      verbose=2)
   train_seconds = time.time() - start
-  result = {'program': 'keras-io examples/generative/vae.py with beta', 'beta': args.beta,
-            'epochs': args.epochs, 'seed': args.seed, 'train_on_test': args.train_on_test,
-            'final_epoch': {name: float(values[-1]) for name, values in history.history.items()},
-            'test': test_figures(vae, test), 'train_seconds': train_seconds,
-            'train_examples_per_sec': len(train) * args.epochs / train_seconds}
+  result = {
+      'program': 'keras-io examples/generative/vae.py with beta',
+      'beta': args.beta,
+      'epochs': args.epochs,
+      'seed': args.seed,
+      'train_on_test': args.train_on_test,
+      'final_epoch': {
+          name: float(values[-1]) for name, values in history.history.items()
+      },
+      'test': test_figures(vae, test),
+      'train_seconds': train_seconds,
+      'train_examples_per_sec': len(train) * args.epochs / train_seconds
+  }
   print(json.dumps(result['test']))
   if args.json:
     with open(args.json, 'w') as f:

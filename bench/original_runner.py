@@ -28,22 +28,23 @@ def tensorflow_1_shim():
   """A module standing for TF 1.x's `tensorflow`: tf.compat.v1 and contrib's
   variance-scaling initializer (factor 2, fan-in, truncated normal)."""
   shim = types.ModuleType('tensorflow')
-  shim.__dict__.update({name: getattr(tf_v1, name) for name in dir(tf_v1)
-                        if not name.startswith('__')})
-  shim.contrib = types.SimpleNamespace(layers=types.SimpleNamespace(
-      variance_scaling_initializer=lambda: tf_v1.variance_scaling_initializer(
-          scale=2.0, mode='fan_in', distribution='truncated_normal')))
+  shim.__dict__.update(
+      {name: getattr(tf_v1, name) for name in dir(tf_v1) if not name.startswith('__')})
+  shim.contrib = types.SimpleNamespace(
+      layers=types.SimpleNamespace(
+          variance_scaling_initializer=lambda: tf_v1.variance_scaling_initializer(
+              scale=2.0, mode='fan_in', distribution='truncated_normal')))
   return shim
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--script', required=True, help='The original script.')
-  parser.add_argument('--data_dir', required=True,
-                      help='Directory with train.tfrecords and test.tfrecords.')
+  parser.add_argument(
+      '--data_dir', required=True, help='Directory with train.tfrecords and test.tfrecords.')
   parser.add_argument('--work_dir', required=True, help='Where it runs.')
-  parser.add_argument('--steps', type=int, default=None,
-                      help='Bound its training loop (smoke tests).')
+  parser.add_argument(
+      '--steps', type=int, default=None, help='Bound its training loop (smoke tests).')
   args = parser.parse_args()
   for name in ('train.tfrecords', 'test.tfrecords'):
     if not os.path.exists(os.path.join(args.data_dir, name)):
@@ -61,8 +62,7 @@ def main():
   # Its globals only: `range` elsewhere (TensorFlow's own) stays the builtin.
   script_globals = {}
   if args.steps:
-    script_globals['range'] = lambda *bounds: range(
-        *(min(bound, args.steps) for bound in bounds))
+    script_globals['range'] = lambda *bounds: range(*(min(bound, args.steps) for bound in bounds))
   sys.argv = [args.script]
   runpy.run_path(args.script, init_globals=script_globals, run_name='__main__')
 

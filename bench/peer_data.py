@@ -28,23 +28,27 @@ def run_as_program(make_step, description):
   """A peer's command line: trains --steps steps of make_step's step on the
   images of --mnist_dir and prints the last loss and the seconds taken."""
   parser = argparse.ArgumentParser(description=description)
-  parser.add_argument('--mnist_dir', required=True,
-                      help='Directory of the MNIST IDX files (gzip or not).')
+  parser.add_argument(
+      '--mnist_dir', required=True, help='Directory of the MNIST IDX files (gzip or not).')
   parser.add_argument('--steps', type=int, required=True, help='Training steps.')
   parser.add_argument('--batch_size', type=int, default=128)
-  parser.add_argument('--steps_per_call', type=int, default=1,
-                      help='Steps per call of the compiled step.')
-  parser.add_argument('--network', default='mlp',
-                      help='mlp (the original) or iwae_mlp (the IWAE paper\'s), '
-                      'where the peer has both.')
+  parser.add_argument(
+      '--steps_per_call', type=int, default=1, help='Steps per call of the compiled step.')
+  parser.add_argument(
+      '--network',
+      default='mlp',
+      help='mlp (the original) or iwae_mlp (the IWAE paper\'s), '
+      'where the peer has both.')
   args = parser.parse_args()
   if args.steps % args.steps_per_call:
     parser.error('--steps must be a multiple of --steps_per_call')
   extra = {} if args.network == 'mlp' else {'network': args.network}
-  step = make_step(read_train_images(args.mnist_dir), args.batch_size,
-                   steps_per_call=args.steps_per_call, **extra)
+  step = make_step(
+      read_train_images(args.mnist_dir),
+      args.batch_size,
+      steps_per_call=args.steps_per_call,
+      **extra)
   start = time.perf_counter()
   for _ in range(args.steps // args.steps_per_call):
     loss = step()
-  print('loss %.3f after %d steps, %.1f s' % (float(loss), args.steps,
-                                             time.perf_counter() - start))
+  print('loss %.3f after %d steps, %.1f s' % (float(loss), args.steps, time.perf_counter() - start))

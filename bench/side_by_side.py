@@ -30,17 +30,21 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae import files
 
-flags.DEFINE_float('seconds', 15.0, lower_bound=0.1,
-                   help='How long each contender multiplies, per round.')
-flags.DEFINE_integer('rounds', 2, lower_bound=1,
-                     help='Rounds; the contenders alternate within each.')
-flags.DEFINE_integer('processes', max(2, os.cpu_count() or 1), lower_bound=2,
-                     help='One-thread processes run side by side (and the '
-                     'threads of the single process).')
+flags.DEFINE_float(
+    'seconds', 15.0, lower_bound=0.1, help='How long each contender multiplies, per round.')
+flags.DEFINE_integer(
+    'rounds', 2, lower_bound=1, help='Rounds; the contenders alternate within each.')
+flags.DEFINE_integer(
+    'processes',
+    max(2,
+        os.cpu_count() or 1),
+    lower_bound=2,
+    help='One-thread processes run side by side (and the '
+    'threads of the single process).')
 flags.DEFINE_string('json', None, 'Also write the figures to this file.')
 # Internal: set in the processes this program starts.
-flags.DEFINE_integer('multiply_threads', 0, lower_bound=0,
-                     help='Multiply on this many threads and print GFLOP/s.')
+flags.DEFINE_integer(
+    'multiply_threads', 0, lower_bound=0, help='Multiply on this many threads and print GFLOP/s.')
 FLAGS = flags.FLAGS
 
 ROWS, DEPTH, CHAIN = 512, 1024, 10
@@ -58,8 +62,7 @@ def multiply_gflops(threads, seconds):
       # Scaled so the chain stays finite: the rate, not the values, counts.
       product = tf.matmul(product, right) * 1e-3
     total = tf.reduce_sum(product)
-  config = tf.ConfigProto(intra_op_parallelism_threads=threads,
-                          inter_op_parallelism_threads=1)
+  config = tf.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
   with tf.Session(graph=graph, config=config) as session:
     session.run([left.initializer, right.initializer])
     run = session.make_callable(total)
@@ -73,17 +76,21 @@ def multiply_gflops(threads, seconds):
 
 
 def _start(threads, seconds):
-  return subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), '--multiply_threads',
-       str(threads), '--seconds', str(seconds)],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen([
+      sys.executable,
+      os.path.abspath(__file__), '--multiply_threads',
+      str(threads), '--seconds',
+      str(seconds)
+  ],
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True)
 
 
 def _gflops_of(process):
   stdout, stderr = process.communicate()
   if process.returncode:
-    raise RuntimeError('a multiplying process exited %d: %s'
-                       % (process.returncode, stderr[-2000:]))
+    raise RuntimeError('a multiplying process exited %d: %s' % (process.returncode, stderr[-2000:]))
   return float(stdout.split()[-1])
 
 
@@ -102,8 +109,12 @@ def measure(processes, seconds, rounds):
         if process.poll() is None:
           process.kill()
   ratios = [sum(rates) / alone for rates, alone in zip(side, one)]
-  return {'one_process': one, 'side_by_side': side,
-          'ratio': float(np.median(ratios)), 'processes': processes}
+  return {
+      'one_process': one,
+      'side_by_side': side,
+      'ratio': float(np.median(ratios)),
+      'processes': processes
+  }
 
 
 def main(argv):
@@ -115,13 +126,12 @@ def main(argv):
   figures = measure(FLAGS.processes, FLAGS.seconds, FLAGS.rounds)
   for alone, side in zip(figures['one_process'], figures['side_by_side']):
     print('one process on %d threads: %.0f GFLOP/s; %d one-thread processes '
-          'side by side: %s = %.0f GFLOP/s (%.2fx)' % (
-              FLAGS.processes, alone, FLAGS.processes,
-              ' + '.join('%.0f' % rate for rate in side), sum(side),
-              sum(side) / alone))
+          'side by side: %s = %.0f GFLOP/s (%.2fx)' %
+          (FLAGS.processes, alone, FLAGS.processes, ' + '.join(
+              '%.0f' % rate for rate in side), sum(side), sum(side) / alone))
   print('side by side / one process (median of %d rounds): %.2fx; '
-        '--jobs %d can run at most this much faster than --jobs 1'
-        % (FLAGS.rounds, figures['ratio'], FLAGS.processes))
+        '--jobs %d can run at most this much faster than --jobs 1' %
+        (FLAGS.rounds, figures['ratio'], FLAGS.processes))
   if FLAGS.json:
     files.write_json(FLAGS.json, figures)
 

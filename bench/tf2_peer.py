@@ -12,8 +12,13 @@ import tensorflow as tf
 import fast_tf2_peer  # bench/fast_tf2_peer.py, beside this script.
 
 
-def make_peer_step(train_images_uint8, batch_size=128, hidden_units=500,
-                   latent_dim=20, keep_prob=0.9, learning_rate=1e-3, seed=0,
+def make_peer_step(train_images_uint8,
+                   batch_size=128,
+                   hidden_units=500,
+                   latent_dim=20,
+                   keep_prob=0.9,
+                   learning_rate=1e-3,
+                   seed=0,
                    optimizer='sgd'):
   """Returns a function running one step of the peer; it returns the loss.
 
@@ -23,14 +28,22 @@ def make_peer_step(train_images_uint8, batch_size=128, hidden_units=500,
   """
   rng = np.random.RandomState(seed)
   data = tf.constant(train_images_uint8)
-  layers = fast_tf2_peer.make_layers(rng, {
-      'enc1': (784, hidden_units), 'enc2': (hidden_units, hidden_units),
-      'mean': (hidden_units, latent_dim), 'stddev': (hidden_units, latent_dim),
-      'dec1': (latent_dim, hidden_units), 'dec2': (hidden_units, hidden_units),
-      'out': (hidden_units, 784)})
+  layers = fast_tf2_peer.make_layers(
+      rng, {
+          'enc1': (784, hidden_units),
+          'enc2': (hidden_units, hidden_units),
+          'mean': (hidden_units, latent_dim),
+          'stddev': (hidden_units, latent_dim),
+          'dec1': (latent_dim, hidden_units),
+          'dec2': (hidden_units, hidden_units),
+          'out': (hidden_units, 784)
+      })
   variables = [v for pair in layers.values() for v in pair]
-  optimizer = {'sgd': tf.keras.optimizers.SGD,
-               'adam': tf.keras.optimizers.Adam}[optimizer](learning_rate)
+  optimizer = {
+      'sgd': tf.keras.optimizers.SGD,
+      'adam': tf.keras.optimizers.Adam
+  }[optimizer](
+      learning_rate)
   rate = 1.0 - keep_prob
 
   def dense(x, name):

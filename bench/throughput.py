@@ -85,29 +85,38 @@ except ImportError:
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO_ROOT, 'bench')
 
-flags.DEFINE_string('mnist_dir', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'),
-                    help='The four MNIST IDX files (converted, and timed).')
-flags.DEFINE_integer('rounds', 5, lower_bound=1,
-                     help='Rounds; each measures every training contender once.')
-flags.DEFINE_integer('steps', 200, lower_bound=1,
-                     help='Training steps per contender per round.')
+flags.DEFINE_string(
+    'mnist_dir',
+    os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'),
+    help='The four MNIST IDX files (converted, and timed).')
+flags.DEFINE_integer(
+    'rounds', 5, lower_bound=1, help='Rounds; each measures every training contender once.')
+flags.DEFINE_integer('steps', 200, lower_bound=1, help='Training steps per contender per round.')
 flags.DEFINE_integer('batch_size', 128, lower_bound=1, help='Batch size.')
-flags.DEFINE_integer('process_rounds', 3, lower_bound=0,
-                     help='Rounds of the whole-process measurement (each runs '
-                     'every process contender at 300 and 2,300 steps); 0 skips it.')
-flags.DEFINE_integer('iw_samples', 1000, lower_bound=1,
-                     help='Importance samples of the NLL measurement.')
-flags.DEFINE_string('original_script', None,
-                    help='The original TF1 script: time it against train.py '
-                    '--flagfile configs/original.flags (about 5 minutes).')
-flags.DEFINE_boolean('end_to_end', False,
-                     help='Time the work of scripts/reproduce.sh --presets '
-                     'upstream --seeds 0 (about 5 minutes).')
-flags.DEFINE_string('baseline_repo', None,
-                    help='With --end_to_end: also time it in this checkout.')
-flags.DEFINE_boolean('smoke', False,
-                     help='Tiny synthetic data, 1 round of 3 steps: checks that '
-                     'every measurement runs, in seconds.')
+flags.DEFINE_integer(
+    'process_rounds',
+    3,
+    lower_bound=0,
+    help='Rounds of the whole-process measurement (each runs '
+    'every process contender at 300 and 2,300 steps); 0 skips it.')
+flags.DEFINE_integer(
+    'iw_samples', 1000, lower_bound=1, help='Importance samples of the NLL measurement.')
+flags.DEFINE_string(
+    'original_script',
+    None,
+    help='The original TF1 script: time it against train.py '
+    '--flagfile configs/original.flags (about 5 minutes).')
+flags.DEFINE_boolean(
+    'end_to_end',
+    False,
+    help='Time the work of scripts/reproduce.sh --presets '
+    'upstream --seeds 0 (about 5 minutes).')
+flags.DEFINE_string('baseline_repo', None, help='With --end_to_end: also time it in this checkout.')
+flags.DEFINE_boolean(
+    'smoke',
+    False,
+    help='Tiny synthetic data, 1 round of 3 steps: checks that '
+    'every measurement runs, in seconds.')
 flags.DEFINE_string('json', None, help='Also write the results to this file.')
 FLAGS = flags.FLAGS
 
@@ -118,8 +127,7 @@ JAX_PEER = 'JAX jit peer, %d step(s) per call'
 # compiled loop, which lets a step start while the last one's updates end).
 STEPS_PER_CALL = (1, 10)
 PEERS = tuple(FAST_PEER % n for n in STEPS_PER_CALL) + tuple(
-    JAX_PEER % n for n in STEPS_PER_CALL) + (
-        'TF2 peer (tf.function), adam', 'Keras 3 fit, adam')
+    JAX_PEER % n for n in STEPS_PER_CALL) + ('TF2 peer (tf.function), adam', 'Keras 3 fit, adam')
 TRAIN_PROCESS = 'train.py --optimizer=adam'
 # Whole processes: steps of the short and the long run of each.
 PROCESS_STEPS = (300, 2300)
@@ -128,10 +136,12 @@ PROCESS_STEPS = (300, 2300)
 def _synthetic_idx_dir(directory):
   rng = np.random.RandomState(0)
   images = (rng.rand(600, 28, 28) > 0.8).astype(np.uint8) * 255
-  contents = {idx.TRAIN_IMAGES: idx.encode_images(images[:500]),
-              idx.TRAIN_LABELS: idx.encode_labels(np.arange(500, dtype=np.uint8) % 10),
-              idx.TEST_IMAGES: idx.encode_images(images[500:]),
-              idx.TEST_LABELS: idx.encode_labels(np.arange(100, dtype=np.uint8) % 10)}
+  contents = {
+      idx.TRAIN_IMAGES: idx.encode_images(images[:500]),
+      idx.TRAIN_LABELS: idx.encode_labels(np.arange(500, dtype=np.uint8) % 10),
+      idx.TEST_IMAGES: idx.encode_images(images[500:]),
+      idx.TEST_LABELS: idx.encode_labels(np.arange(100, dtype=np.uint8) % 10)
+  }
   os.makedirs(directory)
   for name, data in contents.items():
     with open(os.path.join(directory, name), 'wb') as f:
@@ -166,18 +176,27 @@ def dense_shapes(network, scope=None):
 def _train_defaults():
   """run_training's settings at train.py's defaults, from the library's
   settings types (whose defaults train.py's flags take)."""
-  return {'network': architectures.network(**training.NetworkSettings()._asdict()),
-          'optimizer_settings': training.OptimizerSettings(),
-          'schedule': training.Schedule(), 'step_settings': training.StepSettings(),
-          'eval_batch_size': training.RunSettings().eval_batch_size,
-          'threads': settings.Threads()}
+  return {
+      'network': architectures.network(**training.NetworkSettings()._asdict()),
+      'optimizer_settings': training.OptimizerSettings(),
+      'schedule': training.Schedule(),
+      'step_settings': training.StepSettings(),
+      'eval_batch_size': training.RunSettings().eval_batch_size,
+      'threads': settings.Threads()
+  }
 
 
 class ProjectLoop(object):
   """train.py's graph and session; feeds from TFRecords or from memory."""
 
-  def __init__(self, splits, work_dir, optimizer, batch_size, steps,
-               memory_images=None, matmul_precision='float32'):
+  def __init__(self,
+               splits,
+               work_dir,
+               optimizer,
+               batch_size,
+               steps,
+               memory_images=None,
+               matmul_precision='float32'):
     self._steps, self._batch_size = steps, batch_size
     self.work_dir = work_dir
     train_images_fn, self._load = None, None
@@ -186,25 +205,24 @@ class ProjectLoop(object):
     # train.py's defaults, from the library's settings types.
     defaults = _train_defaults()
     self.graph = training.build_training_graph(
-        train_path=splits['train'][0], num_train=splits['train'][1],
+        train_path=splits['train'][0],
+        num_train=splits['train'][1],
         fixed_images=np.zeros((100, records.IMAGE_PIXELS), np.float32),
         network=defaults['network'],
-        optimizer_settings=defaults['optimizer_settings']._replace(
-            optimizer=optimizer),
+        optimizer_settings=defaults['optimizer_settings']._replace(optimizer=optimizer),
         step_settings=defaults['step_settings']._replace(
             batch_size=batch_size, matmul_precision=matmul_precision),
         eval_batch_size=defaults['eval_batch_size'],
         train_images_fn=train_images_fn)
     schedule = defaults['schedule']._replace(max_steps=10**9)
     with self.graph.tf_graph.as_default():
-      self.session = training.monitored_session(
-          self.graph, work_dir, schedule,
-          training.session_config(defaults['threads']))
+      self.session = training.monitored_session(self.graph, work_dir, schedule,
+                                                training.session_config(defaults['threads']))
     if self._load:
       self.session.run_step_fn(lambda step_context: step_context.session.run(
           self._load[0], {self._load[1]: memory_images}))
-    self._runner = training.StepRunner(self.session, self.graph.train_fetches,
-                                       schedule, through_hooks_always=False)
+    self._runner = training.StepRunner(
+        self.session, self.graph.train_fetches, schedule, through_hooks_always=False)
     self._step = 0
     for _ in range(20):
       self._run_step()
@@ -215,19 +233,23 @@ class ProjectLoop(object):
   def _memory_batches(self, images_uint8, batch_size):
     # A local variable is filled once through a placeholder: a numpy constant
     # would be copied into the graph (and each checkpoint's .meta).
-    data = tf.Variable(tf.zeros(images_uint8.shape, tf.uint8), trainable=False,
-                       collections=[tf.GraphKeys.LOCAL_VARIABLES])
+    data = tf.Variable(
+        tf.zeros(images_uint8.shape, tf.uint8),
+        trainable=False,
+        collections=[tf.GraphKeys.LOCAL_VARIABLES])
     placeholder = tf.placeholder(tf.uint8, images_uint8.shape)
     self._load = (data.assign(placeholder), placeholder)
     index = tf.random.uniform([batch_size], 0, images_uint8.shape[0], tf.int32)
     return input_pipeline.normalize(tf.gather(data, index))
 
   def measure(self):
+
     def run():
       # In the graph, as in train.py: the checkpoint hook may save mid-run.
       with self.graph.tf_graph.as_default():
         for _ in range(self._steps):
           self._run_step()
+
     return _timed(run, self._steps * self._batch_size)
 
   def close(self):
@@ -236,18 +258,18 @@ class ProjectLoop(object):
 
   def evaluation_examples_per_sec(self, images):
     return self.session.run_step_fn(lambda step_context: _timed(
-        lambda: self.graph.evaluator.evaluate(step_context.session, images),
-        len(images)))
+        lambda: self.graph.evaluator.evaluate(step_context.session, images), len(images)))
 
 
 def _chained_runs(runs, body):
   """A while loop running body() `runs` times in one session.run (the ~0.2 ms
   cost of a run then does not cap what is measured); its value is the sum of
   body()'s results."""
+
   def step(i, total):
     return i + 1, total + tf.cast(body(), tf.float32)
-  return tf.while_loop(lambda i, _: i < runs, step,
-                       [tf.constant(0), tf.constant(0.0)])[1]
+
+  return tf.while_loop(lambda i, _: i < runs, step, [tf.constant(0), tf.constant(0.0)])[1]
 
 
 class PipelineAlone(object):
@@ -257,10 +279,9 @@ class PipelineAlone(object):
     self._count = steps * 4 * batch_size
     graph = tf.Graph()
     with graph.as_default():
-      iterator = tf.data.make_one_shot_iterator(input_pipeline.train_dataset(
-          path, batch_size, seed=0, shuffle_buffer_size=num_examples))
-      self._batches = _chained_runs(
-          steps * 4, lambda: tf.reduce_sum(iterator.get_next()))
+      iterator = tf.data.make_one_shot_iterator(
+          input_pipeline.train_dataset(path, batch_size, seed=0, shuffle_buffer_size=num_examples))
+      self._batches = _chained_runs(steps * 4, lambda: tf.reduce_sum(iterator.get_next()))
     self._session = tf.Session(graph=graph)
     self._session.run(self._batches)
 
@@ -271,17 +292,18 @@ class PipelineAlone(object):
 class Tf2Peer(object):
 
   def __init__(self, images_uint8, batch_size, steps, optimizer):
-    self._step = tf2_peer.make_peer_step(images_uint8, batch_size,
-                                         optimizer=optimizer)
+    self._step = tf2_peer.make_peer_step(images_uint8, batch_size, optimizer=optimizer)
     self._steps, self._batch_size = steps, batch_size
     for _ in range(20):
       self._step()
 
   def measure(self):
+
     def run():
       for _ in range(self._steps):
         loss = self._step()
       loss.numpy()
+
     return _timed(run, self._steps * self._batch_size)
 
 
@@ -289,18 +311,19 @@ class FastPeer(object):
   """fast_tf2_peer or jax_peer, `steps_per_call` steps per call."""
 
   def __init__(self, peer_module, images_uint8, batch_size, steps, steps_per_call):
-    self._step = peer_module.make_step(images_uint8, batch_size,
-                                       steps_per_call=steps_per_call)
+    self._step = peer_module.make_step(images_uint8, batch_size, steps_per_call=steps_per_call)
     self._calls = max(steps // steps_per_call, 1)
     self._examples = self._calls * steps_per_call * batch_size
     for _ in range(max(20 // steps_per_call, 2)):
       float(self._step())
 
   def measure(self):
+
     def run():
       for _ in range(self._calls):
         loss = self._step()
       float(loss)
+
     return _timed(run, self._examples)
 
 
@@ -327,8 +350,11 @@ class MatmulCeiling(object):
         x = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_in]), dtype))
         w = tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]), dtype))
         dy = tf.Variable(tf.cast(tf.random.normal([batch_size, fan_out]), dtype))
-        products += [tf.matmul(x, w), tf.matmul(dy, w, transpose_b=True),
-                     tf.matmul(x, dy, transpose_a=True)]
+        products += [
+            tf.matmul(x, w),
+            tf.matmul(dy, w, transpose_b=True),
+            tf.matmul(x, dy, transpose_a=True)
+        ]
       self._step = tf.add_n([tf.cast(p[0, 0], tf.float32) for p in products])
       init = tf.global_variables_initializer()
     self.flops_per_step = batch_size * architectures.training_flops_per_example(network)
@@ -339,9 +365,11 @@ class MatmulCeiling(object):
       self._session.run(self._step)
 
   def measure(self):
+
     def run():
       for _ in range(self._steps):
         self._session.run(self._step)
+
     return _timed(run, self._steps * self._batch_size)
 
 
@@ -372,22 +400,27 @@ def decoder_multiply_floor_sec(network, passes, timed_passes, dtype, rows=10000)
   decoder_shapes = dense_shapes(network, architectures.DECODER_SCOPE)
 
   def build():
-    inputs = [tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
-              for fan_in, _ in decoder_shapes]
-    weights = [tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
-               for fan_in, fan_out in decoder_shapes]
+    inputs = [
+        tf.Variable(tf.cast(tf.random.normal([rows, fan_in]), dtype))
+        for fan_in, _ in decoder_shapes
+    ]
+    weights = [
+        tf.Variable(tf.cast(tf.random.normal([fan_in, fan_out]) * 0.05, dtype))
+        for fan_in, fan_out in decoder_shapes
+    ]
     # Each product from its own input, as in the decoder, none skippable.
-    return lambda: tf.add_n([tf.cast(tf.matmul(x, w)[-1, -1], tf.float32)
-                             for x, w in zip(inputs, weights)])
+    return lambda: tf.add_n(
+        [tf.cast(tf.matmul(x, w)[-1, -1], tf.float32) for x, w in zip(inputs, weights)])
+
   return _seconds_for_passes(build, rows, passes, timed_passes)
 
 
-def nll_parts_sec(network, passes, timed_passes, iw_samples, rows=10000,
-                  images_per_batch=100):
+def nll_parts_sec(network, passes, timed_passes, iw_samples, rows=10000, images_per_batch=100):
   """{part: seconds for `passes` passes} of the float32 importance-weighted
   NLL, each part timed alone as evaluation.Evaluator runs it: the decoder
   (its products with their biases, tanh and elu), the likelihood of every
   pixel, and the keyed draws of z (iw_samples per image)."""
+
   def decoder():
     z = tf.Variable(tf.random.normal([rows, network.latent_dim]))
     return lambda: model.decode(z, network)[-1, -1]
@@ -396,20 +429,18 @@ def nll_parts_sec(network, passes, timed_passes, iw_samples, rows=10000,
     images = tf.Variable(tf.random.uniform([images_per_batch, architectures.IMAGE_PIXELS]))
     logits = tf.Variable(5.0 * tf.random.normal(
         [rows // images_per_batch, images_per_batch, architectures.IMAGE_PIXELS]))
-    return lambda: tf.reduce_sum(
-        fast_step.compiled_log_likelihood(network)(images, logits))
+    return lambda: tf.reduce_sum(fast_step.compiled_log_likelihood(network)(images, logits))
 
   def draws():
     indices = tf.range(images_per_batch, dtype=tf.int64)
-    return lambda: evaluation.keyed_normal_draws(
-        evaluation.DEFAULT_SEED, indices, evaluation.IMPORTANCE_DRAWS,
-        iw_samples, network.latent_dim)[-1, -1, -1]
+    return lambda: evaluation.keyed_normal_draws(evaluation.DEFAULT_SEED, indices, evaluation.
+                                                 IMPORTANCE_DRAWS, iw_samples, network.latent_dim)[
+                                                     -1, -1, -1]
 
   return {
       'decoder': _seconds_for_passes(decoder, rows, passes, timed_passes),
       'likelihood': _seconds_for_passes(likelihood, rows, passes, timed_passes),
-      'draws': _seconds_for_passes(draws, images_per_batch * iw_samples, passes,
-                                   timed_passes),
+      'draws': _seconds_for_passes(draws, images_per_batch * iw_samples, passes, timed_passes),
   }
 
 
@@ -418,7 +449,8 @@ def nll_seconds(checkpoint, images, iw_samples, matmul_precision):
   `images` through the evaluator evaluate.py uses."""
   with tf.Graph().as_default():
     evaluator = evaluation.Evaluator(
-        checkpoints.network(checkpoint), iw_samples=iw_samples,
+        checkpoints.network(checkpoint),
+        iw_samples=iw_samples,
         matmul_dtype=model.MATMUL_DTYPES[matmul_precision])
     with tf.Session() as session:
       checkpoints.restore(session, checkpoint)
@@ -447,15 +479,17 @@ def onednn_matmul_kernels():
   """{'float32'|'bfloat16': sorted oneDNN implementation names} of the
   multiplies of a dense layer, forward and backward, from ONEDNN_VERBOSE; {}
   when oneDNN is off."""
-  output = subprocess.run(
-      [sys.executable, '-c', _ONEDNN_PROBE], capture_output=True, text=True,
-      cwd=REPO_ROOT, env=dict(os.environ, ONEDNN_VERBOSE='1',
-                              TF_CPP_MIN_LOG_LEVEL='2')).stdout
+  output = subprocess.run([sys.executable, '-c', _ONEDNN_PROBE],
+                          capture_output=True,
+                          text=True,
+                          cwd=REPO_ROOT,
+                          env=dict(os.environ, ONEDNN_VERBOSE='1', TF_CPP_MIN_LOG_LEVEL='2')).stdout
   kernels = {}
   for line in output.splitlines():
     # onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src:bf16:...
-    match = re.search(r'exec,cpu,(?:inner_product|matmul),([^,]+),[^,]*,'
-                      r'src(?:_f32|_bf16)?:(\w+)', line)
+    match = re.search(
+        r'exec,cpu,(?:inner_product|matmul),([^,]+),[^,]*,'
+        r'src(?:_f32|_bf16)?:(\w+)', line)
     if match:
       precision = 'bfloat16' if match.group(2) == 'bf16' else 'float32'
       kernels.setdefault(precision, set()).add(match.group(1))
@@ -464,11 +498,15 @@ def onednn_matmul_kernels():
 
 def _process_seconds(command, cwd=REPO_ROOT):
   start = time.perf_counter()
-  process = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  process = subprocess.run(
+      command,
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
   if process.returncode:
-    raise RuntimeError('%s exited with %d:\n%s' % (
-        ' '.join(command), process.returncode, process.stderr[-3000:]))
+    raise RuntimeError('%s exited with %d:\n%s' %
+                       (' '.join(command), process.returncode, process.stderr[-3000:]))
   return time.perf_counter() - start
 
 
@@ -485,13 +523,19 @@ def whole_processes(data_dir, mnist_dir, work, rounds, batch_size, smoke):
 
   def command(name, steps, run_index):
     if name == TRAIN_PROCESS:
-      return [sys.executable, 'train.py', '--optimizer=adam', '--data_dir=' + data_dir,
-              '--batch_size=%d' % batch_size, '--max_steps=%d' % steps,
-              '--train_dir=' + os.path.join(work, 'process_%d' % run_index)]
+      return [
+          sys.executable, 'train.py', '--optimizer=adam', '--data_dir=' + data_dir,
+          '--batch_size=%d' % batch_size,
+          '--max_steps=%d' % steps, '--train_dir=' + os.path.join(work, 'process_%d' % run_index)
+      ]
     program, steps_per_call = peer_programs[name]
-    return [sys.executable, os.path.join(BENCH_DIR, program), '--mnist_dir=' + mnist_dir,
-            '--batch_size=%d' % batch_size, '--steps=%d' % steps,
-            '--steps_per_call=%d' % steps_per_call]
+    return [
+        sys.executable,
+        os.path.join(BENCH_DIR, program), '--mnist_dir=' + mnist_dir,
+        '--batch_size=%d' % batch_size,
+        '--steps=%d' % steps,
+        '--steps_per_call=%d' % steps_per_call
+    ]
 
   samples = {name: [] for name in [TRAIN_PROCESS] + list(peer_programs)}
   run_index = 0
@@ -513,15 +557,16 @@ def original_script_vs_train_py(original_script, data_dir, work, smoke):
   """Wall seconds of the original script (through bench/original_runner.py)
   and of train.py with configs/original.flags, on the same TFRecords."""
   extra = _SMOKE_TRAIN_FLAGS if smoke else []
-  train_sec = _process_seconds(
-      [sys.executable, 'train.py', '--flagfile=configs/original.flags',
-       '--data_dir=' + data_dir, '--train_dir=' + os.path.join(work, 'original_preset')]
-      + extra)
-  original_sec = _process_seconds(
-      [sys.executable, os.path.join(BENCH_DIR, 'original_runner.py'),
-       '--script=' + os.path.abspath(original_script), '--data_dir=' + data_dir,
-       '--work_dir=' + os.path.join(work, 'original_script')]
-      + (['--steps=30'] if smoke else []))
+  train_sec = _process_seconds([
+      sys.executable, 'train.py', '--flagfile=configs/original.flags', '--data_dir='
+      + data_dir, '--train_dir=' + os.path.join(work, 'original_preset')
+  ] + extra)
+  original_sec = _process_seconds([
+      sys.executable,
+      os.path.join(BENCH_DIR, 'original_runner.py'), '--script='
+      + os.path.abspath(original_script), '--data_dir=' + data_dir, '--work_dir='
+      + os.path.join(work, 'original_script')
+  ] + (['--steps=30'] if smoke else []))
   return {'train_py_sec': train_sec, 'original_sec': original_sec}
 
 
@@ -536,18 +581,22 @@ def end_to_end(repo, data_dir, work, smoke):
   extra = _SMOKE_TRAIN_FLAGS if smoke else []
   iw = ['--iw_samples=5'] if smoke else ['--iw_samples=1000']
   start = time.perf_counter()
-  _process_seconds([sys.executable, 'train.py', '--flagfile=configs/upstream.flags',
-                    '--data_dir=' + data_dir, '--train_dir=' + train_dir,
-                    '--seed=0'] + extra, cwd=repo)
+  _process_seconds(
+      [
+          sys.executable, 'train.py', '--flagfile=configs/upstream.flags', '--data_dir=' + data_dir,
+          '--train_dir=' + train_dir, '--seed=0'
+      ] + extra,
+      cwd=repo)
   for split in ('validation', 'test'):
-    _process_seconds([sys.executable, 'evaluate.py', '--data_dir=' + data_dir,
-                      '--train_dir=' + train_dir, '--split=' + split,
-                      '--output=' + os.path.join(train_dir, split + '.json')] + iw,
-                     cwd=repo)
+    _process_seconds(
+        [
+            sys.executable, 'evaluate.py', '--data_dir=' + data_dir, '--train_dir=' + train_dir,
+            '--split=' + split, '--output=' + os.path.join(train_dir, split + '.json')
+        ] + iw,
+        cwd=repo)
   seconds = time.perf_counter() - start
   test = files.read_json(os.path.join(train_dir, 'test.json'))
-  return {'seconds': seconds, 'test_neg_elbo': test['neg_elbo'],
-          'test_iw_nll': test['iw_nll']}
+  return {'seconds': seconds, 'test_neg_elbo': test['neg_elbo'], 'test_iw_nll': test['iw_nll']}
 
 
 # The IWAE preset's whole process against the JAX peer of the same network
@@ -570,12 +619,17 @@ def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
   def command(name, steps):
     if name == IWAE_PROCESS:
       train_dirs.append(os.path.join(work, 'iwae_process_%d' % len(train_dirs)))
-      return [sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags',
-              '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir,
-              '--train_dir=' + train_dirs[-1], '--max_steps=%d' % steps]
-    return [sys.executable, os.path.join(BENCH_DIR, 'jax_peer.py'), '--mnist_dir=' + mnist_dir,
-            '--network=iwae_mlp', '--batch_size=20', '--steps_per_call=596',
-            '--steps=%d' % steps]
+      return [
+          sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags',
+          '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
+          '--max_steps=%d' % steps
+      ]
+    return [
+        sys.executable,
+        os.path.join(BENCH_DIR, 'jax_peer.py'), '--mnist_dir=' + mnist_dir, '--network=iwae_mlp',
+        '--batch_size=20', '--steps_per_call=596',
+        '--steps=%d' % steps
+    ]
 
   names = [IWAE_PROCESS] + ([IWAE_JAX] if jax_peer else [])
   samples = {name: [] for name in names}
@@ -585,20 +639,32 @@ def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
       samples[name].append((long - short) * 20 / max(seconds[1] - seconds[0], 1e-3))
   rates = {name: float(np.median(values)) for name, values in samples.items()}
   network = architectures.network('iwae_mlp', 200, 50)
-  step_ms = {iw: 1000.0 / compiled_loop_steps_per_sec(network, data_dir, iw, smoke)
-             for iw in ((1, 5) if smoke else (1, 5, 50))}
+  step_ms = {
+      iw: 1000.0 / compiled_loop_steps_per_sec(network, data_dir, iw, smoke)
+      for iw in ((1, 5) if smoke else (1, 5, 50))
+  }
   checkpoint = checkpoints.readable(train_dirs[-1])
-  test_images = input_pipeline.read_split_images(records.split_path(data_dir, 'test'),
-                                                 'dynamic')
+  test_images = input_pipeline.read_split_images(records.split_path(data_dir, 'test'), 'dynamic')
   seconds, value = nll_seconds(checkpoint, test_images, iw_samples, 'float32')
   passes = len(test_images) * iw_samples
   floor = decoder_multiply_floor_sec(network, passes, min(passes, 1000000), tf.float32)
-  return {'process_examples_per_sec': rates, 'process_samples': samples,
-          'step_ms': {str(iw): ms for iw, ms in step_ms.items()},
-          'full_schedule_hours': {str(iw): ms * IWAE_FULL_STEPS / 3.6e6
-                                  for iw, ms in step_ms.items()},
-          'nll': {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor,
-                  'passes': passes, 'iw_samples': iw_samples}}
+  return {
+      'process_examples_per_sec': rates,
+      'process_samples': samples,
+      'step_ms': {
+          str(iw): ms for iw, ms in step_ms.items()
+      },
+      'full_schedule_hours': {
+          str(iw): ms * IWAE_FULL_STEPS / 3.6e6 for iw, ms in step_ms.items()
+      },
+      'nll': {
+          'seconds': seconds,
+          'iw_nll': value,
+          'floor_seconds': floor,
+          'passes': passes,
+          'iw_samples': iw_samples
+      }
+  }
 
 
 def compiled_loop_steps_per_sec(network, data_dir, iw_samples, smoke, steps_per_call=596):
@@ -611,10 +677,10 @@ def compiled_loop_steps_per_sec(network, data_dir, iw_samples, smoke, steps_per_
     tf.set_random_seed(0)
     data = tf.Variable(tf.zeros(pixels.shape, tf.uint8), trainable=False)
     indices = tf.random.uniform([steps_per_call, 20], 0, len(pixels), tf.int64)
-    optimizer = training.make_optimizer(training.OptimizerSettings(
-        'adam', 1e-3, adam_beta1=0.99, adam_epsilon=5e-6))
-    loop = fast_step.compiled_training_loop(indices, network, optimizer, iw_samples=iw_samples,
-                                            pixels=data.value(), binarize='dynamic')
+    optimizer = training.make_optimizer(
+        training.OptimizerSettings('adam', 1e-3, adam_beta1=0.99, adam_epsilon=5e-6))
+    loop = fast_step.compiled_training_loop(
+        indices, network, optimizer, iw_samples=iw_samples, pixels=data.value(), binarize='dynamic')
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       session.run(data.assign(pixels))
@@ -628,8 +694,10 @@ def compiled_loop_steps_per_sec(network, data_dir, iw_samples, smoke, steps_per_
 
 
 def _train_images(path):
-  batches = [images for images in tf.data.TFRecordDataset(path).batch(10000).map(
-      lambda records: input_pipeline.parse_batch(records)[0])]
+  batches = [
+      images for images in tf.data.TFRecordDataset(path).batch(10000).map(
+          lambda records: input_pipeline.parse_batch(records)[0])
+  ]
   return np.concatenate([b.numpy() for b in batches])
 
 
@@ -640,17 +708,24 @@ def _peak_rss_of_training(data_dir, validation_size, work_dir, steps):
   forked straight from this big process, the child's peak would count this
   process's pages from before its exec (1.6 GB instead of 0.8).
   """
-  command = [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
-             '--data_dir', data_dir, '--train_dir', work_dir,
-             '--validation_size', str(validation_size),
-             '--max_steps', str(steps), '--image_every_n_steps', str(max(steps // 2, 1)),
-             '--eval_every_n_steps', str(max(steps // 2, 1))]
+  command = [
+      sys.executable,
+      os.path.join(REPO_ROOT, 'train.py'), '--data_dir', data_dir, '--train_dir', work_dir,
+      '--validation_size',
+      str(validation_size), '--max_steps',
+      str(steps), '--image_every_n_steps',
+      str(max(steps // 2, 1)), '--eval_every_n_steps',
+      str(max(steps // 2, 1))
+  ]
   reporter = ('import resource, subprocess, sys; '
               'subprocess.run(sys.argv[1:], check=True, capture_output=True); '
               'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
-  output = subprocess.run([sys.executable, '-c', reporter] + command, check=True,
-                          capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')).stdout
+  output = subprocess.run(
+      [sys.executable, '-c', reporter] + command,
+      check=True,
+      capture_output=True,
+      text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')).stdout
   return int(output.split()[-1]) / 1024.0
 
 
@@ -662,8 +737,8 @@ def _cpu():
         if line.startswith('model name'):
           model_name = line.split(':', 1)[1].strip()
         if line.startswith('flags'):
-          cpu_flags = sorted(flag for flag in line.split()
-                             if flag.startswith(('avx', 'amx', 'fma')))
+          cpu_flags = sorted(
+              flag for flag in line.split() if flag.startswith(('avx', 'amx', 'fma')))
   except OSError:
     pass
   return model_name, cpu_flags
@@ -673,9 +748,17 @@ def has_native_bfloat16(cpu_flags):
   return bool({'avx512_bf16', 'amx_bf16'} & set(cpu_flags))
 
 
-def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
+def run_benchmarks(*,
+                   mnist_dir,
+                   rounds,
+                   steps,
+                   batch_size,
+                   smoke,
+                   iw_samples,
                    process_rounds=3,
-                   original_script=None, run_end_to_end=False, baseline_repo=None):
+                   original_script=None,
+                   run_end_to_end=False,
+                   baseline_repo=None):
   """Runs every measurement; returns a dict of results."""
   work = tempfile.mkdtemp(prefix='vae_bench_')
   if smoke or not os.path.exists(os.path.join(mnist_dir, idx.TRAIN_IMAGES + '.gz')):
@@ -688,32 +771,54 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   info = convert_to_records.convert(mnist_dir, data_dir, validation_size=validation_size)
   conversion_sec = time.perf_counter() - start
   num_records = sum(info['num_examples'].values())
-  splits = {split: (records.split_path(data_dir, split),
-                    info['num_examples'][split]) for split in records.SPLITS}
+  splits = {
+      split: (records.split_path(data_dir, split), info['num_examples'][split])
+      for split in records.SPLITS
+  }
   train_images = _train_images(splits['train'][0])
   network = _train_defaults()['network']
 
   contenders = {
-      TRAIN: ProjectLoop(splits, os.path.join(work, 'adam'), 'adam', batch_size, steps),
-      'train.py loop, TFRecords, sgd': ProjectLoop(
-          splits, os.path.join(work, 'sgd'), 'sgd', batch_size, steps),
-      'train.py loop, TFRecords, adam, bfloat16': ProjectLoop(
-          splits, os.path.join(work, 'bf16'), 'adam', batch_size, steps,
-          matmul_precision='bfloat16'),
-      'train.py loop, memory, adam': ProjectLoop(
-          splits, os.path.join(work, 'memory'), 'adam', batch_size, steps,
-          memory_images=train_images),
-      'input pipeline alone': PipelineAlone(splits['train'][0], splits['train'][1],
-                                            batch_size, steps),
-      **{FAST_PEER % n: FastPeer(fast_tf2_peer, train_images, batch_size, steps, n)
-         for n in STEPS_PER_CALL},
-      **({JAX_PEER % n: FastPeer(jax_peer, train_images, batch_size, steps, n)
-          for n in STEPS_PER_CALL} if jax_peer else {}),
-      'TF2 peer (tf.function), adam': Tf2Peer(train_images, batch_size, steps, 'adam'),
-      'TF2 peer (tf.function), sgd': Tf2Peer(train_images, batch_size, steps, 'sgd'),
-      'Keras 3 fit, adam': KerasPeer(train_images, batch_size, steps),
-      'matmul ceiling': MatmulCeiling(network, batch_size, steps),
-      'matmul ceiling, bfloat16': MatmulCeiling(network, batch_size, steps, tf.bfloat16),
+      TRAIN:
+          ProjectLoop(splits, os.path.join(work, 'adam'), 'adam', batch_size, steps),
+      'train.py loop, TFRecords, sgd':
+          ProjectLoop(splits, os.path.join(work, 'sgd'), 'sgd', batch_size, steps),
+      'train.py loop, TFRecords, adam, bfloat16':
+          ProjectLoop(
+              splits,
+              os.path.join(work, 'bf16'),
+              'adam',
+              batch_size,
+              steps,
+              matmul_precision='bfloat16'),
+      'train.py loop, memory, adam':
+          ProjectLoop(
+              splits,
+              os.path.join(work, 'memory'),
+              'adam',
+              batch_size,
+              steps,
+              memory_images=train_images),
+      'input pipeline alone':
+          PipelineAlone(splits['train'][0], splits['train'][1], batch_size, steps),
+      **{
+          FAST_PEER % n: FastPeer(fast_tf2_peer, train_images, batch_size, steps, n)
+          for n in STEPS_PER_CALL
+      },
+      **({
+          JAX_PEER % n: FastPeer(jax_peer, train_images, batch_size, steps, n)
+          for n in STEPS_PER_CALL
+      } if jax_peer else {}),
+      'TF2 peer (tf.function), adam':
+          Tf2Peer(train_images, batch_size, steps, 'adam'),
+      'TF2 peer (tf.function), sgd':
+          Tf2Peer(train_images, batch_size, steps, 'sgd'),
+      'Keras 3 fit, adam':
+          KerasPeer(train_images, batch_size, steps),
+      'matmul ceiling':
+          MatmulCeiling(network, batch_size, steps),
+      'matmul ceiling, bfloat16':
+          MatmulCeiling(network, batch_size, steps, tf.bfloat16),
   }
   samples = {name: [] for name in contenders}
   for round_index in range(rounds):
@@ -736,40 +841,51 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
   nll = {}
   for precision in model.MATMUL_DTYPES:
     seconds, value = nll_seconds(checkpoint, test_images, iw_samples, precision)
-    floor = decoder_multiply_floor_sec(
-        network, passes, min(passes, 1000000), model.MATMUL_DTYPES[precision])
+    floor = decoder_multiply_floor_sec(network, passes, min(passes, 1000000),
+                                       model.MATMUL_DTYPES[precision])
     nll[precision] = {'seconds': seconds, 'iw_nll': value, 'floor_seconds': floor}
     print('NLL %s done' % precision, file=sys.stderr)
   # Where the float32 NLL's time goes beyond its floor.
-  nll['float32']['parts_seconds'] = nll_parts_sec(
-      network, passes, min(passes, 1000000), iw_samples)
+  nll['float32']['parts_seconds'] = nll_parts_sec(network, passes, min(passes, 1000000), iw_samples)
 
-  process_rates, process_samples = whole_processes(
-      data_dir, mnist_dir, work, process_rounds, batch_size, smoke)
+  process_rates, process_samples = whole_processes(data_dir, mnist_dir, work, process_rounds,
+                                                   batch_size, smoke)
   print('whole processes done', file=sys.stderr)
   iwae = iwae_preset(mnist_dir, work, max(process_rounds, 1), smoke, iw_samples)
   print('IWAE preset done', file=sys.stderr)
   results = {
-      'iwae': iwae,
-      'examples_per_sec': medians,
-      'process_examples_per_sec': process_rates,
-      'process_samples': process_samples,
-      'samples': samples,
-      'matmul_gflops': medians['matmul ceiling'] * ceiling.flops_per_step / batch_size / 1e9,
-      'nll': nll,
-      'nll_passes': passes,
-      'iw_samples': iw_samples,
-      'onednn_kernels': onednn_matmul_kernels(),
-      'conversion_sec': conversion_sec,
-      'conversion_records_per_sec': num_records / conversion_sec,
-      'evaluation_examples_per_sec': evaluation_rate,
-      'train_peak_rss_mib': _peak_rss_of_training(
-          data_dir, validation_size, os.path.join(work, 'rss'),
-          steps=5 if smoke else 300),
+      'iwae':
+          iwae,
+      'examples_per_sec':
+          medians,
+      'process_examples_per_sec':
+          process_rates,
+      'process_samples':
+          process_samples,
+      'samples':
+          samples,
+      'matmul_gflops':
+          medians['matmul ceiling'] * ceiling.flops_per_step / batch_size / 1e9,
+      'nll':
+          nll,
+      'nll_passes':
+          passes,
+      'iw_samples':
+          iw_samples,
+      'onednn_kernels':
+          onednn_matmul_kernels(),
+      'conversion_sec':
+          conversion_sec,
+      'conversion_records_per_sec':
+          num_records / conversion_sec,
+      'evaluation_examples_per_sec':
+          evaluation_rate,
+      'train_peak_rss_mib':
+          _peak_rss_of_training(
+              data_dir, validation_size, os.path.join(work, 'rss'), steps=5 if smoke else 300),
   }
   if original_script:
-    results['original_script'] = original_script_vs_train_py(
-        original_script, data_dir, work, smoke)
+    results['original_script'] = original_script_vs_train_py(original_script, data_dir, work, smoke)
     print('original script done', file=sys.stderr)
   if run_end_to_end:
     results['end_to_end'] = {'here': end_to_end(REPO_ROOT, data_dir, work, smoke)}
@@ -779,13 +895,23 @@ def run_benchmarks(*, mnist_dir, rounds, steps, batch_size, smoke, iw_samples,
     print('end to end done', file=sys.stderr)
   model_name, cpu_flags = _cpu()
   results.update(
-      machine={'cpu': model_name, 'cpu_count': os.cpu_count(), 'cpu_flags': cpu_flags,
-               'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default'),
-               'tensorflow': tf.version.VERSION, 'python': platform.python_version()},
-      settings={'rounds': rounds, 'steps': steps, 'batch_size': batch_size,
-                'process_rounds': process_rounds,
-                'smoke': smoke, 'num_train': splits['train'][1],
-                'baseline_repo': baseline_repo})
+      machine={
+          'cpu': model_name,
+          'cpu_count': os.cpu_count(),
+          'cpu_flags': cpu_flags,
+          'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default'),
+          'tensorflow': tf.version.VERSION,
+          'python': platform.python_version()
+      },
+      settings={
+          'rounds': rounds,
+          'steps': steps,
+          'batch_size': batch_size,
+          'process_rounds': process_rounds,
+          'smoke': smoke,
+          'num_train': splits['train'][1],
+          'baseline_repo': baseline_repo
+      })
   return results
 
 
@@ -807,39 +933,34 @@ def targets(results):
        nll['float32']['seconds'] / nll['float32']['floor_seconds'] <= 1.25),
       ('bfloat16 training / float32 training >= 1.5',
        rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate,
-       rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate >= 1.5
-       if native_bf16 else None),
+       rate['train.py loop, TFRecords, adam, bfloat16']
+       / train_rate >= 1.5 if native_bf16 else None),
       ('bfloat16 NLL speed / float32 NLL speed >= 2',
        nll['float32']['seconds'] / nll['bfloat16']['seconds'],
-       nll['float32']['seconds'] / nll['bfloat16']['seconds'] >= 2
-       if native_bf16 else None),
-      ('TFRecord loop / memory loop >= 0.97',
-       train_rate / rate['train.py loop, memory, adam'],
+       nll['float32']['seconds'] / nll['bfloat16']['seconds'] >= 2 if native_bf16 else None),
+      ('TFRecord loop / memory loop >= 0.97', train_rate / rate['train.py loop, memory, adam'],
        train_rate / rate['train.py loop, memory, adam'] >= 0.97),
       ('pipeline alone / training >= 10', rate['input pipeline alone'] / train_rate,
        rate['input pipeline alone'] / train_rate >= 10),
-      ('conversion seconds < 2', results['conversion_sec'],
-       results['conversion_sec'] < 2),
-      ('peak RSS MiB < 1536', results['train_peak_rss_mib'],
-       results['train_peak_rss_mib'] < 1536),
+      ('conversion seconds < 2', results['conversion_sec'], results['conversion_sec'] < 2),
+      ('peak RSS MiB < 1536', results['train_peak_rss_mib'], results['train_peak_rss_mib'] < 1536),
   ]
   processes = results.get('process_examples_per_sec')
   if processes:
     best_process = max((name for name in processes if name != TRAIN_PROCESS),
                        key=lambda name: processes[name])
     ratio = processes[TRAIN_PROCESS] / processes[best_process]
-    checks.insert(1, ('%s, whole process / best peer process (%s) >= 1'
-                      % (TRAIN_PROCESS, best_process), ratio, ratio >= 1))
+    checks.insert(1, ('%s, whole process / best peer process (%s) >= 1' %
+                      (TRAIN_PROCESS, best_process), ratio, ratio >= 1))
   iwae = results.get('iwae')
   if iwae:
     rates = iwae['process_examples_per_sec']
     if IWAE_JAX in rates:
       ratio = rates[IWAE_PROCESS] / rates[IWAE_JAX]
-      checks.append(('IWAE preset, whole process / JAX peer (batch 20) >= 1', ratio,
-                     ratio >= 1))
+      checks.append(('IWAE preset, whole process / JAX peer (batch 20) >= 1', ratio, ratio >= 1))
     ratio = iwae['nll']['seconds'] / iwae['nll']['floor_seconds']
-    checks.append(('IWAE k=%d NLL seconds / its multiply floor <= 1.25'
-                   % iwae['nll']['iw_samples'], ratio, ratio <= 1.25))
+    checks.append(('IWAE k=%d NLL seconds / its multiply floor <= 1.25' % iwae['nll']['iw_samples'],
+                   ratio, ratio <= 1.25))
   if 'original_script' in results:
     times = results['original_script']
     ratio = times['train_py_sec'] / times['original_sec']
@@ -859,71 +980,82 @@ def format_report(results):
     lines.append('| %s | %.0f | %.2fx |' % (name, value, value / train_rate))
   processes = results.get('process_examples_per_sec')
   if processes:
-    lines += ['', '| whole process, steady state (%d minus %d steps) | examples/s | '
-              'vs. %s |' % (PROCESS_STEPS[1], PROCESS_STEPS[0], TRAIN_PROCESS),
-              '|---|---|---|']
+    lines += [
+        '',
+        '| whole process, steady state (%d minus %d steps) | examples/s | '
+        'vs. %s |' % (PROCESS_STEPS[1], PROCESS_STEPS[0], TRAIN_PROCESS), '|---|---|---|'
+    ]
     for name, value in processes.items():
       lines.append('| %s | %.0f | %.2fx |' % (name, value, value / processes[TRAIN_PROCESS]))
   if not jax_peer:
     lines += ['', 'JAX peer: left out (jax does not import; pip install -e ".[bench]").']
-  lines += ['', '| k=%d NLL of the test set (%d decoder passes) | seconds | '
-            'its multiply floor | ratio | mean NLL |' % (
-                results['iw_samples'], results['nll_passes']),
-            '|---|---|---|---|---|']
+  lines += [
+      '',
+      '| k=%d NLL of the test set (%d decoder passes) | seconds | '
+      'its multiply floor | ratio | mean NLL |' % (results['iw_samples'], results['nll_passes']),
+      '|---|---|---|---|---|'
+  ]
   for precision, nll in results['nll'].items():
-    lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' % (
-        precision, nll['seconds'], nll['floor_seconds'],
-        nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
+    lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' %
+                 (precision, nll['seconds'], nll['floor_seconds'],
+                  nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
   iwae = results.get('iwae')
   if iwae:
     rates = iwae['process_examples_per_sec']
-    lines += ['', '| IWAE preset (batch 20), whole process, steady state (%d minus %d steps) '
-              '| examples/s | vs. train.py |' % IWAE_PROCESS_STEPS[::-1], '|---|---|---|']
+    lines += [
+        '',
+        '| IWAE preset (batch 20), whole process, steady state (%d minus %d steps) '
+        '| examples/s | vs. train.py |' % IWAE_PROCESS_STEPS[::-1], '|---|---|---|'
+    ]
     for name, value in rates.items():
       lines.append('| %s | %.0f | %.2fx |' % (name, value, value / rates[IWAE_PROCESS]))
-    lines += ['', 'IWAE preset, a step of the compiled loop: %s; the full schedule (%d '
-              'steps) at that pace: %s' % (
-                  ', '.join('K=%s %.2f ms' % item for item in iwae['step_ms'].items()),
-                  IWAE_FULL_STEPS, ', '.join('K=%s %.1f h' % item for item in
-                                             iwae['full_schedule_hours'].items())),
-              'IWAE preset, k=%d NLL of the test set: %.1f s, its multiply floor %.1f s '
-              '(%.2fx); mean NLL %.3f' % (
-                  iwae['nll']['iw_samples'], iwae['nll']['seconds'],
-                  iwae['nll']['floor_seconds'],
-                  iwae['nll']['seconds'] / iwae['nll']['floor_seconds'], iwae['nll']['iw_nll'])]
+    lines += [
+        '',
+        'IWAE preset, a step of the compiled loop: %s; the full schedule (%d '
+        'steps) at that pace: %s' %
+        (', '.join('K=%s %.2f ms' % item for item in iwae['step_ms'].items()), IWAE_FULL_STEPS,
+         ', '.join('K=%s %.1f h' % item for item in iwae['full_schedule_hours'].items())),
+        'IWAE preset, k=%d NLL of the test set: %.1f s, its multiply floor %.1f s '
+        '(%.2fx); mean NLL %.3f' %
+        (iwae['nll']['iw_samples'], iwae['nll']['seconds'], iwae['nll']['floor_seconds'],
+         iwae['nll']['seconds'] / iwae['nll']['floor_seconds'], iwae['nll']['iw_nll'])
+    ]
   parts = results['nll']['float32']['parts_seconds']
-  lines += ['', 'float32 NLL, its parts timed alone: decoder with biases and '
-            'activations %.1f s (its bare multiplies %.1f s), likelihood of '
-            'every pixel %.1f s, draws of z %.1f s; together %.1f s of the %.1f s '
-            'measured' % (parts['decoder'], results['nll']['float32']['floor_seconds'],
-                          parts['likelihood'], parts['draws'], sum(parts.values()),
-                          results['nll']['float32']['seconds'])]
+  lines += [
+      '',
+      'float32 NLL, its parts timed alone: decoder with biases and '
+      'activations %.1f s (its bare multiplies %.1f s), likelihood of '
+      'every pixel %.1f s, draws of z %.1f s; together %.1f s of the %.1f s '
+      'measured' %
+      (parts['decoder'], results['nll']['float32']['floor_seconds'], parts['likelihood'],
+       parts['draws'], sum(parts.values()), results['nll']['float32']['seconds'])
+  ]
   machine = results['machine']
   lines += [
       '',
       'matmul ceiling: %.0f GFLOP/s' % results['matmul_gflops'],
-      'oneDNN matmul kernels: %s' % (
-          '; '.join('%s: %s' % (k, ', '.join(v))
-                    for k, v in sorted(results['onednn_kernels'].items()))
-          or 'none (oneDNN is off)'),
-      'MNIST -> TFRecords: %.2f s (%.0f records/s)' % (
-          results['conversion_sec'], results['conversion_records_per_sec']),
-      'evaluation (negative ELBO, test set): %.0f examples/s' %
-      results['evaluation_examples_per_sec'],
+      'oneDNN matmul kernels: %s' %
+      ('; '.join('%s: %s' % (k, ', '.join(v)) for k, v in sorted(results['onednn_kernels'].items()))
+       or 'none (oneDNN is off)'),
+      'MNIST -> TFRecords: %.2f s (%.0f records/s)' %
+      (results['conversion_sec'], results['conversion_records_per_sec']),
+      'evaluation (negative ELBO, test set): %.0f examples/s'
+      % results['evaluation_examples_per_sec'],
       'peak RSS of train.py: %.0f MiB' % results['train_peak_rss_mib'],
   ]
   if 'original_script' in results:
-    lines.append('original preset, whole process: train.py %.0f s, original '
-                 'script %.0f s' % (results['original_script']['train_py_sec'],
-                                     results['original_script']['original_sec']))
+    lines.append(
+        'original preset, whole process: train.py %.0f s, original '
+        'script %.0f s' %
+        (results['original_script']['train_py_sec'], results['original_script']['original_sec']))
   for where, run in results.get('end_to_end', {}).items():
     lines.append('reproduce upstream seed 0 (train + k=1000 validation and '
-                 'test), %s: %.0f s; test -ELBO %.2f, NLL %.2f' % (
-                     where, run['seconds'], run['test_neg_elbo'], run['test_iw_nll']))
+                 'test), %s: %.0f s; test -ELBO %.2f, NLL %.2f' %
+                 (where, run['seconds'], run['test_neg_elbo'], run['test_iw_nll']))
   lines += [
-      'CPU: %s, %d cores, %s; oneDNN opts %s; TensorFlow %s' % (
-          machine['cpu'], machine['cpu_count'], ' '.join(machine['cpu_flags']),
-          machine['onednn'], machine['tensorflow']),
+      'CPU: %s, %d cores, %s; oneDNN opts %s; TensorFlow %s' %
+      (machine['cpu'], machine['cpu_count'], ' '.join(
+          machine['cpu_flags']), machine['onednn'], machine['tensorflow']),
       '',
       'targets (ratios of this run):',
   ]
@@ -939,16 +1071,20 @@ def main(argv):
   rounds, steps = (1, 3) if FLAGS.smoke else (FLAGS.rounds, FLAGS.steps)
   if FLAGS.baseline_repo and not FLAGS.end_to_end:
     raise app.UsageError('--baseline_repo is timed only with --end_to_end')
-  for path, flag in ((FLAGS.original_script, 'original_script'),
-                     (FLAGS.baseline_repo, 'baseline_repo')):
+  for path, flag in ((FLAGS.original_script, 'original_script'), (FLAGS.baseline_repo,
+                                                                  'baseline_repo')):
     if path and not os.path.exists(path):
       raise app.UsageError('--%s: %s does not exist' % (flag, path))
   results = run_benchmarks(
-      mnist_dir=FLAGS.mnist_dir, rounds=rounds, steps=steps,
+      mnist_dir=FLAGS.mnist_dir,
+      rounds=rounds,
+      steps=steps,
       process_rounds=1 if FLAGS.smoke else FLAGS.process_rounds,
-      batch_size=FLAGS.batch_size, smoke=FLAGS.smoke,
+      batch_size=FLAGS.batch_size,
+      smoke=FLAGS.smoke,
       iw_samples=5 if FLAGS.smoke else FLAGS.iw_samples,
-      original_script=FLAGS.original_script, run_end_to_end=FLAGS.end_to_end,
+      original_script=FLAGS.original_script,
+      run_end_to_end=FLAGS.end_to_end,
       baseline_repo=FLAGS.baseline_repo)
   print(format_report(results))
   if FLAGS.json:

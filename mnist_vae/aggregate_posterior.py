@@ -69,11 +69,10 @@ def _density_factors(z_mean, z_stddev):
   log q(z | x_j) = features(z) @ factors[:, j], the squared distance expanded
   as z^2/s^2 - 2 z mu/s^2 + mu^2/s^2 (no [len(z), n, latent_dim] tensor)."""
   precision = 1.0 / z_stddev**2
-  constant = (np.sum(z_mean**2 * precision, axis=1)
-              + 2.0 * np.sum(np.log(z_stddev), axis=1)
-              + z_mean.shape[1] * LOG_2PI)
-  return np.concatenate([(z_mean * precision).T, -0.5 * precision.T,
-                         -0.5 * constant[None, :]])
+  constant = (
+      np.sum(z_mean**2 * precision, axis=1) + 2.0 * np.sum(np.log(z_stddev), axis=1)
+      + z_mean.shape[1] * LOG_2PI)
+  return np.concatenate([(z_mean * precision).T, -0.5 * precision.T, -0.5 * constant[None, :]])
 
 
 def _features(z):
@@ -133,8 +132,7 @@ def summarize(z_mean, z_stddev, kl_divergence, draws=1, seed=0):
   mean, covariance = moments(z_mean, z_stddev)
   result = {
       'prior_fit_kl': prior_fit_kl(mean, covariance),
-      'aggregate_covariance_eigenvalues': [
-          float(v) for v in np.linalg.eigvalsh(covariance)[::-1]],
+      'aggregate_covariance_eigenvalues': [float(v) for v in np.linalg.eigvalsh(covariance)[::-1]],
   }
   if draws:
     result.update(decompose_kl(z_mean, z_stddev, kl_divergence, draws, seed))
@@ -148,9 +146,12 @@ def fit_path(checkpoint):
 
 def write_fit(path, mean, covariance, **provenance):
   """Saves a moment-matched Gaussian (and where it comes from) as JSON."""
-  files.write_json(path, dict(provenance, mean=[float(v) for v in mean],
-                              covariance=[[float(v) for v in row]
-                                          for row in covariance]))
+  files.write_json(
+      path,
+      dict(
+          provenance,
+          mean=[float(v) for v in mean],
+          covariance=[[float(v) for v in row] for row in covariance]))
 
 
 def read_fit(path, latent_dim):
@@ -161,11 +162,10 @@ def read_fit(path, latent_dim):
     mean = np.asarray(content['mean'], np.float64)
     covariance = np.asarray(content['covariance'], np.float64)
   except (KeyError, TypeError, ValueError) as e:
-    raise ValueError('%s is not a fit of the aggregate posterior (%s)'
-                     % (path, e)) from e
+    raise ValueError('%s is not a fit of the aggregate posterior (%s)' % (path, e)) from e
   if mean.shape != (latent_dim,) or covariance.shape != (latent_dim,) * 2:
-    raise ValueError('%s fits a %d-d latent, the model has %d dimensions'
-                     % (path, len(mean), latent_dim))
+    raise ValueError('%s fits a %d-d latent, the model has %d dimensions' %
+                     (path, len(mean), latent_dim))
   try:
     np.linalg.cholesky(covariance)
   except np.linalg.LinAlgError as e:
@@ -177,5 +177,4 @@ def sample(mean, covariance, num, seed, temperature=1.0):
   """num draws of N(mean, temperature^2 covariance): float32 [num, D]; the
   standard normal draws are those of a prior sample of the same seed."""
   noise = np.random.RandomState(seed).standard_normal((num, len(mean)))
-  return (mean + temperature * noise @ np.linalg.cholesky(covariance).T
-          ).astype(np.float32)
+  return (mean + temperature * noise @ np.linalg.cholesky(covariance).T).astype(np.float32)

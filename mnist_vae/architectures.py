@@ -29,8 +29,8 @@ IMAGE_PIXELS = 784
 
 # A fully connected layer: `units` outputs, then `activation` (a name of
 # ACTIVATIONS, or None), then dropout while training if `dropout`.
-Dense = collections.namedtuple('Dense', ['name', 'units', 'activation', 'dropout'],
-                               defaults=(None, False))
+Dense = collections.namedtuple(
+    'Dense', ['name', 'units', 'activation', 'dropout'], defaults=(None, False))
 # A 2-d convolution (transpose=False) or transposed convolution, square
 # kernel, TensorFlow's 'SAME' or 'VALID' padding.
 Conv = collections.namedtuple(
@@ -62,19 +62,21 @@ INITIALIZERS = ('tf1_variance_scaling', 'glorot_uniform')
 OUTPUT_BIASES = ('zeros', 'train_mean_logit')
 TRAIN_MEAN_CLIP = (0.001, 0.999)
 
-Network = collections.namedtuple('Network', [
-    'architecture',  # the name it has in ARCHITECTURES.
-    'hidden_units',  # the width it was built with, or None (none to choose).
-    'latent_dim',    # size of z.
-    'encoder',       # layers from the [784] image to the head's input.
-    'head',          # (mean layer name, scale layer name): two Dense of latent_dim.
-    'scale',         # one of SCALES.
-    'decoder',       # layers from z to the [784] logits; the last has no activation.
-    'likelihood',    # one of LIKELIHOODS.
-    'initializer',   # one of INITIALIZERS.
-    'output_bias',   # one of OUTPUT_BIASES.
-    'xla_step',      # whether XLA compiles its training step (see below).
-])
+Network = collections.namedtuple(
+    'Network',
+    [
+        'architecture',  # the name it has in ARCHITECTURES.
+        'hidden_units',  # the width it was built with, or None (none to choose).
+        'latent_dim',  # size of z.
+        'encoder',  # layers from the [784] image to the head's input.
+        'head',  # (mean layer name, scale layer name): two Dense of latent_dim.
+        'scale',  # one of SCALES.
+        'decoder',  # layers from z to the [784] logits; the last has no activation.
+        'likelihood',  # one of LIKELIHOODS.
+        'initializer',  # one of INITIALIZERS.
+        'output_bias',  # one of OUTPUT_BIASES.
+        'xla_step',  # whether XLA compiles its training step (see below).
+    ])
 # A training step is one function either way: XLA compiles it where that is
 # faster (the MLPs: it fuses the elementwise work around the products into
 # their loops), and TensorFlow runs it kernel by kernel where that is faster
@@ -90,13 +92,16 @@ def _mlp(hidden_units, latent_dim):
   """The original's: 784 -500 (elu) -500 (tanh) -> z; z -500 (tanh) -500 (elu)
   -> 784, dropout after each hidden layer (hwalsuklee/tensorflow-mnist-VAE)."""
   return dict(
-      encoder=(Dense('fc1', hidden_units, 'elu', dropout=True),
-               Dense('fc2', hidden_units, 'tanh', dropout=True)),
-      head=('mean', 'stddev'), scale='softplus',
-      decoder=(Dense('fc1', hidden_units, 'tanh', dropout=True),
-               Dense('fc2', hidden_units, 'elu', dropout=True),
-               Dense('output', IMAGE_PIXELS)),
-      likelihood='clipped', initializer='tf1_variance_scaling', output_bias='zeros',
+      encoder=(Dense('fc1', hidden_units, 'elu',
+                     dropout=True), Dense('fc2', hidden_units, 'tanh', dropout=True)),
+      head=('mean', 'stddev'),
+      scale='softplus',
+      decoder=(Dense('fc1', hidden_units, 'tanh',
+                     dropout=True), Dense('fc2', hidden_units, 'elu',
+                                          dropout=True), Dense('output', IMAGE_PIXELS)),
+      likelihood='clipped',
+      initializer='tf1_variance_scaling',
+      output_bias='zeros',
       xla_step=True)
 
 
@@ -106,10 +111,13 @@ def _iwae_mlp(hidden_units, latent_dim):
   output bias at the logit of the training mean."""
   return dict(
       encoder=(Dense('fc1', hidden_units, 'tanh'), Dense('fc2', hidden_units, 'tanh')),
-      head=('mean', 'log_stddev'), scale='log_stddev',
-      decoder=(Dense('fc1', hidden_units, 'tanh'), Dense('fc2', hidden_units, 'tanh'),
-               Dense('output', IMAGE_PIXELS)),
-      likelihood='exact', initializer='glorot_uniform', output_bias='train_mean_logit',
+      head=('mean', 'log_stddev'),
+      scale='log_stddev',
+      decoder=(Dense('fc1', hidden_units, 'tanh'), Dense('fc2', hidden_units,
+                                                         'tanh'), Dense('output', IMAGE_PIXELS)),
+      likelihood='exact',
+      initializer='glorot_uniform',
+      output_bias='train_mean_logit',
       xla_step=True)
 
 
@@ -119,17 +127,19 @@ def _cvae_tutorial(hidden_units, latent_dim):
   a dense 7x7x32 layer and three transposed convolutions back."""
   del hidden_units  # It has no hidden dense layer.
   return dict(
-      encoder=(Reshape(IMAGE_SHAPE),
-               Conv('conv1', 32, 3, 2, 'VALID', 'relu'),
-               Conv('conv2', 64, 3, 2, 'VALID', 'relu'),
-               Reshape((-1,))),
-      head=('mean', 'log_variance'), scale='log_variance',
-      decoder=(Dense('fc1', 7 * 7 * 32, 'relu'), Reshape((7, 7, 32)),
-               Conv('deconv1', 64, 3, 2, 'SAME', 'relu', transpose=True),
-               Conv('deconv2', 32, 3, 2, 'SAME', 'relu', transpose=True),
-               Conv('output', 1, 3, 1, 'SAME', None, transpose=True),
-               Reshape((IMAGE_PIXELS,))),
-      likelihood='exact', initializer='glorot_uniform', output_bias='zeros',
+      encoder=(Reshape(IMAGE_SHAPE), Conv('conv1', 32, 3, 2, 'VALID',
+                                          'relu'), Conv('conv2', 64, 3, 2, 'VALID',
+                                                        'relu'), Reshape((-1,))),
+      head=('mean', 'log_variance'),
+      scale='log_variance',
+      decoder=(Dense('fc1', 7 * 7 * 32, 'relu'), Reshape(
+          (7, 7, 32)), Conv('deconv1', 64, 3, 2, 'SAME', 'relu', transpose=True),
+               Conv('deconv2', 32, 3, 2, 'SAME', 'relu',
+                    transpose=True), Conv('output', 1, 3, 1, 'SAME', None,
+                                          transpose=True), Reshape((IMAGE_PIXELS,))),
+      likelihood='exact',
+      initializer='glorot_uniform',
+      output_bias='zeros',
       xla_step=False)
 
 
@@ -139,18 +149,19 @@ def _keras_cvae(hidden_units, latent_dim):
   (hidden_units) before the heads; a dense 7x7x64 layer and three transposed
   convolutions back (its last sigmoid is the likelihood's)."""
   return dict(
-      encoder=(Reshape(IMAGE_SHAPE),
-               Conv('conv1', 32, 3, 2, 'SAME', 'relu'),
-               Conv('conv2', 64, 3, 2, 'SAME', 'relu'),
-               Reshape((-1,)),
-               Dense('fc1', hidden_units, 'relu')),
-      head=('mean', 'log_variance'), scale='log_variance',
-      decoder=(Dense('fc1', 7 * 7 * 64, 'relu'), Reshape((7, 7, 64)),
-               Conv('deconv1', 64, 3, 2, 'SAME', 'relu', transpose=True),
-               Conv('deconv2', 32, 3, 2, 'SAME', 'relu', transpose=True),
-               Conv('output', 1, 3, 1, 'SAME', None, transpose=True),
-               Reshape((IMAGE_PIXELS,))),
-      likelihood='exact', initializer='glorot_uniform', output_bias='zeros',
+      encoder=(Reshape(IMAGE_SHAPE), Conv('conv1', 32, 3, 2, 'SAME', 'relu'),
+               Conv('conv2', 64, 3, 2, 'SAME', 'relu'), Reshape(
+                   (-1,)), Dense('fc1', hidden_units, 'relu')),
+      head=('mean', 'log_variance'),
+      scale='log_variance',
+      decoder=(Dense('fc1', 7 * 7 * 64, 'relu'), Reshape(
+          (7, 7, 64)), Conv('deconv1', 64, 3, 2, 'SAME', 'relu', transpose=True),
+               Conv('deconv2', 32, 3, 2, 'SAME', 'relu',
+                    transpose=True), Conv('output', 1, 3, 1, 'SAME', None,
+                                          transpose=True), Reshape((IMAGE_PIXELS,))),
+      likelihood='exact',
+      initializer='glorot_uniform',
+      output_bias='zeros',
       xla_step=False)
 
 
@@ -181,8 +192,8 @@ def network(architecture=DEFAULT_ARCHITECTURE, hidden_units=None, latent_dim=20)
     ArchitectureError: naming the architecture or size and what is wrong.
   """
   if architecture not in ARCHITECTURES:
-    raise ArchitectureError('Unknown architecture %r; expected one of %s'
-                            % (architecture, ', '.join(ARCHITECTURES)))
+    raise ArchitectureError('Unknown architecture %r; expected one of %s' %
+                            (architecture, ', '.join(ARCHITECTURES)))
   builder, default_units, _ = ARCHITECTURES[architecture]
   if default_units is None and hidden_units is not None:
     raise ArchitectureError('--hidden_units=%s does not apply to architecture %s, '
@@ -190,12 +201,14 @@ def network(architecture=DEFAULT_ARCHITECTURE, hidden_units=None, latent_dim=20)
   if hidden_units is None:
     hidden_units = default_units
   if hidden_units is not None and not 1 <= hidden_units <= MAX_HIDDEN_UNITS:
-    raise ArchitectureError('--hidden_units=%s is outside 1..%d'
-                            % (hidden_units, MAX_HIDDEN_UNITS))
+    raise ArchitectureError('--hidden_units=%s is outside 1..%d' % (hidden_units, MAX_HIDDEN_UNITS))
   if not 1 <= latent_dim <= MAX_LATENT_DIM:
     raise ArchitectureError('--latent_dim=%s is outside 1..%d' % (latent_dim, MAX_LATENT_DIM))
-  result = Network(architecture=architecture, hidden_units=hidden_units,
-                   latent_dim=latent_dim, **builder(hidden_units, latent_dim))
+  result = Network(
+      architecture=architecture,
+      hidden_units=hidden_units,
+      latent_dim=latent_dim,
+      **builder(hidden_units, latent_dim))
   _check(result)
   return result
 
@@ -204,11 +217,11 @@ def _check(net):
   """Raises ArchitectureError unless `net`'s layers fit together."""
   shapes = dict(layer_shapes(net))
   if shapes['encoder'][-1] is None or len(shapes['encoder'][-1]) != 1:
-    raise ArchitectureError('%s: the encoder ends in shape %s, not a vector'
-                            % (net.architecture, shapes['encoder'][-1]))
+    raise ArchitectureError('%s: the encoder ends in shape %s, not a vector' %
+                            (net.architecture, shapes['encoder'][-1]))
   if shapes['decoder'][-1] != (IMAGE_PIXELS,):
-    raise ArchitectureError('%s: the decoder ends in shape %s, not [%d]'
-                            % (net.architecture, shapes['decoder'][-1], IMAGE_PIXELS))
+    raise ArchitectureError('%s: the decoder ends in shape %s, not [%d]' %
+                            (net.architecture, shapes['decoder'][-1], IMAGE_PIXELS))
 
 
 def _conv_output_side(side, layer):
@@ -228,21 +241,20 @@ def _output_shape(shape, layer, net_name):
     if layer.shape == (-1,):
       return (size,)
     if math.prod(layer.shape) != size:
-      raise ArchitectureError('%s: cannot reshape %s into %s'
-                              % (net_name, shape, layer.shape))
+      raise ArchitectureError('%s: cannot reshape %s into %s' % (net_name, shape, layer.shape))
     return tuple(layer.shape)
   if isinstance(layer, Dense):
     if len(shape) != 1:
-      raise ArchitectureError('%s: dense layer %s gets shape %s; flatten it first'
-                              % (net_name, layer.name, shape))
+      raise ArchitectureError('%s: dense layer %s gets shape %s; flatten it first' %
+                              (net_name, layer.name, shape))
     return (layer.units,)
   if len(shape) != 3:
-    raise ArchitectureError('%s: convolution %s gets shape %s, not [h, w, c]'
-                            % (net_name, layer.name, shape))
+    raise ArchitectureError('%s: convolution %s gets shape %s, not [h, w, c]' %
+                            (net_name, layer.name, shape))
   side = _conv_output_side(shape[0], layer)
   if side < 1:
-    raise ArchitectureError('%s: convolution %s leaves nothing of %s'
-                            % (net_name, layer.name, shape))
+    raise ArchitectureError('%s: convolution %s leaves nothing of %s' %
+                            (net_name, layer.name, shape))
   return (side, _conv_output_side(shape[1], layer), layer.filters)
 
 
@@ -250,8 +262,8 @@ def layer_shapes(net):
   """(('encoder', shapes), ('decoder', shapes)): each example's activations
   before the first layer and after each layer of that part."""
   result = []
-  for part, layers, shape in (('encoder', net.encoder, (IMAGE_PIXELS,)),
-                              ('decoder', net.decoder, (net.latent_dim,))):
+  for part, layers, shape in (('encoder', net.encoder, (IMAGE_PIXELS,)), ('decoder', net.decoder,
+                                                                          (net.latent_dim,))):
     shapes = [shape]
     for layer in layers:
       shapes.append(_output_shape(shapes[-1], layer, net.architecture))
@@ -267,8 +279,8 @@ DECODER_SCOPE = 'bernoulli_decoder'
 # A layer with variables: its scope and name, its kind, the shapes of its
 # weights and biases, its layer description (None for the head's two), and
 # the shape of one example's input.
-ParameterLayer = collections.namedtuple('ParameterLayer', [
-    'scope', 'name', 'layer', 'weights_shape', 'biases_shape', 'input_shape'])
+ParameterLayer = collections.namedtuple(
+    'ParameterLayer', ['scope', 'name', 'layer', 'weights_shape', 'biases_shape', 'input_shape'])
 
 
 def parameter_layers(net):
@@ -276,8 +288,8 @@ def parameter_layers(net):
   them (the head's two after the encoder's layers): [ParameterLayer]."""
   shapes = dict(layer_shapes(net))
   result = []
-  for scope, part, layers in ((ENCODER_SCOPE, 'encoder', net.encoder),
-                              (DECODER_SCOPE, 'decoder', net.decoder)):
+  for scope, part, layers in ((ENCODER_SCOPE, 'encoder', net.encoder), (DECODER_SCOPE, 'decoder',
+                                                                        net.decoder)):
     for layer, input_shape in zip(layers, shapes[part]):
       if isinstance(layer, Reshape):
         continue
@@ -290,14 +302,13 @@ def parameter_layers(net):
       else:
         weights = (layer.kernel, layer.kernel, input_shape[-1], layer.filters)
         biases = (layer.filters,)
-      result.append(ParameterLayer(scope, layer.name, layer, weights, biases,
-                                   tuple(input_shape)))
+      result.append(ParameterLayer(scope, layer.name, layer, weights, biases, tuple(input_shape)))
     if part == 'encoder':
       features = shapes['encoder'][-1]
       for name in net.head:
-        result.append(ParameterLayer(
-            scope, name, Dense(name, net.latent_dim), (features[0], net.latent_dim),
-            (net.latent_dim,), tuple(features)))
+        result.append(
+            ParameterLayer(scope, name, Dense(name, net.latent_dim), (features[0], net.latent_dim),
+                           (net.latent_dim,), tuple(features)))
   return result
 
 
@@ -315,9 +326,10 @@ def dropout_shapes(net):
   """One example's shape at each dropout of a training step, in the order
   the encoder and decoder apply them."""
   shapes = dict(layer_shapes(net))
-  return [shape for part, layers in (('encoder', net.encoder), ('decoder', net.decoder))
-          for layer, shape in zip(layers, shapes[part][1:])
-          if getattr(layer, 'dropout', False)]
+  return [
+      shape for part, layers in (('encoder', net.encoder), ('decoder', net.decoder))
+      for layer, shape in zip(layers, shapes[part][1:]) if getattr(layer, 'dropout', False)
+  ]
 
 
 def multiply_adds(net):
@@ -332,10 +344,8 @@ def multiply_adds(net):
     else:
       # Each output position of a convolution, or each input position of a
       # transposed one, meets the whole kernel.
-      positions = (layer.input_shape if layer.layer.transpose
-                   else _conv_output(layer))
-      totals[part] += (positions[0] * positions[1]
-                       * math.prod(layer.weights_shape))
+      positions = (layer.input_shape if layer.layer.transpose else _conv_output(layer))
+      totals[part] += (positions[0] * positions[1] * math.prod(layer.weights_shape))
   return totals
 
 
@@ -369,13 +379,16 @@ def from_variables(shapes, where):
     ArchitectureError: naming `where` when no architecture has these
       variables.
   """
-  model_shapes = {name: list(shape) for name, shape in shapes.items()
-                  if name.startswith((ENCODER_SCOPE + '/', DECODER_SCOPE + '/'))
-                  and name.split('/')[-1] in ('weights', 'biases')}
+  model_shapes = {
+      name: list(shape)
+      for name, shape in shapes.items()
+      if name.startswith((ENCODER_SCOPE + '/',
+                          DECODER_SCOPE + '/')) and name.split('/')[-1] in ('weights', 'biases')
+  }
   mean_biases = model_shapes.get(ENCODER_SCOPE + '/mean/biases')
   if mean_biases is None:
-    raise ArchitectureError('%s holds no VAE of this project (it has no %s/mean/biases)'
-                            % (where, ENCODER_SCOPE))
+    raise ArchitectureError('%s holds no VAE of this project (it has no %s/mean/biases)' %
+                            (where, ENCODER_SCOPE))
   widths = sorted({dimension for shape in model_shapes.values() for dimension in shape})
   for architecture, (_, default_units, _) in ARCHITECTURES.items():
     for hidden_units in (widths if default_units is not None else [None]):
@@ -385,8 +398,8 @@ def from_variables(shapes, where):
         continue
       if variable_shapes(candidate) == model_shapes:
         return candidate
-  raise ArchitectureError('%s holds variables of no known architecture (%s)'
-                          % (where, ', '.join(sorted(model_shapes))))
+  raise ArchitectureError('%s holds variables of no known architecture (%s)' %
+                          (where, ', '.join(sorted(model_shapes))))
 
 
 # What a run records of its network (config.json): its name and sizes.
@@ -395,7 +408,8 @@ RECORD_FIELDS = ('architecture', 'hidden_units', 'latent_dim')
 
 def describe(net):
   """'mlp (hidden_units 500, latent_dim 20)': a network in messages."""
-  sizes = ', '.join('%s %s' % (field, getattr(net, field)) for field in RECORD_FIELDS[1:]
+  sizes = ', '.join('%s %s' % (field, getattr(net, field))
+                    for field in RECORD_FIELDS[1:]
                     if getattr(net, field) is not None)
   return '%s (%s)' % (net.architecture, sizes)
 

@@ -24,8 +24,7 @@ def variable_shapes(checkpoint):
     return dict(tf.train.list_variables(checkpoint))
   except (tf.errors.OpError, ValueError) as e:
     message = getattr(e, 'message', str(e)).splitlines()[0]
-    raise CheckpointError('Cannot read checkpoint %s: %s'
-                          % (checkpoint, message)) from e
+    raise CheckpointError('Cannot read checkpoint %s: %s' % (checkpoint, message)) from e
 
 
 def network(checkpoint):
@@ -45,11 +44,13 @@ _STEP_IN_NAME = re.compile(r'-(\d+)$')
 # (a moved or copied run), so that each is reported once per process.
 _RELOCATED_REPORTED = set()
 
-Found = collections.namedtuple('Found', [
-    'checkpoint',  # path of the newest readable checkpoint, or None.
-    'step',        # its global step (0 without one).
-    'skipped',     # [(path, why)] of newer checkpoints that do not read.
-])
+Found = collections.namedtuple(
+    'Found',
+    [
+        'checkpoint',  # path of the newest readable checkpoint, or None.
+        'step',  # its global step (0 without one).
+        'skipped',  # [(path, why)] of newer checkpoints that do not read.
+    ])
 
 
 def in_directory(train_dir):
@@ -83,9 +84,10 @@ def _report_relocation(train_dir):
   named_dir = os.path.dirname(state.model_checkpoint_path)
   if named_dir and os.path.normpath(named_dir) != os.path.normpath(train_dir):
     _RELOCATED_REPORTED.add(train_dir)
-    logging.info('%s names checkpoints in %s (the run was moved or copied): '
-                 'using the checkpoints found in %s.',
-                 os.path.join(train_dir, 'checkpoint'), named_dir, train_dir)
+    logging.info(
+        '%s names checkpoints in %s (the run was moved or copied): '
+        'using the checkpoints found in %s.', os.path.join(train_dir, 'checkpoint'), named_dir,
+        train_dir)
 
 
 def unreadable_reason(checkpoint):
@@ -121,9 +123,8 @@ def newest_readable(train_dir):
       return Found(checkpoint, step_of(checkpoint), skipped)
     skipped.append((checkpoint, reason))
   if skipped:
-    raise CheckpointError('No readable checkpoint in %s; tried %s'
-                          % (train_dir, '; '.join('%s (%s)' % pair
-                                                  for pair in skipped)))
+    raise CheckpointError('No readable checkpoint in %s; tried %s' %
+                          (train_dir, '; '.join('%s (%s)' % pair for pair in skipped)))
   return Found(None, 0, [])
 
 
@@ -146,13 +147,12 @@ def readable(train_dir=None, checkpoint=None):
   if checkpoint:
     reason = unreadable_reason(checkpoint)
     if reason:
-      raise CheckpointError('Cannot read checkpoint %s: %s'
-                            % (checkpoint, reason))
+      raise CheckpointError('Cannot read checkpoint %s: %s' % (checkpoint, reason))
     return checkpoint
   found = newest_readable(train_dir)
   if found.checkpoint is None:
-    raise CheckpointError('No checkpoint in %s (no %s-N.index file)'
-                          % (train_dir, os.path.join(train_dir, BASENAME)))
+    raise CheckpointError('No checkpoint in %s (no %s-N.index file)' %
+                          (train_dir, os.path.join(train_dir, BASENAME)))
   log_skipped(found.skipped)
   return found.checkpoint
 
@@ -165,8 +165,10 @@ def each_new(train_dir, timeout_sec, poll_sec=1.0):
   last_step, warned = -1, set()
   deadline = time.time() + timeout_sec
   while time.time() < deadline:
-    newer = [checkpoint for checkpoint in in_directory(train_dir)
-             if _step_in_name(checkpoint) > last_step]
+    newer = [
+        checkpoint for checkpoint in in_directory(train_dir)
+        if _step_in_name(checkpoint) > last_step
+    ]
     for checkpoint in reversed(newer):
       reason = unreadable_reason(checkpoint)
       if reason is None:
@@ -210,8 +212,7 @@ def restore(session, checkpoint, saver=None):
       saver.restore(session, checkpoint)
     except (tf.errors.OpError, ValueError) as e:
       message = getattr(e, 'message', str(e)).splitlines()[0]
-      raise CheckpointError('Cannot restore checkpoint %s: %s'
-                            % (checkpoint, message)) from e
+      raise CheckpointError('Cannot restore checkpoint %s: %s' % (checkpoint, message)) from e
 
 
 def check_matches(checkpoint, variables, optimizer_name, requested_network):
@@ -230,8 +231,7 @@ def check_matches(checkpoint, variables, optimizer_name, requested_network):
   differences = []
   trained_with = trained_optimizer(saved)
   if trained_with != optimizer_name:
-    differences.append('--optimizer=%s (the checkpoint\'s: %s)'
-                       % (optimizer_name, trained_with))
+    differences.append('--optimizer=%s (the checkpoint\'s: %s)' % (optimizer_name, trained_with))
   try:
     saved_network = architectures.from_variables(saved, checkpoint)
   except architectures.ArchitectureError:
@@ -239,23 +239,22 @@ def check_matches(checkpoint, variables, optimizer_name, requested_network):
   if saved_network is not None:
     for field in architectures.RECORD_FIELDS:
       if getattr(saved_network, field) != getattr(requested_network, field):
-        differences.append('--%s=%s (the checkpoint\'s: %s)' % (
-            field, getattr(requested_network, field), getattr(saved_network, field)))
+        differences.append(
+            '--%s=%s (the checkpoint\'s: %s)' %
+            (field, getattr(requested_network, field), getattr(saved_network, field)))
   if differences:
-    raise CheckpointError(
-        'Checkpoint %s was trained with other settings: %s. Resume with the '
-        'checkpoint\'s settings, or use another --train_dir.'
-        % (checkpoint, '; '.join(differences)))
+    raise CheckpointError('Checkpoint %s was trained with other settings: %s. Resume with the '
+                          'checkpoint\'s settings, or use another --train_dir.' %
+                          (checkpoint, '; '.join(differences)))
   for variable in variables:
     name = variable.op.name
     if name not in saved:
       raise CheckpointError('Checkpoint %s has no variable %s: it was not '
-                            'written by this model. Use another --train_dir.'
-                            % (checkpoint, name))
+                            'written by this model. Use another --train_dir.' % (checkpoint, name))
     if saved[name] != variable.shape.as_list():
       raise CheckpointError('Checkpoint %s holds %s with shape %s, where this run '
-                            'needs %s. Use another --train_dir.'
-                            % (checkpoint, name, saved[name], variable.shape.as_list()))
+                            'needs %s. Use another --train_dir.' %
+                            (checkpoint, name, saved[name], variable.shape.as_list()))
 
 
 # Variable-name endings of each optimizer's state (slots and accumulators).
@@ -272,7 +271,6 @@ def trained_optimizer(saved_shapes):
   """The name (training.OPTIMIZERS) of the optimizer whose state a checkpoint's
   variables hold; 'sgd' when they hold none."""
   for name, endings in _OPTIMIZER_STATE.items():
-    if any(variable.endswith(ending) for variable in saved_shapes
-           for ending in endings):
+    if any(variable.endswith(ending) for variable in saved_shapes for ending in endings):
       return name
   return 'sgd'

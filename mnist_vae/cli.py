@@ -34,14 +34,20 @@ MAX_THREADS = 1024
 def define_thread_flags(flag_values=FLAGS):
   """--intra_op_threads and --inter_op_threads (settings.Threads), the same
   for every entry point that runs a session."""
-  flags.DEFINE_integer('intra_op_threads',
-                       settings.default(settings.Threads, 'intra_op_threads'),
-                       lower_bound=0, upper_bound=MAX_THREADS, flag_values=flag_values,
-                       help='Threads inside one op; 0 = TensorFlow picks.')
-  flags.DEFINE_integer('inter_op_threads',
-                       settings.default(settings.Threads, 'inter_op_threads'),
-                       lower_bound=0, upper_bound=MAX_THREADS, flag_values=flag_values,
-                       help='Ops run in parallel; 0 = TensorFlow picks.')
+  flags.DEFINE_integer(
+      'intra_op_threads',
+      settings.default(settings.Threads, 'intra_op_threads'),
+      lower_bound=0,
+      upper_bound=MAX_THREADS,
+      flag_values=flag_values,
+      help='Threads inside one op; 0 = TensorFlow picks.')
+  flags.DEFINE_integer(
+      'inter_op_threads',
+      settings.default(settings.Threads, 'inter_op_threads'),
+      lower_bound=0,
+      upper_bound=MAX_THREADS,
+      flag_values=flag_values,
+      help='Ops run in parallel; 0 = TensorFlow picks.')
 
 
 def _show_flags_in_short_help(module_name):
@@ -72,8 +78,7 @@ def _quiet_disk_full_in_threads(args, default=threading.excepthook):
     default(args)
 
 
-def run(main, define_flags, module_name, expected_errors, settings_types=(),
-        other_flags=None):
+def run(main, define_flags, module_name, expected_errors, settings_types=(), other_flags=None):
   """Defines the flags, checks them against the entry point's settings,
   parses them strictly and runs main(), an entry point's body, which returns
   its exit status.
@@ -112,7 +117,11 @@ def run(main, define_flags, module_name, expected_errors, settings_types=(),
       path = files.disk_full_path(e)
       if path is None:
         raise
-      logging.error('%s writing %s. Free space and re-run the same command.',
-                    files.NO_SPACE, path, exc_info=logging.level_debug())
+      logging.error(
+          '%s writing %s. Free space and re-run the same command.',
+          files.NO_SPACE,
+          path,
+          exc_info=logging.level_debug())
       return 1
+
   app.run(guarded_main, flags_parser=_parse_flags)

@@ -35,14 +35,16 @@ import tensorflow.compat.v1 as tf
 
 from mnist_vae.data_prep import convert_to_records
 
-ClusterRole = collections.namedtuple('ClusterRole', [
-    'cluster',       # dict job name -> list of 'host:port'.
-    'job_name',      # 'ps', 'worker' or 'chief'.
-    'task_index',    # index within job_name.
-    'is_chief',      # True for the one task that initialises and saves.
-    'worker_index',  # 0..num_workers-1 among the training tasks, chief first.
-    'num_workers',   # number of training tasks (chief included).
-])
+ClusterRole = collections.namedtuple(
+    'ClusterRole',
+    [
+        'cluster',  # dict job name -> list of 'host:port'.
+        'job_name',  # 'ps', 'worker' or 'chief'.
+        'task_index',  # index within job_name.
+        'is_chief',  # True for the one task that initialises and saves.
+        'worker_index',  # 0..num_workers-1 among the training tasks, chief first.
+        'num_workers',  # number of training tasks (chief included).
+    ])
 
 TRAINING_JOBS = ('chief', 'worker')
 
@@ -57,21 +59,22 @@ def _role(cluster, job_name, task_index):
                        'replication keeps the variables on parameter servers.'
                        % json.dumps(cluster))
   if job_name not in cluster:
-    raise ClusterError('This task is a %r, but the cluster has only the jobs %s'
-                       % (job_name, ', '.join(sorted(cluster))))
+    raise ClusterError('This task is a %r, but the cluster has only the jobs %s' %
+                       (job_name, ', '.join(sorted(cluster))))
   if not 0 <= task_index < len(cluster[job_name]):
-    raise ClusterError('Task index %d is out of range: job %r has %d tasks'
-                       % (task_index, job_name, len(cluster[job_name])))
-  trainers = [(job, i) for job in TRAINING_JOBS
-              for i in range(len(cluster.get(job, [])))]
+    raise ClusterError('Task index %d is out of range: job %r has %d tasks' %
+                       (task_index, job_name, len(cluster[job_name])))
+  trainers = [(job, i) for job in TRAINING_JOBS for i in range(len(cluster.get(job, [])))]
   if not trainers:
-    raise ClusterError('The cluster %s has no chief or worker task'
-                       % json.dumps(cluster))
-  worker_index = (trainers.index((job_name, task_index))
-                  if job_name in TRAINING_JOBS else None)
-  return ClusterRole(cluster=cluster, job_name=job_name, task_index=task_index,
-                     is_chief=worker_index == 0, worker_index=worker_index,
-                     num_workers=len(trainers))
+    raise ClusterError('The cluster %s has no chief or worker task' % json.dumps(cluster))
+  worker_index = (trainers.index((job_name, task_index)) if job_name in TRAINING_JOBS else None)
+  return ClusterRole(
+      cluster=cluster,
+      job_name=job_name,
+      task_index=task_index,
+      is_chief=worker_index == 0,
+      worker_index=worker_index,
+      num_workers=len(trainers))
 
 
 def role_from_tf_config(tf_config):
@@ -80,8 +83,11 @@ def role_from_tf_config(tf_config):
     config = json.loads(tf_config)
   except ValueError as e:
     raise ClusterError('TF_CONFIG is not valid JSON: %s' % e) from e
-  cluster = {job: list(hosts) for job, hosts in config.get('cluster', {}).items()
-             if job in ('ps',) + TRAINING_JOBS and hosts}
+  cluster = {
+      job: list(hosts)
+      for job, hosts in config.get('cluster', {}).items()
+      if job in ('ps',) + TRAINING_JOBS and hosts
+  }
   if not cluster:
     return None
   task = config.get('task', {})
@@ -97,8 +103,10 @@ def role_from_flags(ps_hosts, worker_hosts, job_name, task_index):
   if job_name not in ('ps', 'worker'):
     raise ClusterError('--job_name must be ps or worker when --ps_hosts/'
                        '--worker_hosts are given, not %r' % job_name)
-  cluster = {'ps': [h for h in ps_hosts.split(',') if h],
-             'worker': [h for h in worker_hosts.split(',') if h]}
+  cluster = {
+      'ps': [h for h in ps_hosts.split(',') if h],
+      'worker': [h for h in worker_hosts.split(',') if h]
+  }
   return _role(cluster, job_name, task_index)
 
 
@@ -131,7 +139,8 @@ def device_function(role):
     return None
   # tf.compat.v1.device: TF2's tf.device rejects a device function.
   return tf.train.replica_device_setter(
-      cluster=tf.train.ClusterSpec(role.cluster), worker_device=device_of(role),
+      cluster=tf.train.ClusterSpec(role.cluster),
+      worker_device=device_of(role),
       ps_strategy=ByteBalancer(len(role.cluster['ps'])))
 
 
@@ -162,8 +171,11 @@ def _done_queue(ps_index, num_workers):
   # Room for every report a worker may repeat (report_done retries when an
   # answer is lost), so that an enqueue never waits on a full queue.
   with tf.device('/job:ps/task:%d' % ps_index):
-    return tf.FIFOQueue(num_workers * REPORT_DONE_TRIES, tf.int32, shapes=[[]],
-                        shared_name='done_queue_%d' % ps_index)
+    return tf.FIFOQueue(
+        num_workers * REPORT_DONE_TRIES,
+        tf.int32,
+        shapes=[[]],
+        shared_name='done_queue_%d' % ps_index)
 
 
 # How long a parameter server keeps serving after SIGTERM (preemption, a
@@ -184,8 +196,11 @@ def run_parameter_server(role, session_config):
   Returns:
     The exit status: 0, or 128 + SIGTERM when stopped by it.
   """
-  server = tf.train.Server(tf.train.ClusterSpec(role.cluster), job_name='ps',
-                           task_index=role.task_index, config=session_config)
+  server = tf.train.Server(
+      tf.train.ClusterSpec(role.cluster),
+      job_name='ps',
+      task_index=role.task_index,
+      config=session_config)
   # Let SIGINT end the process at once. SIGTERM, which stops every task of a
   # preempted job at once, is served through the grace period.
   signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -195,13 +210,13 @@ def run_parameter_server(role, session_config):
     del signum, frame  # Unused.
     if not terminated_at:
       terminated_at.append(time.time())
-      logging.warning('Parameter server %d: received SIGTERM; serving %d s '
-                      'more so that the chief can save a checkpoint.',
-                      role.task_index, PS_STOP_GRACE_SEC)
+      logging.warning(
+          'Parameter server %d: received SIGTERM; serving %d s '
+          'more so that the chief can save a checkpoint.', role.task_index, PS_STOP_GRACE_SEC)
+
   signal.signal(signal.SIGTERM, on_sigterm)
-  logging.info('Parameter server %d serving at %s; waiting for %d workers.',
-               role.task_index, role.cluster['ps'][role.task_index],
-               role.num_workers)
+  logging.info('Parameter server %d serving at %s; waiting for %d workers.', role.task_index,
+               role.cluster['ps'][role.task_index], role.num_workers)
   with tf.Graph().as_default():
     queue = _done_queue(role.task_index, role.num_workers)
     waiting, reports = queue.size(), queue.dequeue_many(queue.size())
@@ -221,8 +236,8 @@ def run_parameter_server(role, session_config):
         for worker in session.run(reports):
           if worker not in finished:
             finished.add(worker)
-            logging.info('Parameter server %d: worker %d is done (%d of %d).',
-                         role.task_index, worker, len(finished), role.num_workers)
+            logging.info('Parameter server %d: worker %d is done (%d of %d).', role.task_index,
+                         worker, len(finished), role.num_workers)
   return 0
 
 
@@ -242,21 +257,24 @@ def report_done(role, target, session_config):
   deadline = tf.RunOptions(timeout_in_ms=REPORT_DONE_TIMEOUT_SEC * 1000)
   for attempt in range(1, REPORT_DONE_TRIES + 1):
     with tf.Graph().as_default():
-      reports = [_done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
-                 for ps_index in range(len(role.cluster['ps']))]
+      reports = [
+          _done_queue(ps_index, role.num_workers).enqueue(role.worker_index)
+          for ps_index in range(len(role.cluster['ps']))
+      ]
       with tf.Session(target, config=session_config) as session:
         try:
           session.run(reports, options=deadline)
           return
         except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
-          logging.warning('Worker %d: telling the parameter servers that it is '
-                          'done had no answer (try %d of %d): %s', role.worker_index,
-                          attempt, REPORT_DONE_TRIES, e.message.split('\n')[0])
+          logging.warning(
+              'Worker %d: telling the parameter servers that it is '
+              'done had no answer (try %d of %d): %s', role.worker_index, attempt,
+              REPORT_DONE_TRIES,
+              e.message.split('\n')[0])
   raise ClusterError('Worker %d could not tell the parameter servers %s that it '
-                     'is done (%d tries of %d s); they will wait for it until stopped.'
-                     % (role.worker_index, ', '.join(role.cluster['ps']),
-                        REPORT_DONE_TRIES, REPORT_DONE_TIMEOUT_SEC))
-
+                     'is done (%d tries of %d s); they will wait for it until stopped.' %
+                     (role.worker_index, ', '.join(
+                         role.cluster['ps']), REPORT_DONE_TRIES, REPORT_DONE_TIMEOUT_SEC))
 
 
 class Worker(object):
@@ -282,11 +300,13 @@ class Worker(object):
     # wait for workers that have not started.
     config.device_filters.extend(['/job:ps', device_of(role)])
     self._server = tf.train.Server(
-        tf.train.ClusterSpec(role.cluster), job_name=role.job_name,
-        task_index=role.task_index, config=config)
+        tf.train.ClusterSpec(role.cluster),
+        job_name=role.job_name,
+        task_index=role.task_index,
+        config=config)
     self.target = self._server.target
-    logging.info('Worker %d of %d (%s), chief: %s.', role.worker_index,
-                 role.num_workers, device_of(role), self.is_chief)
+    logging.info('Worker %d of %d (%s), chief: %s.', role.worker_index, role.num_workers,
+                 device_of(role), self.is_chief)
 
   def wait_for_data(self, data_dir, timeout_sec=600):
     """Non-chief workers leave data preparation to the chief, and wait."""
@@ -322,28 +342,29 @@ class Worker(object):
     counts, sizes = collections.Counter(), collections.Counter()
     for variable in graph.get_collection('variables'):
       counts[variable.device] += 1
-      sizes[variable.device] += (variable.shape.num_elements()
-                                 * variable.dtype.base_dtype.size)
-    logging.info('Variables per parameter server: %s.', ', '.join(
-        '%s: %d (%.2f MB)' % (device, counts[device], sizes[device] / 1e6)
-        for device in sorted(counts)))
+      sizes[variable.device] += (variable.shape.num_elements() * variable.dtype.base_dtype.size)
+    logging.info(
+        'Variables per parameter server: %s.',
+        ', '.join('%s: %d (%.2f MB)' % (device, counts[device], sizes[device] / 1e6)
+                  for device in sorted(counts)))
 
   def finish(self, local_steps, step):
     """Logs this task's share and tells every parameter server it is done."""
     if self.role is None:
       return
-    logging.info('Worker %d ran %d local steps; global step %d.',
-                 self.role.worker_index, local_steps, step)
+    logging.info('Worker %d ran %d local steps; global step %d.', self.role.worker_index,
+                 local_steps, step)
     report_done(self.role, self.target, self.config)
 
 
 # --sync_replicas and --replicas_to_aggregate, as given.
-SyncReplicas = collections.namedtuple('SyncReplicas', [
-    'sync_replicas', 'replicas_to_aggregate'], defaults=(True, 0))
+SyncReplicas = collections.namedtuple(
+    'SyncReplicas', ['sync_replicas', 'replicas_to_aggregate'], defaults=(True, 0))
 # A task's place in a cluster as the classic flags give it (TF_CONFIG is the
 # other way): see resolve_role.
-ClusterFlags = collections.namedtuple('ClusterFlags', [
-    'ps_hosts', 'worker_hosts', 'job_name', 'task_index'], defaults=('', '', '', 0))
+ClusterFlags = collections.namedtuple(
+    'ClusterFlags', ['ps_hosts', 'worker_hosts', 'job_name', 'task_index'],
+    defaults=('', '', '', 0))
 
 
 def effective_sync(sync_replicas, role):
@@ -351,14 +372,16 @@ def effective_sync(sync_replicas, role):
   two or more workers (one worker has no one to wait for)."""
   synchronous = bool(sync_replicas and sync_replicas.sync_replicas and role
                      and role.num_workers > 1)
-  return SyncReplicas(synchronous, sync_replicas.replicas_to_aggregate
-                      if synchronous else 0)
+  return SyncReplicas(synchronous, sync_replicas.replicas_to_aggregate if synchronous else 0)
 
 
-class SyncReplicasParts(collections.namedtuple('SyncReplicasParts', [
-    'hook',            # SyncReplicasOptimizer's session hook.
-    'release_tokens',  # lets workers blocked at the end finish, or None.
-])):
+class SyncReplicasParts(
+    collections.namedtuple(
+        'SyncReplicasParts',
+        [
+            'hook',  # SyncReplicasOptimizer's session hook.
+            'release_tokens',  # lets workers blocked at the end finish, or None.
+        ])):
   """What a session needs to run a SyncReplicasOptimizer."""
 
 
@@ -413,17 +436,19 @@ class StaleGradientOptimizer(tf.train.Optimizer):
     delayed_and_vars, shifts = [], []
     for grad, var in grads_and_vars:
       with tf.colocate_with(var):
-        queue = [tf.Variable(tf.zeros(var.shape, var.dtype.base_dtype),
-                             trainable=False,
-                             name='%s/stale_gradient_%d' % (var.op.name, i))
-                 for i in range(self._staleness)]
+        queue = [
+            tf.Variable(
+                tf.zeros(var.shape, var.dtype.base_dtype),
+                trainable=False,
+                name='%s/stale_gradient_%d' % (var.op.name, i)) for i in range(self._staleness)
+        ]
         oldest_first = [buffer.read_value() for buffer in queue]
         with tf.control_dependencies(oldest_first):
-          shifts += [buffer.assign(newer) for buffer, newer
-                     in zip(queue, oldest_first[1:] + [grad])]
+          shifts += [
+              buffer.assign(newer) for buffer, newer in zip(queue, oldest_first[1:] + [grad])
+          ]
       delayed_and_vars.append((oldest_first[0], var))
     # The new gradients read the weights before this step moves them.
     with tf.control_dependencies([grad for grad, _ in grads_and_vars]):
-      update = self._optimizer.apply_gradients(delayed_and_vars, global_step,
-                                               name=name)
+      update = self._optimizer.apply_gradients(delayed_and_vars, global_step, name=name)
     return tf.group(update, *shifts)

@@ -79,7 +79,8 @@ def keyed_normal_draws(seed, example_indices, purpose, count, latent_dim):
   per_example = tf.map_fn(
       lambda index: tf.random.stateless_normal(
           tf.stack([count, latent_dim]), seed=tf.stack([key, index])),
-      tf.cast(example_indices, tf.int64), fn_output_signature=tf.float32)
+      tf.cast(example_indices, tf.int64),
+      fn_output_signature=tf.float32)
   return tf.transpose(per_example, [1, 0, 2])
 
 
@@ -113,8 +114,14 @@ class Evaluator(object):
   """The evaluation ops, built over the model variables of the current graph
   (new ones, or a training graph's: variables are shared by name)."""
 
-  def __init__(self, network, num_samples=1, iw_samples=0, iw_chunk=100,
-               batch_size=100, seed=DEFAULT_SEED, matmul_dtype=tf.float32,
+  def __init__(self,
+               network,
+               num_samples=1,
+               iw_samples=0,
+               iw_chunk=100,
+               batch_size=100,
+               seed=DEFAULT_SEED,
+               matmul_dtype=tf.float32,
                aggregate_draws=1):
     """
     Args:
@@ -136,20 +143,17 @@ class Evaluator(object):
       self._images = tf.placeholder(tf.float32, [None, IMAGE_PIXELS], 'images')
       # The index in the split of the batch's first image.
       self._first_index = tf.placeholder(tf.int64, [], 'first_index')
-      indices = self._first_index + tf.range(
-          tf.shape(self._images, out_type=tf.int64)[0])
-      z_mean, z_stddev = model.encode(self._images, network,
-                                      matmul_dtype=matmul_dtype)
+      indices = self._first_index + tf.range(tf.shape(self._images, out_type=tf.int64)[0])
+      z_mean, z_stddev = model.encode(self._images, network, matmul_dtype=matmul_dtype)
       # The reconstruction term's draws, made in the graph the first time a
       # batch is evaluated and fed back after that (`per_example`).
-      self._elbo_draws = keyed_normal_draws(seed, indices, ELBO_DRAWS,
-                                            num_samples, network.latent_dim)
-      self._fed_elbo_draws = tf.placeholder_with_default(
-          self._elbo_draws, [num_samples, None, network.latent_dim])
+      self._elbo_draws = keyed_normal_draws(seed, indices, ELBO_DRAWS, num_samples,
+                                            network.latent_dim)
+      self._fed_elbo_draws = tf.placeholder_with_default(self._elbo_draws,
+                                                         [num_samples, None, network.latent_dim])
       self._kept_elbo_draws = {}
-      log_likelihood = model.log_likelihood_of_draws(
-          self._images, z_mean, z_stddev, self._fed_elbo_draws,
-          network, matmul_dtype)
+      log_likelihood = model.log_likelihood_of_draws(self._images, z_mean, z_stddev,
+                                                     self._fed_elbo_draws, network, matmul_dtype)
       kl_per_dimension = model.gaussian_kl_per_dimension(z_mean, z_stddev, network)
       self._per_example_terms = {
           'reconstruction': -tf.reduce_mean(log_likelihood, axis=0),
@@ -159,8 +163,8 @@ class Evaluator(object):
           'z_stddev': z_stddev,
       }
       if iw_samples:
-        self._per_example_terms['iw_nll'] = -self._log_mean_weight(
-            z_mean, z_stddev, indices, matmul_dtype)
+        self._per_example_terms['iw_nll'] = -self._log_mean_weight(z_mean, z_stddev, indices,
+                                                                   matmul_dtype)
 
   def _log_mean_weight(self, z_mean, z_stddev, indices, matmul_dtype):
     """log mean_k w_k per image of the batch, float64 [n].
@@ -168,23 +172,25 @@ class Evaluator(object):
     The draws are made once per batch; a loop in the graph decodes them
     iw_chunk at a time (bounding memory), with no round trip through NumPy.
     """
-    draws = keyed_normal_draws(self.seed, indices, IMPORTANCE_DRAWS,
-                               self.iw_samples, self.network.latent_dim)
+    draws = keyed_normal_draws(self.seed, indices, IMPORTANCE_DRAWS, self.iw_samples,
+                               self.network.latent_dim)
     num_chunks = -(-self.iw_samples // self.iw_chunk)
 
     def decode_chunk(chunk, log_weights):
       noise = draws[chunk * self.iw_chunk:(chunk + 1) * self.iw_chunk]
       # The likelihood as one XLA computation, where the draws make the work.
-      return chunk + 1, log_weights.write(chunk, model.log_importance_weights(
-          self._images, z_mean, z_stddev, noise, self.network, matmul_dtype,
-          fast_step.compiled_log_likelihood(self.network)))
+      return chunk + 1, log_weights.write(
+          chunk,
+          model.log_importance_weights(self._images, z_mean, z_stddev, noise,
+                                       self.network, matmul_dtype,
+                                       fast_step.compiled_log_likelihood(self.network)))
 
     # One chunk at a time: its decoder multiplies use both cores already,
     # and several in flight would multiply the memory.
     _, log_weights = tf.while_loop(
-        lambda chunk, _: chunk < num_chunks, decode_chunk,
-        [tf.constant(0), tf.TensorArray(tf.float32, num_chunks,
-                                        infer_shape=False)],
+        lambda chunk, _: chunk < num_chunks,
+        decode_chunk,
+        [tf.constant(0), tf.TensorArray(tf.float32, num_chunks, infer_shape=False)],
         parallel_iterations=1)
     log_weights = tf.cast(log_weights.concat(), tf.float64)
     return (tf.reduce_logsumexp(log_weights, axis=0)
@@ -204,8 +210,7 @@ class Evaluator(object):
     for begin in range(0, len(images), self.batch_size):
       if begin and time.time() - last_progress >= PROGRESS_EVERY_SEC:
         last_progress = time.time()
-        logging.info('%d of %d examples, about %.0f s left.', begin,
-                     len(images),
+        logging.info('%d of %d examples, about %.0f s left.', begin, len(images),
                      (last_progress - start) * (len(images) - begin) / begin)
       batch = images[begin:begin + self.batch_size]
       feed = {self._images: batch, self._first_index: begin}
@@ -214,8 +219,7 @@ class Evaluator(object):
       # draws (one small op per example) anew each time would cost much of it.
       kept = self._kept_elbo_draws.get((begin, len(batch)))
       if kept is None:
-        terms, draws = session.run([self._per_example_terms, self._elbo_draws],
-                                   feed)
+        terms, draws = session.run([self._per_example_terms, self._elbo_draws], feed)
         if self._keeps_draws(len(batch)):
           self._kept_elbo_draws[begin, len(batch)] = draws
       else:
@@ -231,8 +235,7 @@ class Evaluator(object):
     """Whether the draws of one more batch of `batch_size` fit in what
     per_example keeps (KEPT_DRAWS_LIMIT numbers)."""
     kept = sum(draws.size for draws in self._kept_elbo_draws.values())
-    return (kept + self.num_samples * batch_size * self.network.latent_dim
-            <= KEPT_DRAWS_LIMIT)
+    return (kept + self.num_samples * batch_size * self.network.latent_dim <= KEPT_DRAWS_LIMIT)
 
   def evaluate(self, session, images):
     """The split's figures: summarize(per_example(session, images))."""
@@ -245,14 +248,14 @@ class Evaluator(object):
     [iw_nll,] num_examples, num_samples, iw_samples, seed, kl_per_dimension
     (list), active_units} (means over the examples) and the aggregate
     posterior's figures (aggregate_posterior.summarize)."""
-    result = {key: float(np.mean(columns[key])) for key in SCALARS
-              if key in columns}
-    result.update(summarize_latents(columns['z_mean'],
-                                    columns['kl_per_dimension']))
-    result.update(aggregate_posterior.summarize(
-        columns['z_mean'], columns['z_stddev'], result['kl_divergence'],
-        self.aggregate_draws, self.seed))
-    result.update(num_examples=len(columns['neg_elbo']),
-                  num_samples=self.num_samples, iw_samples=self.iw_samples,
-                  seed=self.seed)
+    result = {key: float(np.mean(columns[key])) for key in SCALARS if key in columns}
+    result.update(summarize_latents(columns['z_mean'], columns['kl_per_dimension']))
+    result.update(
+        aggregate_posterior.summarize(columns['z_mean'], columns['z_stddev'],
+                                      result['kl_divergence'], self.aggregate_draws, self.seed))
+    result.update(
+        num_examples=len(columns['neg_elbo']),
+        num_samples=self.num_samples,
+        iw_samples=self.iw_samples,
+        seed=self.seed)
     return result

@@ -70,8 +70,8 @@ class ExportError(RuntimeError):
 
 
 # What to export and where: export.py's flags, these their defaults.
-ExportSettings = collections.namedtuple('ExportSettings', [
-    'train_dir', 'checkpoint', 'export_dir', 'data_dir', 'overwrite'],
+ExportSettings = collections.namedtuple(
+    'ExportSettings', ['train_dir', 'checkpoint', 'export_dir', 'data_dir', 'overwrite'],
     defaults=(None, None, None, None, False))
 
 
@@ -80,33 +80,48 @@ def _default(name):
 
 
 def define_flags(flag_values=flags.FLAGS):
-  flags.DEFINE_string('train_dir', _default('train_dir'), flag_values=flag_values,
-                      help='The training run whose latest checkpoint is '
-                      'exported.')
-  flags.DEFINE_string('checkpoint', _default('checkpoint'), flag_values=flag_values,
-                      help='A checkpoint path (model.ckpt-N) to export instead '
-                      'of the latest in --train_dir.')
-  flags.DEFINE_string('export_dir', _default('export_dir'), flag_values=flag_values,
-                      help='Directory the SavedModel is written to.')
-  flags.DEFINE_string('data_dir', _default('data_dir'), flag_values=flag_values,
-                      help='TFRecords whose training split fits the aggregate '
-                      'posterior for the sample_aggregate signature, when no '
-                      'fit is saved beside the checkpoint (it is saved there '
-                      'then). Without either, the export has no '
-                      'sample_aggregate.')
-  flags.DEFINE_boolean('overwrite', _default('overwrite'), flag_values=flag_values,
-                       help='Replace an existing export in --export_dir.')
+  flags.DEFINE_string(
+      'train_dir',
+      _default('train_dir'),
+      flag_values=flag_values,
+      help='The training run whose latest checkpoint is '
+      'exported.')
+  flags.DEFINE_string(
+      'checkpoint',
+      _default('checkpoint'),
+      flag_values=flag_values,
+      help='A checkpoint path (model.ckpt-N) to export instead '
+      'of the latest in --train_dir.')
+  flags.DEFINE_string(
+      'export_dir',
+      _default('export_dir'),
+      flag_values=flag_values,
+      help='Directory the SavedModel is written to.')
+  flags.DEFINE_string(
+      'data_dir',
+      _default('data_dir'),
+      flag_values=flag_values,
+      help='TFRecords whose training split fits the aggregate '
+      'posterior for the sample_aggregate signature, when no '
+      'fit is saved beside the checkpoint (it is saved there '
+      'then). Without either, the export has no '
+      'sample_aggregate.')
+  flags.DEFINE_boolean(
+      'overwrite',
+      _default('overwrite'),
+      flag_values=flag_values,
+      help='Replace an existing export in --export_dir.')
   flags.mark_flag_as_required('export_dir', flag_values=flag_values)
 
 
 def _tensor_info(tensors):
-  return {name: tf.saved_model.utils.build_tensor_info(tensor)
-          for name, tensor in tensors.items()}
+  return {name: tf.saved_model.utils.build_tensor_info(tensor) for name, tensor in tensors.items()}
 
 
 def _signature(inputs, outputs):
   return tf.saved_model.signature_def_utils.build_signature_def(
-      inputs=_tensor_info(inputs), outputs=_tensor_info(outputs),
+      inputs=_tensor_info(inputs),
+      outputs=_tensor_info(outputs),
       method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
 
 
@@ -114,8 +129,10 @@ def _checked_images(images):
   """`images` once they are known to lie in [0, 1]: a signature refuses
   pixels in 0..255, which it would otherwise encode into codes that mean
   nothing (InvalidArgumentError with IMAGES_RANGE_MESSAGE; NaN fails too)."""
-  checks = [tf.debugging.assert_greater_equal(images, 0.0, message=IMAGES_RANGE_MESSAGE),
-            tf.debugging.assert_less_equal(images, 1.0, message=IMAGES_RANGE_MESSAGE)]
+  checks = [
+      tf.debugging.assert_greater_equal(images, 0.0, message=IMAGES_RANGE_MESSAGE),
+      tf.debugging.assert_less_equal(images, 1.0, message=IMAGES_RANGE_MESSAGE)
+  ]
   with tf.control_dependencies(checks):
     return tf.identity(images)
 
@@ -149,23 +166,19 @@ def build_signatures(network, aggregate_fit=None):
   indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
   log_weights = model.log_importance_weights(
       images, z_mean, z_stddev,
-      evaluation.keyed_normal_draws(seed, indices,
-                                    evaluation.IMPORTANCE_DRAWS, num_samples,
-                                    latent_dim),
-      network)
+      evaluation.keyed_normal_draws(seed, indices, evaluation.IMPORTANCE_DRAWS, num_samples,
+                                    latent_dim), network)
   # The ELBO uses a stream of its own, as evaluate.py does.
   elbo_log_likelihood = model.log_likelihood_of_draws(
       images, z_mean, z_stddev,
-      evaluation.keyed_normal_draws(seed, indices, evaluation.ELBO_DRAWS,
-                                    num_samples, latent_dim),
+      evaluation.keyed_normal_draws(seed, indices, evaluation.ELBO_DRAWS, num_samples, latent_dim),
       network)
   neg_elbo = (-tf.reduce_mean(elbo_log_likelihood, axis=0)
               + model.gaussian_kl(z_mean, z_stddev, network))
   num_draws = tf.cast(tf.shape(log_weights)[0], tf.float32)
   nll = -(tf.reduce_logsumexp(log_weights, axis=0) - tf.log(num_draws))
 
-  reconstruct = _signature({'images': images_input},
-                           {'probabilities': reconstruction})
+  reconstruct = _signature({'images': images_input}, {'probabilities': reconstruction})
   signatures = {}
   if aggregate_fit is not None:
     mean, covariance = aggregate_fit
@@ -174,23 +187,48 @@ def build_signatures(network, aggregate_fit=None):
     aggregate_z = mean.astype('float32') + temperature * tf.matmul(
         prior_z, tf.constant(np.linalg.cholesky(covariance).T, tf.float32))
     signatures['sample_aggregate'] = _signature(
-        {'num_samples': num_samples, 'seed': seed, 'temperature': temperature},
-        {'z': aggregate_z, 'probabilities': model.probabilities(
-            model.decode(aggregate_z, network))})
-  return dict(signatures, **{
-      'encode': _signature({'images': images_input},
-                           {'z_mean': z_mean, 'z_stddev': z_stddev}),
-      'decode': _signature({'z': z}, {'probabilities': model.probabilities(
-          logits), 'logits': logits}),
-      'reconstruct': reconstruct,
-      tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-          reconstruct,
-      'sample': _signature({'num_samples': num_samples, 'seed': seed},
-                           {'z': prior_z, 'probabilities': prior_samples}),
-      'log_likelihood': _signature(
-          {'images': images_input, 'num_samples': num_samples, 'seed': seed},
-          {'neg_elbo': neg_elbo, 'nll': nll}),
-  })
+        {
+            'num_samples': num_samples,
+            'seed': seed,
+            'temperature': temperature
+        }, {
+            'z': aggregate_z,
+            'probabilities': model.probabilities(model.decode(aggregate_z, network))
+        })
+  return dict(
+      signatures, **{
+          'encode':
+              _signature({'images': images_input}, {
+                  'z_mean': z_mean,
+                  'z_stddev': z_stddev
+              }),
+          'decode':
+              _signature({'z': z}, {
+                  'probabilities': model.probabilities(logits),
+                  'logits': logits
+              }),
+          'reconstruct':
+              reconstruct,
+          tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+              reconstruct,
+          'sample':
+              _signature({
+                  'num_samples': num_samples,
+                  'seed': seed
+              }, {
+                  'z': prior_z,
+                  'probabilities': prior_samples
+              }),
+          'log_likelihood':
+              _signature({
+                  'images': images_input,
+                  'num_samples': num_samples,
+                  'seed': seed
+              }, {
+                  'neg_elbo': neg_elbo,
+                  'nll': nll
+              }),
+      })
 
 
 def export(checkpoint, export_dir, overwrite=False, data_dir=None):
@@ -213,8 +251,9 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
   if data_dir or tf.io.gfile.exists(aggregate_posterior.fit_path(checkpoint)):
     aggregate_fit = trained_model.fitted_aggregate_posterior(checkpoint, data_dir)
   else:
-    logging.info('No sample_aggregate signature: %s has no saved fit of its '
-                 'aggregate posterior; pass --data_dir to fit one.', checkpoint)
+    logging.info(
+        'No sample_aggregate signature: %s has no saved fit of its '
+        'aggregate posterior; pass --data_dir to fit one.', checkpoint)
   partial = '%s.partial-%d' % (export_dir.rstrip('/'), os.getpid())
   try:
     with tf.Graph().as_default():
@@ -223,8 +262,7 @@ def export(checkpoint, export_dir, overwrite=False, data_dir=None):
         checkpoints.restore(session, checkpoint)
         builder = tf.saved_model.Builder(partial)
         builder.add_meta_graph_and_variables(
-            session, [SERVING_TAG], signature_def_map=signatures,
-            strip_default_attrs=True)
+            session, [SERVING_TAG], signature_def_map=signatures, strip_default_attrs=True)
         builder.save()
   except BaseException:
     if tf.io.gfile.exists(partial):  # A full disk keeps no half export.
@@ -250,8 +288,8 @@ def main():
   start = time.time()
   names = export(checkpoint, export_settings.export_dir, export_settings.overwrite,
                  export_settings.data_dir)
-  logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s',
-               checkpoint, checkpoints.step_of(checkpoint), export_settings.export_dir,
+  logging.info('Exported %s (step %d) to %s in %.1f s; signatures: %s', checkpoint,
+               checkpoints.step_of(checkpoint), export_settings.export_dir,
                time.time() - start, ', '.join(names))
   return 0
 

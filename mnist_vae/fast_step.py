@@ -47,6 +47,7 @@ def dropout(keep_prob):
       return apply_dropout(hidden, tf.random.uniform(tf.shape(hidden)), keep_prob)
     size = tf.size(hidden)
     return apply_dropout(hidden, _dropout_bits(size), keep_prob, size)
+
   return apply
 
 
@@ -64,8 +65,7 @@ def _dropout_words(size):
 
 def _dropout_bits(size):
   """int32 [ceil(size / 2)] uniform bits: a mask's `size` 16-bit uniforms."""
-  return tf.random.uniform([_dropout_words(size)], minval=-2**31,
-                           maxval=2**31 - 1, dtype=tf.int32)
+  return tf.random.uniform([_dropout_words(size)], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32)
 
 
 def apply_dropout(inputs, draws, keep_prob, size=None):
@@ -75,8 +75,7 @@ def apply_dropout(inputs, draws, keep_prob, size=None):
   None. `size` is tf.size(inputs) if the caller has it."""
   threshold = _dropout_threshold(keep_prob)
   if threshold is None:
-    return tf.where(draws < keep_prob, inputs * (1.0 / keep_prob),
-                    tf.zeros_like(inputs))
+    return tf.where(draws < keep_prob, inputs * (1.0 / keep_prob), tf.zeros_like(inputs))
   if size is None:
     size = tf.size(inputs)
   uniform16 = tf.reshape(tf.bitcast(draws, tf.uint16), [-1])[:size]
@@ -90,8 +89,7 @@ def _compiled_dropout_key():
   """int32 [2]: the seed of one step's dropout masks inside the compiled step,
   drawn by a stateful op, so that it follows the graph's seed (each seed, and
   each worker of a cluster, its own sequence of masks)."""
-  return tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1,
-                           dtype=tf.int32, name='dropout_key')
+  return tf.random.uniform([2], minval=-2**31, maxval=2**31 - 1, dtype=tf.int32, name='dropout_key')
 
 
 def _threefry_dropout_bits(key, num_layers, largest_size):
@@ -102,21 +100,33 @@ def _threefry_dropout_bits(key, num_layers, largest_size):
   fuses into vector loops, where TensorFlow's Philox kernels would run
   before the computation could start."""
   return tf.random.stateless_uniform(
-      tf.stack([num_layers, _dropout_words(largest_size)]), seed=key, minval=None,
-      maxval=None, dtype=tf.int32, alg='threefry')
+      tf.stack([num_layers, _dropout_words(largest_size)]),
+      seed=key,
+      minval=None,
+      maxval=None,
+      dtype=tf.int32,
+      alg='threefry')
 
 
-TrainingStep = collections.namedtuple('TrainingStep', [
-    'loss_terms',      # model.LossTerms of the batch.
-    'objective',       # float32 []: what the step minimizes.
-    'grads_and_vars',  # [(gradient of objective, variable)].
-    'gradient_sum',    # float32 []: the sum of every gradient entry.
-])
+TrainingStep = collections.namedtuple(
+    'TrainingStep',
+    [
+        'loss_terms',  # model.LossTerms of the batch.
+        'objective',  # float32 []: what the step minimizes.
+        'grads_and_vars',  # [(gradient of objective, variable)].
+        'gradient_sum',  # float32 []: the sum of every gradient entry.
+    ])
 
 
-def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float32,
-                           kl_weight=None, noise=None, output_bias=None,
-                           iw_samples=1, bound='iwae'):
+def compiled_training_step(images,
+                           network,
+                           keep_prob=1.0,
+                           matmul_dtype=tf.float32,
+                           kl_weight=None,
+                           noise=None,
+                           output_bias=None,
+                           iw_samples=1,
+                           bound='iwae'):
   """A training step's loss and gradients as one function, compiled by XLA
   where the network's description says so (network.xla_step).
 
@@ -163,13 +173,13 @@ def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float
   uses_dropout = keep_prob != 1.0 and bool(dropout_sizes)
   # What the computation makes its masks from: a key for Threefry inside, or
   # (where 16-bit uniforms cannot express keep_prob) float32 uniforms.
-  bits_inside = (uses_dropout and _dropout_threshold(keep_prob) is not None
-                 and network.xla_step)
+  bits_inside = (uses_dropout and _dropout_threshold(keep_prob) is not None and network.xla_step)
   if bits_inside:
     draws = _compiled_dropout_key()
   elif uses_dropout:
-    draws = [tf.random.uniform([batch] + list(shape))
-             for shape in architectures.dropout_shapes(network)]
+    draws = [
+        tf.random.uniform([batch] + list(shape)) for shape in architectures.dropout_shapes(network)
+    ]
   else:
     draws = []
   if noise is None:
@@ -179,41 +189,45 @@ def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float
   @tf.function(jit_compile=network.xla_step, autograph=False)
   def loss_and_gradients(images, noise, draws, weights, kl_weight):
     if bits_inside:
-      draws = tf.unstack(_threefry_dropout_bits(
-          draws, len(dropout_sizes), tf.shape(images)[0] * max(dropout_sizes)))
+      draws = tf.unstack(
+          _threefry_dropout_bits(draws, len(dropout_sizes),
+                                 tf.shape(images)[0] * max(dropout_sizes)))
     # One mask after each dropout layer, in the order the layers come.
     masks = iter(draws)
 
     def dropout_of(hidden):
       return apply_dropout(hidden, next(masks), keep_prob) if uses_dropout else hidden
+
     z_mean, z_stddev = model.forward_encoder(
-        images, network, model.LayerOps(model.ENCODER_SCOPE, weights, matmul_dtype),
-        dropout_of)
+        images, network, model.LayerOps(model.ENCODER_SCOPE, weights, matmul_dtype), dropout_of)
     z = model.reparameterize(z_mean, z_stddev, noise)
-    logits = model.forward_decoder(
-        z, network, model.LayerOps(model.DECODER_SCOPE, weights, matmul_dtype), dropout_of)
+    logits = model.forward_decoder(z, network,
+                                   model.LayerOps(model.DECODER_SCOPE, weights, matmul_dtype),
+                                   dropout_of)
     terms = model.loss(images, model.Inference(z_mean, z_stddev, z, logits), network)
-    objective = (terms.reconstruction + kl_weight * terms.kl_divergence
-                 if weighted else terms.neg_elbo)
+    objective = (
+        terms.reconstruction + kl_weight * terms.kl_divergence if weighted else terms.neg_elbo)
     if iwae:
-      objective = -tf.reduce_mean(model.importance_weighted_bound(
-          terms.log_likelihood, z_mean, z_stddev, noise, iw_samples))
+      objective = -tf.reduce_mean(
+          model.importance_weighted_bound(terms.log_likelihood, z_mean, z_stddev, noise,
+                                          iw_samples))
     gradients = tf.gradients(objective, tf.nest.flatten(weights))
     gradient_sum = tf.add_n([tf.reduce_sum(gradient) for gradient in gradients])
     return terms, objective, gradients, gradient_sum
 
-  weights = {name: tuple(variable.value() for variable in pair)
-             for name, pair in layers.items()}
+  weights = {name: tuple(variable.value() for variable in pair) for name, pair in layers.items()}
   terms, objective, gradients, gradient_sum = loss_and_gradients(
       images, noise, draws, weights, kl_weight if weighted else tf.constant(1.0))
   # Named as model.loss names them outside a function.
-  terms = terms._replace(**{
-      name: tf.identity(getattr(terms, name), name=name)
-      for name in ('reconstruction', 'kl_divergence', 'neg_elbo')})
+  terms = terms._replace(
+      **{
+          name: tf.identity(getattr(terms, name), name=name)
+          for name in ('reconstruction', 'kl_divergence', 'neg_elbo')
+      })
   return TrainingStep(
-      terms, tf.identity(objective, name='objective') if weighted or iwae else
-      terms.neg_elbo, list(zip(gradients, tf.nest.flatten(layers))),
-      gradient_sum)
+      terms,
+      tf.identity(objective, name='objective') if weighted or iwae else terms.neg_elbo,
+      list(zip(gradients, tf.nest.flatten(layers))), gradient_sum)
 
 
 # (1 + u) <= 2, so a product of this many factors stays below float32's
@@ -221,10 +235,9 @@ def compiled_training_step(images, network, keep_prob=1.0, matmul_dtype=tf.float
 _MAX_FACTORS_PER_PRODUCT = 126
 # log(m) - (m - 1) + (m - 1)^2 / 2 for m - 1 in [sqrt(1/2) - 1, sqrt(2) - 1]:
 # the minimax polynomial of Moshier's Cephes logf, highest power first.
-_LOG_MANTISSA_POLYNOMIAL = (
-    7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-    1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-    3.3333331174e-1)
+_LOG_MANTISSA_POLYNOMIAL = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                            1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                            3.3333331174e-1)
 # log(2) split so that exponent * _LOG2_HIGH is exact in float32.
 _LOG2_HIGH, _LOG2_LOW = 0.693359375, -2.12194440e-4
 
@@ -237,8 +250,8 @@ def log_of_positive_normal(values):
   bits = tf.bitcast(values, tf.int32)
   exponent = tf.bitwise.right_shift(bits, 23) - 127
   # The mantissa as a float in [1, 2), then folded into [sqrt(1/2), sqrt(2)).
-  mantissa = tf.bitcast(tf.bitwise.bitwise_or(
-      tf.bitwise.bitwise_and(bits, 0x007fffff), 0x3f800000), tf.float32)
+  mantissa = tf.bitcast(
+      tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, 0x007fffff), 0x3f800000), tf.float32)
   folded = mantissa > math.sqrt(2.0)
   x = tf.where_v2(folded, 0.5 * mantissa, mantissa) - 1.0
   exponent = tf.cast(exponent, tf.float32) + tf.cast(folded, tf.float32)
@@ -246,27 +259,25 @@ def log_of_positive_normal(values):
   for coefficient in _LOG_MANTISSA_POLYNOMIAL[1:]:
     polynomial = polynomial * x + coefficient
   x_squared = x * x
-  return (x + (polynomial * x * x_squared - 0.5 * x_squared
-               + exponent * _LOG2_LOW) + exponent * _LOG2_HIGH)
+  return (x + (polynomial * x * x_squared - 0.5 * x_squared + exponent * _LOG2_LOW)
+          + exponent * _LOG2_HIGH)
 
 
 def _compiled_sum(likelihood):
+
   @tf.function(jit_compile=True)
   def log_likelihood(images, logits):
     pixels = int(logits.shape[-1])
-    group = max(size for size in range(1, _MAX_FACTORS_PER_PRODUCT + 1)
-                if pixels % size == 0)
-    u, terms = model.pixel_terms_but_log1p(images, logits, likelihood,
-                                           log_of_positive_normal)
-    factors = tf.reshape(1.0 + u, tf.concat(
-        [tf.shape(u)[:-1], [pixels // group, group]], axis=0))
+    group = max(size for size in range(1, _MAX_FACTORS_PER_PRODUCT + 1) if pixels % size == 0)
+    u, terms = model.pixel_terms_but_log1p(images, logits, likelihood, log_of_positive_normal)
+    factors = tf.reshape(1.0 + u, tf.concat([tf.shape(u)[:-1], [pixels // group, group]], axis=0))
     sum_log1p_u = tf.reduce_sum(tf.log(tf.reduce_prod(factors, axis=-1)), axis=-1)
     return tf.reduce_sum(terms, axis=-1) - sum_log1p_u
+
   return log_likelihood
 
 
-_COMPILED_SUMS = {likelihood: _compiled_sum(likelihood)
-                  for likelihood in architectures.LIKELIHOODS}
+_COMPILED_SUMS = {likelihood: _compiled_sum(likelihood) for likelihood in architectures.LIKELIHOODS}
 
 
 def compiled_log_likelihood(network):
@@ -286,26 +297,35 @@ def compiled_log_likelihood(network):
 
 
 # What stopped a compiled loop's call: fetches['non_finite'] indexes this.
-NON_FINITE = (None, ('loss', 'NaN'), ('loss', 'Inf'), ('gradients', 'NaN'),
-              ('gradients', 'Inf'))
+NON_FINITE = (None, ('loss', 'NaN'), ('loss', 'Inf'), ('gradients', 'NaN'), ('gradients', 'Inf'))
 # Optimizers whose update compiled_training_loop computes itself.
 LOOP_OPTIMIZERS = ('adam', 'sgd')
 
-TrainingLoop = collections.namedtuple('TrainingLoop', [
-    'steps_to_run',  # int32 [] placeholder: the steps of this call, 1..max.
-    'train_op',      # runs them, then assigns every variable.
-    'fetches',       # {name: tensor} after the train op: 'step' (the global
-                     # step), the last step's loss terms ('neg_elbo',
-                     # 'reconstruction', 'kl_divergence', 'objective',
-                     # 'kl_weight', 'learning_rate') and 'non_finite' (int32,
-                     # NON_FINITE's index of what stopped the call, 0: none).
-])
+TrainingLoop = collections.namedtuple(
+    'TrainingLoop',
+    [
+        'steps_to_run',  # int32 [] placeholder: the steps of this call, 1..max.
+        'train_op',  # runs them, then assigns every variable.
+        'fetches',  # {name: tensor} after the train op: 'step' (the global
+        # step), the last step's loss terms ('neg_elbo',
+        # 'reconstruction', 'kl_divergence', 'objective',
+        # 'kl_weight', 'learning_rate') and 'non_finite' (int32,
+        # NON_FINITE's index of what stopped the call, 0: none).
+    ])
 
 
-def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
-                           matmul_dtype=tf.float32, learning_rate_at=None,
-                           kl_weight_at=None, output_bias=None, iw_samples=1,
-                           bound='iwae', pixels=None, binarize='none'):
+def compiled_training_loop(blocks,
+                           network,
+                           optimizer,
+                           keep_prob=1.0,
+                           matmul_dtype=tf.float32,
+                           learning_rate_at=None,
+                           kl_weight_at=None,
+                           output_bias=None,
+                           iw_samples=1,
+                           bound='iwae',
+                           pixels=None,
+                           binarize='none'):
   """Several training steps, updates included, as one XLA computation.
 
   Where a step is short (a small batch of a small network), the cost of a
@@ -351,11 +371,13 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
   """
   iwae = iw_samples > 1 and bound == 'iwae'
   check_keep_prob(keep_prob)
-  name = {tf.train.AdamOptimizer: 'adam',
-          tf.train.GradientDescentOptimizer: 'sgd'}.get(type(optimizer))
+  name = {
+      tf.train.AdamOptimizer: 'adam',
+      tf.train.GradientDescentOptimizer: 'sgd'
+  }.get(type(optimizer))
   if name is None:
-    raise ValueError('compiled_training_loop updates with %s only, not %s'
-                     % (' or '.join(LOOP_OPTIMIZERS), type(optimizer).__name__))
+    raise ValueError('compiled_training_loop updates with %s only, not %s' %
+                     (' or '.join(LOOP_OPTIMIZERS), type(optimizer).__name__))
   layers = model.create_variables(network, output_bias)
   global_step = tf.train.get_or_create_global_step()
   variables = tf.nest.flatten(layers)
@@ -382,37 +404,42 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
     if pixels is not None:
       batch_pixels = tf.gather(pixels, images)
       images = input_pipeline.images_from_pixels(
-          batch_pixels, binarize, tf.random.stateless_uniform(
-              tf.shape(batch_pixels), seed=tf.stack([key[1] + index, key[0]]),
-              alg='threefry') if binarize == 'dynamic' else None)
+          batch_pixels, binarize,
+          tf.random.stateless_uniform(
+              tf.shape(batch_pixels), seed=tf.stack([key[1] + index, key[0]]), alg='threefry')
+          if binarize == 'dynamic' else None)
     images = model.repeat_for_draws(images, iw_samples)
     batch = tf.shape(images)[0]
-    noise = tf.random.stateless_normal([batch, network.latent_dim], seed=step_key,
-                                       alg='threefry')
+    noise = tf.random.stateless_normal([batch, network.latent_dim], seed=step_key, alg='threefry')
     if uses_dropout and threshold is not None:
-      draws = tf.unstack(_threefry_dropout_bits(
-          step_key[::-1], len(dropout_sizes), batch * max(dropout_sizes)))
+      draws = tf.unstack(
+          _threefry_dropout_bits(step_key[::-1], len(dropout_sizes), batch * max(dropout_sizes)))
     elif uses_dropout:
-      draws = [tf.random.stateless_uniform(
-          tf.concat([[batch], shape], 0), seed=step_key[::-1], alg='threefry')
-               for shape in dropout_shapes]
+      draws = [
+          tf.random.stateless_uniform(
+              tf.concat([[batch], shape], 0), seed=step_key[::-1], alg='threefry')
+          for shape in dropout_shapes
+      ]
     masks = iter(draws) if uses_dropout else None
 
     def dropout_of(hidden):
       return apply_dropout(hidden, next(masks), keep_prob) if uses_dropout else hidden
+
     z_mean, z_stddev = model.forward_encoder(
-        images, network, model.LayerOps(model.ENCODER_SCOPE, weights, matmul_dtype),
-        dropout_of)
+        images, network, model.LayerOps(model.ENCODER_SCOPE, weights, matmul_dtype), dropout_of)
     z = model.reparameterize(z_mean, z_stddev, noise)
-    logits = model.forward_decoder(
-        z, network, model.LayerOps(model.DECODER_SCOPE, weights, matmul_dtype), dropout_of)
+    logits = model.forward_decoder(z, network,
+                                   model.LayerOps(model.DECODER_SCOPE, weights, matmul_dtype),
+                                   dropout_of)
     terms = model.loss(images, model.Inference(z_mean, z_stddev, z, logits), network)
     kl_weight = None if kl_weight_at is None else kl_weight_at(step)
-    objective = (terms.neg_elbo if kl_weight is None
-                 else terms.reconstruction + kl_weight * terms.kl_divergence)
+    objective = (
+        terms.neg_elbo if kl_weight is None else terms.reconstruction
+        + kl_weight * terms.kl_divergence)
     if iwae:
-      objective = -tf.reduce_mean(model.importance_weighted_bound(
-          terms.log_likelihood, z_mean, z_stddev, noise, iw_samples))
+      objective = -tf.reduce_mean(
+          model.importance_weighted_bound(terms.log_likelihood, z_mean, z_stddev, noise,
+                                          iw_samples))
     gradients = tf.gradients(objective, weights_list)
     return terms, objective, gradients, kl_weight
 
@@ -420,8 +447,8 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
     """The optimizer's update of every variable, as its kernel computes it,
     times `applies` (1.0, or 0.0 for no change at all)."""
     if name == 'sgd':
-      return ([w - (applies * rate) * g for w, g in zip(weights_list, gradients)],
-              slot_values, powers)
+      return ([w - (applies * rate) * g for w, g in zip(weights_list, gradients)], slot_values,
+              powers)
     beta1, beta2, epsilon = hyper
     # ResourceApplyAdam: m += (g - m) (1 - beta1); v += (g^2 - v) (1 - beta2);
     # var -= lr sqrt(1 - beta2^t) / (1 - beta1^t) m / (sqrt(v) + epsilon).
@@ -433,8 +460,9 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
       new_weights.append(weight - (m * step_rate) / (tf.sqrt(v) + epsilon))
       new_slots.append((m, v))
     unchanged = 1.0 - applies
-    return new_weights, new_slots, [powers[0] * (beta1 * applies + unchanged),
-                                    powers[1] * (beta2 * applies + unchanged)]
+    return new_weights, new_slots, [
+        powers[0] * (beta1 * applies + unchanged), powers[1] * (beta2 * applies + unchanged)
+    ]
 
   @tf.function(jit_compile=True, autograph=False)
   def run_steps(blocks, steps_to_run, step, weights_list, slot_values, powers):
@@ -442,43 +470,41 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
     empty_terms = (zero, zero, zero, zero, zero, zero)
 
     def body(index, step, weights_list, slot_values, powers, _, non_finite):
-      terms, objective, gradients, kl_weight = one_step(step, index, weights_list,
-                                                        blocks[index])
+      terms, objective, gradients, kl_weight = one_step(step, index, weights_list, blocks[index])
       gradient_sum = tf.add_n([tf.reduce_sum(gradient) for gradient in gradients])
-      what = tf.where(tf.math.is_finite(objective),
-                      tf.where(tf.math.is_finite(gradient_sum), 0,
-                               tf.where(tf.math.is_nan(gradient_sum), 3, 4)),
-                      tf.where(tf.math.is_nan(objective), 1, 2))
+      what = tf.where(
+          tf.math.is_finite(objective),
+          tf.where(
+              tf.math.is_finite(gradient_sum), 0, tf.where(tf.math.is_nan(gradient_sum), 3, 4)),
+          tf.where(tf.math.is_nan(objective), 1, 2))
       finite = tf.equal(what, 0)
-      rate = (tf.cast(constant_rate, tf.float32) if learning_rate_at is None
-              else learning_rate_at(step))
+      rate = (
+          tf.cast(constant_rate, tf.float32)
+          if learning_rate_at is None else learning_rate_at(step))
       # A step that is not finite updates nothing: its gradients count as
       # zeros and its update is scaled by zero, which leaves every variable
       # and slot exactly as it was. Inside the update's elementwise loops this
       # costs nothing, where a branch or a select per variable would copy
       # every variable and slot at each step.
       applies = tf.cast(finite, tf.float32)
-      gradients = [tf.where(finite, gradient, tf.zeros_like(gradient))
-                   for gradient in gradients]
-      new_weights, new_slots, new_powers = update(rate, applies, weights_list,
-                                                  slot_values, powers, gradients)
+      gradients = [tf.where(finite, gradient, tf.zeros_like(gradient)) for gradient in gradients]
+      new_weights, new_slots, new_powers = update(rate, applies, weights_list, slot_values, powers,
+                                                  gradients)
       summary = (terms.neg_elbo, terms.reconstruction, terms.kl_divergence, objective,
                  zero if kl_weight is None else kl_weight, rate)
-      return (index + 1, step + tf.cast(finite, tf.int64), new_weights, new_slots,
-              new_powers, summary, what)
+      return (index + 1, step + tf.cast(finite, tf.int64), new_weights, new_slots, new_powers,
+              summary, what)
 
     _, step, weights_list, slot_values, powers, summary, non_finite = tf.while_loop(
         lambda index, *state: tf.logical_and(index < steps_to_run, tf.equal(state[-1], 0)),
-        body, (tf.constant(0), step, weights_list, slot_values, powers, empty_terms,
-               tf.constant(0)),
+        body,
+        (tf.constant(0), step, weights_list, slot_values, powers, empty_terms, tf.constant(0)),
         maximum_iterations=int(blocks.shape[0]))
     return step, weights_list, slot_values, powers, summary, non_finite
 
   step, new_weights, new_slots, new_powers, summary, non_finite = run_steps(
-      blocks, steps_to_run, global_step.read_value(),
-      [variable.value() for variable in variables],
-      [(m.value(), v.value()) for m, v in slots],
-      [power.value() for power in beta_powers])
+      blocks, steps_to_run, global_step.read_value(), [variable.value() for variable in variables],
+      [(m.value(), v.value()) for m, v in slots], [power.value() for power in beta_powers])
   assignments = [variable.assign(value) for variable, value in zip(variables, new_weights)]
   for (m, v), (new_m, new_v) in zip(slots, new_slots):
     assignments += [m.assign(new_m), v.assign(new_v)]
@@ -489,8 +515,7 @@ def compiled_training_loop(blocks, network, optimizer, keep_prob=1.0,
     fetches = {'step': global_step.read_value(), 'non_finite': tf.identity(non_finite)}
     names = ('neg_elbo', 'reconstruction', 'kl_divergence', 'objective', 'kl_weight',
              'learning_rate')
-    fetches.update({name: tf.identity(value, name=name)
-                    for name, value in zip(names, summary)})
+    fetches.update({name: tf.identity(value, name=name) for name, value in zip(names, summary)})
   if kl_weight_at is None:
     del fetches['kl_weight']
     if not iwae:

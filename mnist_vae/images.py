@@ -39,8 +39,7 @@ def tile(tiles, columns, pad=PAD):
   """
   count, height, width = tiles.shape
   rows = -(-count // columns)
-  grid = np.full((rows * (height + pad) - pad, columns * (width + pad) - pad),
-                 PAD_VALUE, np.uint8)
+  grid = np.full((rows * (height + pad) - pad, columns * (width + pad) - pad), PAD_VALUE, np.uint8)
   for i, image in enumerate(tiles):
     top = (i // columns) * (height + pad)
     left = (i % columns) * (width + pad)
@@ -113,19 +112,20 @@ class GridWriter(object):
   def write(self, session, step, summary_writer, images_dir):
     """Writes reconstructions_step_N.png and samples_step_N.png into
     images_dir, and both as image summaries at `step`."""
-    reconstructions, samples = session.run(
-        [self._reconstructions, self._samples],
-        feed_dict={self._images: self._fixed_images, self._z: self._prior_draws})
+    reconstructions, samples = session.run([self._reconstructions, self._samples],
+                                           feed_dict={
+                                               self._images: self._fixed_images,
+                                               self._z: self._prior_draws
+                                           })
     grids = {
-        'reconstructions': reconstruction_grid(self._fixed_images,
-                                               reconstructions),
+        'reconstructions': reconstruction_grid(self._fixed_images, reconstructions),
         'samples': sample_grid(samples),
     }
     summary = tf.Summary()
     for name, grid in grids.items():
-      png = write_png(
-          os.path.join(images_dir, '%s_step_%06d.png' % (name, step)), grid)
-      summary.value.add(tag='images/%s' % name, image=tf.Summary.Image(
-          height=grid.shape[0], width=grid.shape[1], colorspace=1,
-          encoded_image_string=png))
+      png = write_png(os.path.join(images_dir, '%s_step_%06d.png' % (name, step)), grid)
+      summary.value.add(
+          tag='images/%s' % name,
+          image=tf.Summary.Image(
+              height=grid.shape[0], width=grid.shape[1], colorspace=1, encoded_image_string=png))
     summary_writer.add_summary(summary, step)

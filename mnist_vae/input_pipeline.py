@@ -61,22 +61,20 @@ def binarize_static(images, serialized):
   """
   seeds = tf.strings.to_hash_bucket_fast(serialized, 2**62)
   uniforms = tf.map_fn(
-      lambda seed: tf.random.stateless_uniform([IMAGE_PIXELS],
-                                               tf.stack([seed, seed // 3])),
-      seeds, fn_output_signature=tf.float32)
+      lambda seed: tf.random.stateless_uniform([IMAGE_PIXELS], tf.stack([seed, seed // 3])),
+      seeds,
+      fn_output_signature=tf.float32)
   return tf.cast(uniforms < images, tf.float32)
 
 
 def binarize_dynamic(images, seed):
   """A fresh Bernoulli(pixel) sample each time: float32 [batch, 784] in {0, 1}."""
-  return tf.cast(tf.random.uniform(tf.shape(images), seed=seed) < images,
-                 tf.float32)
+  return tf.cast(tf.random.uniform(tf.shape(images), seed=seed) < images, tf.float32)
 
 
 def _check_binarize(binarize):
   if binarize not in BINARIZE_MODES:
-    raise ValueError('binarize must be one of %s, not %r'
-                     % (BINARIZE_MODES, binarize))
+    raise ValueError('binarize must be one of %s, not %r' % (BINARIZE_MODES, binarize))
 
 
 def binarize_threshold(images):
@@ -97,11 +95,17 @@ def _evaluation_images_fn(binarize):
     if binarize == 'threshold':
       return binarize_threshold(images)
     return binarize_static(images, serialized)
+
   return images_of
 
 
-def train_dataset(path, batch_size, seed, shuffle_buffer_size,
-                  num_shards=1, shard_index=0, binarize='none'):
+def train_dataset(path,
+                  batch_size,
+                  seed,
+                  shuffle_buffer_size,
+                  num_shards=1,
+                  shard_index=0,
+                  binarize='none'):
   """Endless, shuffled training batches.
 
   Args:
@@ -119,6 +123,7 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
     A tf.data.Dataset of float32 [batch_size, 784].
   """
   _check_binarize(binarize)
+
   # Decoded once and kept in memory as one uint8 tensor (43 MB for MNIST);
   # only the example indices are shuffled, and each batch is one gather.
   # Shuffling 55,000 single examples and batching them again cost the
@@ -130,12 +135,12 @@ def train_dataset(path, batch_size, seed, shuffle_buffer_size,
   # shuffling the n examples with the same seed did (test_input_pipeline
   # checks the batches against that example-level shuffle).
   def batches_of(pixels):  # uint8 [num_examples, 784] -> endless batches.
-    return train_indices(tf.shape(pixels, out_type=tf.int64)[0], batch_size, seed,
-                         shuffle_buffer_size).map(
-                             lambda batch_indices: tf.gather(pixels, batch_indices))
+    return train_indices(
+        tf.shape(pixels, out_type=tf.int64)[0], batch_size, seed,
+        shuffle_buffer_size).map(lambda batch_indices: tf.gather(pixels, batch_indices))
 
-  dataset = _decoded_pixels(path, num_shards, shard_index, binarize).batch(
-      2**31 - 1).flat_map(batches_of)
+  dataset = _decoded_pixels(path, num_shards, shard_index,
+                            binarize).batch(2**31 - 1).flat_map(batches_of)
   if binarize in _FIXED_MODES:  # Already 0 or 1.
     dataset = dataset.map(lambda pixels: tf.cast(pixels, tf.float32))
   elif binarize == 'dynamic':
@@ -157,8 +162,7 @@ def read_split_pixels(path, binarize='none'):
   """Every image of `path` as train_dataset stores it before making images:
   uint8 [n, 784], grey levels 0..255, or the binary image's 0 and 1 for
   'static' and 'threshold'."""
-  batches = [pixels.numpy() for pixels in
-             _decoded_pixels(path, 1, 0, binarize).batch(2**31 - 1)]
+  batches = [pixels.numpy() for pixels in _decoded_pixels(path, 1, 0, binarize).batch(2**31 - 1)]
   return batches[0] if batches else np.zeros([0, IMAGE_PIXELS], np.uint8)
 
 
@@ -186,6 +190,7 @@ def _decoded_pixels(path, num_shards, shard_index, binarize):
     if binarize in _FIXED_MODES:
       return tf.cast(_evaluation_images_fn(binarize)(serialized), tf.uint8)
     return parse_batch(serialized)[0]
+
   return dataset.batch(1024).map(decode).unbatch()
 
 
@@ -216,8 +221,7 @@ def eval_dataset(path, batch_size, binarize='none'):
     not depend on how often it has run.
   """
   dataset = tf.data.TFRecordDataset(path).batch(batch_size)
-  dataset = dataset.map(_evaluation_images_fn(binarize),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(_evaluation_images_fn(binarize), num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
 
 
@@ -225,16 +229,16 @@ def read_split_images(path, binarize='none'):
   """Every image of `path`, in order: float32 [n, 784] (n may be 0; binarized
   with the static sample unless binarize is 'none')."""
   images_of = _evaluation_images_fn(binarize)
-  batches = [images.numpy() for images in
-             tf.data.TFRecordDataset(path).batch(10000).map(images_of)]
-  return (np.concatenate(batches) if batches
-          else np.zeros([0, IMAGE_PIXELS], np.float32))
+  batches = [images.numpy() for images in tf.data.TFRecordDataset(path).batch(10000).map(images_of)]
+  return (np.concatenate(batches) if batches else np.zeros([0, IMAGE_PIXELS], np.float32))
 
 
 def read_split_labels(path):
   """Every label of `path`, in order: int64 [n]."""
-  batches = [labels.numpy() for labels in tf.data.TFRecordDataset(path).batch(
-      10000).map(lambda serialized: parse_batch(serialized)[1])]
+  batches = [
+      labels.numpy() for labels in tf.data.TFRecordDataset(path).batch(10000).map(
+          lambda serialized: parse_batch(serialized)[1])
+  ]
   return np.concatenate(batches) if batches else np.zeros([0], np.int64)
 
 
@@ -257,9 +261,10 @@ def inspect_records(path, allow_empty=False):
     raise RecordsError('%s does not exist' % path)
   try:
     first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-    count = int(tf.data.TFRecordDataset(path).batch(8192).reduce(
-        tf.constant(0, tf.int64),
-        lambda total, batch: total + tf.size(batch, out_type=tf.int64)))
+    count = int(
+        tf.data.TFRecordDataset(path).batch(8192).reduce(
+            tf.constant(0, tf.int64),
+            lambda total, batch: total + tf.size(batch, out_type=tf.int64)))
   except tf.errors.OpError as e:
     raise RecordsError('%s is not a readable TFRecord file (truncated or '
                        'corrupt): %s' % (path, e.message.splitlines()[0])) from e
@@ -270,18 +275,14 @@ def inspect_records(path, allow_empty=False):
   try:
     example = tf.train.Example.FromString(first.numpy())
   except Exception as e:  # protobuf's DecodeError has no stable import path.
-    raise RecordsError('%s does not hold tf.train.Example records: %s'
-                       % (path, e)) from e
+    raise RecordsError('%s does not hold tf.train.Example records: %s' % (path, e)) from e
   feature = example.features.feature
-  missing = [key for key in (records.IMAGE_KEY, records.LABEL_KEY)
-             if key not in feature]
+  missing = [key for key in (records.IMAGE_KEY, records.LABEL_KEY) if key not in feature]
   if missing:
     raise RecordsError('%s is not in the MNIST schema: its records lack %s '
-                       '(have %s)' % (path, ', '.join(missing),
-                                      ', '.join(sorted(feature))))
+                       '(have %s)' % (path, ', '.join(missing), ', '.join(sorted(feature))))
   image_bytes = feature[records.IMAGE_KEY].bytes_list.value
   if len(image_bytes) != 1 or len(image_bytes[0]) != IMAGE_PIXELS:
-    raise RecordsError(
-        '%s holds images of %d bytes; this model needs 28x28x1 = %d'
-        % (path, len(image_bytes[0]) if image_bytes else 0, IMAGE_PIXELS))
+    raise RecordsError('%s holds images of %d bytes; this model needs 28x28x1 = %d' %
+                       (path, len(image_bytes[0]) if image_bytes else 0, IMAGE_PIXELS))
   return count

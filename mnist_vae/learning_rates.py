@@ -35,14 +35,14 @@ def parse(text, flag='--learning_rate_schedule'):
     except ValueError:
       stage = None
     if not separator or stage is None:
-      raise ScheduleError('%s=%s: %r is not LENGTH:RATE (an integer and a number)'
-                          % (flag, text, item.strip()))
+      raise ScheduleError('%s=%s: %r is not LENGTH:RATE (an integer and a number)' %
+                          (flag, text, item.strip()))
     if stage.length < 1:
       raise ScheduleError('%s=%s: stage %d has length %d; each stage needs at '
                           'least 1' % (flag, text, len(stages) + 1, stage.length))
     if not stage.rate >= 0 or stage.rate == float('inf'):
-      raise ScheduleError('%s=%s: stage %d has rate %r; rates are finite and >= 0'
-                          % (flag, text, len(stages) + 1, stage.rate))
+      raise ScheduleError('%s=%s: stage %d has rate %r; rates are finite and >= 0' %
+                          (flag, text, len(stages) + 1, stage.rate))
     stages.append(stage)
   return stages
 
@@ -72,6 +72,6 @@ def rate_at(global_step, stages, ends):
   compiles, so that a compiled training loop can compute it."""
   if len(stages) == 1:
     return tf.constant(stages[0].rate, tf.float32)
-  passed = tf.reduce_sum(tf.cast(
-      tf.cast(global_step, tf.int64) >= tf.constant(ends[:-1], tf.int64), tf.int32))
+  passed = tf.reduce_sum(
+      tf.cast(tf.cast(global_step, tf.int64) >= tf.constant(ends[:-1], tf.int64), tf.int32))
   return tf.gather(tf.constant([stage.rate for stage in stages], tf.float32), passed)

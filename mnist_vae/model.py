@@ -38,13 +38,15 @@ NUMERICS_CHECK_GRADIENTS = 'non-finite gradients'
 _ACTIVATIONS = {'elu': tf.nn.elu, 'tanh': tf.nn.tanh, 'relu': tf.nn.relu}
 
 Inference = collections.namedtuple('Inference', ['z_mean', 'z_stddev', 'z', 'logits'])
-LossTerms = collections.namedtuple('LossTerms', [
-    'log_likelihood',  # float32 [batch]: log p(x | z), summed over pixels.
-    'kl_per_example',  # float32 [batch]: KL(q(z | x) || p(z)).
-    'reconstruction',  # float32 []: mean over the batch of -log_likelihood.
-    'kl_divergence',   # float32 []: mean over the batch of kl.
-    'neg_elbo',        # float32 []: reconstruction + kl_divergence.
-])
+LossTerms = collections.namedtuple(
+    'LossTerms',
+    [
+        'log_likelihood',  # float32 [batch]: log p(x | z), summed over pixels.
+        'kl_per_example',  # float32 [batch]: KL(q(z | x) || p(z)).
+        'reconstruction',  # float32 []: mean over the batch of -log_likelihood.
+        'kl_divergence',  # float32 []: mean over the batch of kl.
+        'neg_elbo',  # float32 []: reconstruction + kl_divergence.
+    ])
 
 
 def _initializer(network, parameter_layer):
@@ -54,8 +56,7 @@ def _initializer(network, parameter_layer):
     # TF1 contrib's variance_scaling_initializer() (factor 2, fan-in,
     # truncated normal) drew with stddev sqrt(1.3 * 2 / fan_in); the 1.3
     # compensates for the truncation at two standard deviations.
-    return tf.truncated_normal_initializer(
-        stddev=math.sqrt(1.3 * 2.0 / math.prod(shape[:-1])))
+    return tf.truncated_normal_initializer(stddev=math.sqrt(1.3 * 2.0 / math.prod(shape[:-1])))
   receptive = math.prod(shape[:-2])
   fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
   limit = math.sqrt(6.0 / (fan_in + fan_out))
@@ -82,21 +83,25 @@ def create_variables(network, output_bias=None):
       for parameter_layer in parameter_layers:
         if parameter_layer.scope != scope:
           continue
-        initial_bias = (output_bias if parameter_layer is parameter_layers[-1]
-                        else None)
-        layers['%s/%s' % (scope, parameter_layer.name)] = _layer_variables(
-            network, parameter_layer, initial_bias)
+        initial_bias = (output_bias if parameter_layer is parameter_layers[-1] else None)
+        layers['%s/%s' %
+               (scope, parameter_layer.name)] = _layer_variables(network, parameter_layer,
+                                                                 initial_bias)
   return layers
 
 
 def _layer_variables(network, parameter_layer, initial_bias=None):
   """(weights, biases) of one layer, in a variable scope of its name."""
   with tf.variable_scope(parameter_layer.name):
-    weights = tf.get_variable('weights', list(parameter_layer.weights_shape),
-                              initializer=_initializer(network, parameter_layer))
-    biases = tf.get_variable('biases', list(parameter_layer.biases_shape),
-                             initializer=tf.zeros_initializer() if initial_bias is None
-                             else tf.constant_initializer(initial_bias))
+    weights = tf.get_variable(
+        'weights',
+        list(parameter_layer.weights_shape),
+        initializer=_initializer(network, parameter_layer))
+    biases = tf.get_variable(
+        'biases',
+        list(parameter_layer.biases_shape),
+        initializer=tf.zeros_initializer()
+        if initial_bias is None else tf.constant_initializer(initial_bias))
   return weights, biases
 
 
@@ -112,8 +117,8 @@ def _affine(inputs, weights, biases, matmul_dtype):
   if matmul_dtype == tf.float32:
     products = tf.matmul(inputs, weights)
   else:
-    products = tf.cast(tf.matmul(tf.cast(inputs, matmul_dtype),
-                                 tf.cast(weights, matmul_dtype)), tf.float32)
+    products = tf.cast(
+        tf.matmul(tf.cast(inputs, matmul_dtype), tf.cast(weights, matmul_dtype)), tf.float32)
   return tf.nn.bias_add(products, biases)
 
 
@@ -124,8 +129,8 @@ def _convolve(inputs, layer, weights, biases):
     return tf.nn.bias_add(tf.nn.conv2d(inputs, weights, strides, layer.padding), biases)
   side = architectures._conv_output_side(int(inputs.shape[1]), layer)
   output_shape = tf.stack([tf.shape(inputs)[0], side, side, layer.filters])
-  return tf.nn.bias_add(tf.nn.conv2d_transpose(inputs, weights, output_shape, strides,
-                                               layer.padding), biases)
+  return tf.nn.bias_add(
+      tf.nn.conv2d_transpose(inputs, weights, output_shape, strides, layer.padding), biases)
 
 
 class LayerOps(object):
@@ -244,8 +249,7 @@ def decode(z, network, dropout=_no_dropout, matmul_dtype=tf.float32):
     logits: float32 [batch, 784]; see `probabilities`.
   """
   with tf.variable_scope(DECODER_SCOPE, reuse=tf.AUTO_REUSE):
-    return forward_decoder(z, network, _VariableOps(network, DECODER_SCOPE, matmul_dtype),
-                           dropout)
+    return forward_decoder(z, network, _VariableOps(network, DECODER_SCOPE, matmul_dtype), dropout)
 
 
 class _VariableOps(LayerOps):
@@ -255,8 +259,11 @@ class _VariableOps(LayerOps):
 
   def __init__(self, network, scope, matmul_dtype):
     super().__init__(scope, None, matmul_dtype)
-    self._layers = {layer.name: layer for layer in architectures.parameter_layers(network)
-                    if layer.scope == scope}
+    self._layers = {
+        layer.name: layer
+        for layer in architectures.parameter_layers(network)
+        if layer.scope == scope
+    }
     self._network = network
 
   def _get(self, name):
@@ -268,8 +275,7 @@ def probabilities(logits):
   return tf.clip_by_value(tf.sigmoid(logits), EPSILON, 1.0 - EPSILON)
 
 
-def inference(images, network, dropout=_no_dropout, noise=None, seed=None,
-              matmul_dtype=tf.float32):
+def inference(images, network, dropout=_no_dropout, noise=None, seed=None, matmul_dtype=tf.float32):
   """Encoder, one reparameterized draw of z, decoder.
 
   Calls share variables, so a training tower and deterministic evaluation
@@ -436,13 +442,17 @@ def importance_weighted_bound(log_likelihood, z_mean, z_stddev, noise, iw_sample
     float32 [batch].
   """
   log_prior, log_posterior = log_prior_and_posterior(z_mean, z_stddev, noise[None])
-  log_weights = tf.reshape(log_likelihood + log_prior[0] - log_posterior[0],
-                           [iw_samples, -1])
+  log_weights = tf.reshape(log_likelihood + log_prior[0] - log_posterior[0], [iw_samples, -1])
   return tf.reduce_logsumexp(log_weights, axis=0) - math.log(iw_samples)
 
 
-def log_likelihood_of_draws(images, z_mean, z_stddev, noise, network,
-                            matmul_dtype=tf.float32, log_likelihood_fn=None):
+def log_likelihood_of_draws(images,
+                            z_mean,
+                            z_stddev,
+                            noise,
+                            network,
+                            matmul_dtype=tf.float32,
+                            log_likelihood_fn=None):
   """log p(x | z_k) for K draws z_k = z_mean + z_stddev * noise_k.
 
   Args:
@@ -460,8 +470,7 @@ def log_likelihood_of_draws(images, z_mean, z_stddev, noise, network,
   """
   num_draws, batch = tf.shape(noise)[0], tf.shape(images)[0]
   z = reparameterize(z_mean[None], z_stddev[None], noise)
-  logits = decode(tf.reshape(z, [-1, network.latent_dim]), network,
-                  matmul_dtype=matmul_dtype)
+  logits = decode(tf.reshape(z, [-1, network.latent_dim]), network, matmul_dtype=matmul_dtype)
   logits = tf.reshape(logits, [num_draws, batch, architectures.IMAGE_PIXELS])
   # The images broadcast over the draws instead of being tiled K times.
   if log_likelihood_fn is None:
@@ -469,8 +478,13 @@ def log_likelihood_of_draws(images, z_mean, z_stddev, noise, network,
   return log_likelihood_fn(images, logits)
 
 
-def log_importance_weights(images, z_mean, z_stddev, noise, network,
-                           matmul_dtype=tf.float32, log_likelihood_fn=None):
+def log_importance_weights(images,
+                           z_mean,
+                           z_stddev,
+                           noise,
+                           network,
+                           matmul_dtype=tf.float32,
+                           log_likelihood_fn=None):
   """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for K draws of z.
 
   log(mean_k w_k) is the importance-weighted bound on log p(x) of Burda et
@@ -485,8 +499,8 @@ def log_importance_weights(images, z_mean, z_stddev, noise, network,
   Returns:
     float32 [K, batch].
   """
-  log_likelihood = log_likelihood_of_draws(images, z_mean, z_stddev, noise, network,
-                                           matmul_dtype, log_likelihood_fn)
+  log_likelihood = log_likelihood_of_draws(images, z_mean, z_stddev, noise, network, matmul_dtype,
+                                           log_likelihood_fn)
   log_prior, log_posterior = log_prior_and_posterior(z_mean, z_stddev, noise)
   return log_likelihood + log_prior - log_posterior
 
@@ -521,8 +535,8 @@ def kl_weight_at(global_step, kl_weight, kl_warmup_steps):
     ValueError: kl_weight < 0 or kl_warmup_steps < 0.
   """
   if kl_weight < 0 or kl_warmup_steps < 0:
-    raise ValueError('kl_weight and kl_warmup_steps must be >= 0, not %r, %r'
-                     % (kl_weight, kl_warmup_steps))
+    raise ValueError('kl_weight and kl_warmup_steps must be >= 0, not %r, %r' %
+                     (kl_weight, kl_warmup_steps))
   if kl_weight == 1.0 and not kl_warmup_steps:
     return None
   if not kl_warmup_steps:

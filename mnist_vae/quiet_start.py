@@ -53,7 +53,6 @@ def is_start_up_notice(line, previous_was_notice):
 # What Keras and TF Lite import at TensorFlow's import only if installed.
 _OPTIONAL_PACKAGES = ('jax', 'matplotlib', 'IPython')
 
-
 # Messages of TensorFlow's Python logger dropped (see the module docstring).
 _DROPPED_MESSAGES = (
     'Calling checkpoint listeners',

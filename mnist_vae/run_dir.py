@@ -63,23 +63,24 @@ def is_local(path):
 
 
 def _holder():
-  return {'host': socket.gethostname(), 'pid': os.getpid(),
-          'since': datetime.datetime.now(datetime.timezone.utc).strftime(
-              '%Y-%m-%d %H:%M:%S UTC'),
-          'token': uuid.uuid4().hex}
+  return {
+      'host': socket.gethostname(),
+      'pid': os.getpid(),
+      'since': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC'),
+      'token': uuid.uuid4().hex
+  }
 
 
 def _describe(holder):
-  return 'pid %s on host %s (since %s)' % (
-      holder.get('pid', '?'), holder.get('host', '?'), holder.get('since', '?'))
+  return 'pid %s on host %s (since %s)' % (holder.get('pid', '?'), holder.get(
+      'host', '?'), holder.get('since', '?'))
 
 
 def _busy_error(train_dir, holder, what):
-  return RunDirBusyError(
-      '--train_dir %s is being written by another training process: %s, %s. '
-      'Wait for it to end or stop it (its checkpoints are resumed from when '
-      'you re-run), or pass another --train_dir.'
-      % (train_dir, _describe(holder), what))
+  return RunDirBusyError('--train_dir %s is being written by another training process: %s, %s. '
+                         'Wait for it to end or stop it (its checkpoints are resumed from when '
+                         'you re-run), or pass another --train_dir.' %
+                         (train_dir, _describe(holder), what))
 
 
 class WriterLock(object):
@@ -121,10 +122,9 @@ class WriterLock(object):
   def check(self):
     """Raises RunDirBusyError once another writer has taken our lease."""
     if self.lost_to is not None:
-      raise _busy_error(self.train_dir, self.lost_to,
-                        'took over this run\'s lease (%s) while it trained; '
-                        'stopped without saving more'
-                        % self._lease_path)
+      raise _busy_error(
+          self.train_dir, self.lost_to, 'took over this run\'s lease (%s) while it trained; '
+          'stopped without saving more' % self._lease_path)
 
   # An OS lock needs an OS file descriptor, which tf.io.gfile does not give:
   # local paths only, by is_local. Unbuffered, so that a full disk fails the
@@ -143,8 +143,7 @@ class WriterLock(object):
         holder = json.loads(content or b'{}')
       except ValueError:
         holder = {}
-      raise _busy_error(self.train_dir, holder,
-                        'which holds the lock on %s' % path) from None
+      raise _busy_error(self.train_dir, holder, 'which holds the lock on %s' % path) from None
     try:
       os.ftruncate(fd, 0)
       os.pwrite(fd, json.dumps(self._holder).encode(), 0)
@@ -171,21 +170,19 @@ class WriterLock(object):
       age = time.time() - lease.get('heartbeat', 0)
       if age < self._lease_stale_sec:
         raise _busy_error(
-            self.train_dir, lease,
-            'whose lease %s was renewed %.0f s ago (a lease is taken over '
-            'after %d s without renewal)'
-            % (self._lease_path, age, self._lease_stale_sec))
-      logging.warning('Taking over the lease %s of %s: its last heartbeat is '
-                      '%.0f s old (stale after %d s).', self._lease_path,
-                      _describe(lease), age, self._lease_stale_sec)
+            self.train_dir, lease, 'whose lease %s was renewed %.0f s ago (a lease is taken over '
+            'after %d s without renewal)' % (self._lease_path, age, self._lease_stale_sec))
+      logging.warning(
+          'Taking over the lease %s of %s: its last heartbeat is '
+          '%.0f s old (stale after %d s).', self._lease_path, _describe(lease), age,
+          self._lease_stale_sec)
     self._renew()
-    self._heartbeat = threading.Thread(target=self._keep_renewing, daemon=True,
-                                       name='lease-heartbeat')
+    self._heartbeat = threading.Thread(
+        target=self._keep_renewing, daemon=True, name='lease-heartbeat')
     self._heartbeat.start()
 
   def _renew(self):
-    files.write_json(self._lease_path,
-                     dict(self._holder, heartbeat=time.time()))
+    files.write_json(self._lease_path, dict(self._holder, heartbeat=time.time()))
 
   def _keep_renewing(self):
     while not self._stop_heartbeat.wait(self._lease_stale_sec / 4):
@@ -198,8 +195,7 @@ class WriterLock(object):
           return
         self._renew()
       except tf.errors.OpError as e:
-        logging.warning('Could not renew the lease %s: %s', self._lease_path,
-                        e.message)
+        logging.warning('Could not renew the lease %s: %s', self._lease_path, e.message)
 
 
 def remove_partial_files(train_dir):
@@ -220,8 +216,8 @@ def remove_partial_files(train_dir):
         except tf.errors.OpError:
           pass  # Already gone.
   if removed:
-    logging.info('Removed %d partial file(s) of writes cut short: %s',
-                 len(removed), ', '.join(sorted(removed)))
+    logging.info('Removed %d partial file(s) of writes cut short: %s', len(removed),
+                 ', '.join(sorted(removed)))
   return removed
 
 
@@ -238,10 +234,9 @@ def set_damaged_aside(train_dir, skipped):
       if tf.io.gfile.exists(target):  # Damaged twice at one step.
         target += '.%d' % int(time.time())
       tf.io.gfile.rename(path, target)
-    checkpoints.log_skipped(
-        [(checkpoint, reason)],
-        'resuming from an older one. Its files are kept, unchanged, in %s'
-        % target_dir)
+    checkpoints.log_skipped([(checkpoint, reason)],
+                            'resuming from an older one. Its files are kept, unchanged, in %s'
+                            % target_dir)
 
 
 class NoLock(contextlib.nullcontext):
@@ -287,6 +282,5 @@ def trained_setting(train_dir, flag, default):
     value = content.get('config', content).get(flag) or default
     logging.info('Using --%s=%s, as %s says.', flag, value, path)
     return value
-  logging.info('No %s in %s: using --%s=%s.', ' or '.join(CONFIG_FILES), train_dir, flag,
-               default)
+  logging.info('No %s in %s: using --%s=%s.', ' or '.join(CONFIG_FILES), train_dir, flag, default)
   return default

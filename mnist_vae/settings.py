@@ -14,8 +14,8 @@ import collections
 
 # TensorFlow's thread pools, the same flags for every entry point that runs a
 # session (0: TensorFlow picks).
-Threads = collections.namedtuple('Threads', ['intra_op_threads', 'inter_op_threads'],
-                                 defaults=(0, 0))
+Threads = collections.namedtuple(
+    'Threads', ['intra_op_threads', 'inter_op_threads'], defaults=(0, 0))
 
 
 class SettingsError(Exception):
@@ -52,5 +52,4 @@ def check(program, flag_names, settings_types, other_flags):
 
 def fill(settings_type, flag_values):
   """A `settings_type` of the parsed flags of the same names."""
-  return settings_type(**{field: flag_values[field].value
-                          for field in settings_type._fields})
+  return settings_type(**{field: flag_values[field].value for field in settings_type._fields})

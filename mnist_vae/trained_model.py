@@ -65,11 +65,10 @@ def as_images(images, name='images'):
   if not np.issubdtype(array.dtype, np.floating):
     raise ValueError('%s: dtype %s is not accepted: pass floats in [0, 1] or uint8 '
                      'pixels in 0..255' % (name, array.dtype))
-  if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0.0
-                         and array.max() <= 1.0):
+  if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0):
     raise ValueError('%s: float values must lie in [0, 1]; these lie in [%s, %s] (uint8 '
-                     'pixels in 0..255 are accepted and divided by 255)'
-                     % (name, np.nanmin(array), np.nanmax(array)))
+                     'pixels in 0..255 are accepted and divided by 255)' %
+                     (name, np.nanmin(array), np.nanmax(array)))
   return array.reshape(-1, architectures.IMAGE_PIXELS).astype(np.float32)
 
 
@@ -78,8 +77,8 @@ def as_latents(z, latent_dim):
   non-numbers."""
   array = np.asarray(z)
   if array.ndim != 2 or array.shape[1] != latent_dim:
-    raise ValueError('z: shape %s is not [n, %d] (the latent size of this model)'
-                     % (array.shape, latent_dim))
+    raise ValueError('z: shape %s is not [n, %d] (the latent size of this model)' %
+                     (array.shape, latent_dim))
   if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
     raise ValueError('z: expected finite numbers, got dtype %s' % array.dtype)
   return array.astype(np.float32)
@@ -165,8 +164,7 @@ class CheckpointModel(_Model):
     if key not in self._evaluators:
       with self._graph.as_default():
         self._evaluators[key] = evaluation.Evaluator(
-            self.network, iw_samples=k, seed=seed, aggregate_draws=0,
-            iw_chunk=min(k, 100))
+            self.network, iw_samples=k, seed=seed, aggregate_draws=0, iw_chunk=min(k, 100))
     return -self._evaluators[key].per_example(self._session, pixels)['iw_nll']
 
   def sample_aggregate(self, num, seed, temperature, data_dir):
@@ -183,20 +181,20 @@ class ExportedModel(_Model):
     try:
       self._signatures = tf2.saved_model.load(export_dir, tags=[SERVING_TAG]).signatures
     except (OSError, RuntimeError, ValueError, tf.errors.OpError) as e:
-      raise ModelError('Cannot load a SavedModel from %s: %s'
-                       % (export_dir, str(e).splitlines()[0])) from e
+      raise ModelError('Cannot load a SavedModel from %s: %s' %
+                       (export_dir, str(e).splitlines()[0])) from e
     missing = {'encode', 'decode'} - set(self._signatures)
     if missing:
-      raise ModelError('%s is not an export of this project (no %s signature)'
-                       % (export_dir, ', '.join(sorted(missing))))
-    self.latent_dim = int(
-        self._signatures['decode'].structured_input_signature[1]['z'].shape[1])
+      raise ModelError('%s is not an export of this project (no %s signature)' %
+                       (export_dir, ', '.join(sorted(missing))))
+    self.latent_dim = int(self._signatures['decode'].structured_input_signature[1]['z'].shape[1])
 
   def _run(self, signature, outputs, **inputs):
     function = self._signatures[signature]
     specs = function.structured_input_signature[1]
-    result = function(**{name: tf2.constant(value, specs[name].dtype)
-                         for name, value in inputs.items()})
+    result = function(**{
+        name: tf2.constant(value, specs[name].dtype) for name, value in inputs.items()
+    })
     return [result[name].numpy() for name in outputs]
 
   def _encode(self, pixels):
@@ -209,19 +207,19 @@ class ExportedModel(_Model):
     return self._run('sample', ['z'], num_samples=n, seed=seed)[0]
 
   def _log_likelihood(self, pixels, k, seed):
-    return -self._run('log_likelihood', ['nll'], images=pixels, num_samples=k,
-                      seed=seed)[0].astype(np.float64)
+    return -self._run(
+        'log_likelihood', ['nll'], images=pixels, num_samples=k, seed=seed)[0].astype(np.float64)
 
   def sample_aggregate(self, num, seed, temperature, data_dir):
     """The export's sample_aggregate signature (data_dir is not needed)."""
     del data_dir  # The fit is inside the export.
     if 'sample_aggregate' not in self._signatures:
-      raise ModelError(
-          'This export has no sample_aggregate signature (its checkpoint had no fit '
-          'of the aggregate posterior): export it again with export.py --data_dir, '
-          'or sample from the prior')
-    return self._run('sample_aggregate', ['probabilities'], num_samples=num, seed=seed,
-                     temperature=temperature)[0]
+      raise ModelError('This export has no sample_aggregate signature (its checkpoint had no fit '
+                       'of the aggregate posterior): export it again with export.py --data_dir, '
+                       'or sample from the prior')
+    return self._run(
+        'sample_aggregate', ['probabilities'], num_samples=num, seed=seed,
+        temperature=temperature)[0]
 
 
 # Where generated samples' z come from: the prior N(0, I), or the Gaussian
@@ -285,14 +283,22 @@ def fitted_aggregate_posterior(checkpoint, data_dir=None, binarize=None, batch_s
     posterior = model.encode(pixels, network)
     with tf.Session() as session:
       checkpoints.restore(session, checkpoint)
-      z_mean, z_stddev = (np.concatenate(column) for column in zip(*(
-          session.run(posterior, {pixels: images[begin:begin + batch_size]})
-          for begin in range(0, len(images), batch_size))))
+      z_mean, z_stddev = (
+          np.concatenate(column)
+          for column in zip(*(session.run(posterior, {pixels: images[begin:begin + batch_size]})
+                              for begin in range(0, len(images), batch_size))))
   mean, covariance = aggregate_posterior.moments(z_mean, z_stddev)
   aggregate_posterior.write_fit(
-      path, mean, covariance, checkpoint=os.path.basename(checkpoint),
-      split='train', num_examples=len(images), binarize=binarize, data_dir=data_dir)
-  logging.info('Fitted the aggregate posterior to the %d training images in %.1f s (KL '
-               '%.3f from N(0, I)); saved to %s', len(images), time.time() - start,
-               aggregate_posterior.prior_fit_kl(mean, covariance), path)
+      path,
+      mean,
+      covariance,
+      checkpoint=os.path.basename(checkpoint),
+      split='train',
+      num_examples=len(images),
+      binarize=binarize,
+      data_dir=data_dir)
+  logging.info(
+      'Fitted the aggregate posterior to the %d training images in %.1f s (KL '
+      '%.3f from N(0, I)); saved to %s', len(images),
+      time.time() - start, aggregate_posterior.prior_fit_kl(mean, covariance), path)
   return mean, covariance

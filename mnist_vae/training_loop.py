@@ -80,8 +80,9 @@ class StepCaller(object):
       what = 'loss' if model.NUMERICS_CHECK_LOSS in e.message else 'gradients'
       raise NonFiniteStep(step + 1, what, 'NaN' if 'NaN' in e.message else 'Inf') from e
     except tf.errors.DeadlineExceededError:
-      logging.warning('A synchronous step waited %d s for the other workers\' '
-                      'gradients; trying again.', SYNC_STEP_TIMEOUT_SEC)
+      logging.warning(
+          'A synchronous step waited %d s for the other workers\' '
+          'gradients; trying again.', SYNC_STEP_TIMEOUT_SEC)
       return None
     stopped_by = fast_step.NON_FINITE[losses.pop('non_finite', 0)]
     if stopped_by:
@@ -122,9 +123,10 @@ class ProgressLog(object):
     examples_per_sec = ((step - self._last_step) * self._batch_size
                         / max(now - self._last_time - self._side_work_sec, 1e-9))
     self.throughputs.append(examples_per_sec)
-    logging.info('%s: %s, %.0f examples/s', training.progress(
-        step, self._max_steps, step - self._start_step, now - self._start_time),
-                 describe_losses(losses), examples_per_sec)
+    logging.info(
+        '%s: %s, %.0f examples/s',
+        training.progress(step, self._max_steps, step - self._start_step, now - self._start_time),
+        describe_losses(losses), examples_per_sec)
     self._last_time, self._last_step, self._side_work_sec = now, step, 0.0
     self._writer_lock.check()
 
@@ -203,8 +205,10 @@ class KeptCheckpoints(object):
   def __init__(self, every, steps, train_dir):
     self.every, self._steps = every or None, sorted(steps)
     self._directory = os.path.join(train_dir, KEPT_DIR)
-    self._saver = tf.train.Saver(model.model_variables() + [tf.train.get_global_step()],
-                                 max_to_keep=None, save_relative_paths=True)
+    self._saver = tf.train.Saver(
+        model.model_variables() + [tf.train.get_global_step()],
+        max_to_keep=None,
+        save_relative_paths=True)
 
   def next_step(self, step):
     """The first of `steps` after `step`, or None."""
@@ -217,9 +221,12 @@ class KeptCheckpoints(object):
   def __call__(self, session, step, losses):
     del losses  # Unused.
     tf.io.gfile.makedirs(self._directory)
-    path = self._saver.save(session, os.path.join(self._directory, checkpoints.BASENAME),
-                            global_step=step, write_meta_graph=False,
-                            write_state=False)
+    path = self._saver.save(
+        session,
+        os.path.join(self._directory, checkpoints.BASENAME),
+        global_step=step,
+        write_meta_graph=False,
+        write_state=False)
     logging.info('Kept %s', path)
 
 
@@ -259,8 +266,7 @@ def run_loop(session, caller, pieces, schedule, stop_signals):
   progress_log = next((piece for piece in pieces if isinstance(piece, ProgressLog)), None)
   # StopAtStepHook only looks after a step, so a run restored at max_steps
   # would otherwise train one step past it.
-  while (step < schedule.max_steps and not session.should_stop()
-         and not stop_signals.received):
+  while (step < schedule.max_steps and not session.should_stop() and not stop_signals.received):
     steps = steps_until_next_event(step, schedule.max_steps, caller.steps_per_call,
                                    [schedule.save_checkpoint_steps], pieces)
     losses = caller.run(step, steps)
@@ -286,9 +292,11 @@ def loop_results(caller, pieces, step):
   progress_log = by_type.get(ProgressLog)
   throughputs = progress_log.throughputs if progress_log else []
   return {
-      'step': step, 'local_steps': caller.local_steps,
-      'last_minibatch': {key: float(value) for key, value in caller.last_losses.items()
-                         if key != 'step'},
+      'step': step,
+      'local_steps': caller.local_steps,
+      'last_minibatch': {
+          key: float(value) for key, value in caller.last_losses.items() if key != 'step'
+      },
       'last_validation': validation.last if validation else None,
       'train_examples_per_sec': float(np.median(throughputs)) if throughputs else None,
   }

@@ -33,13 +33,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string('runs_dir', 'runs/cluster_study',
-                      'Directory with one subdirectory per mode.')
+  flags.DEFINE_string('runs_dir', 'runs/cluster_study', 'Directory with one subdirectory per mode.')
   flags.DEFINE_list('modes', list(MODE_NAMES),
                     'Modes to report, in this order (space- or comma-separated).')
-  flags.DEFINE_string('out_dir', None,
-                      'Where cluster_study.md and cluster_study_curves.png go '
-                      '(default: --runs_dir).')
+  flags.DEFINE_string(
+      'out_dir', None, 'Where cluster_study.md and cluster_study_curves.png go '
+      '(default: --runs_dir).')
 
 
 def examples_per_update(config):
@@ -77,24 +76,24 @@ def late_rise(examples, values):
 def _mean_sd(values):
   if len(values) == 1:
     return '%.2f' % values[0]
-  return '%.2f ± %.2f (%.2f-%.2f)' % (statistics.mean(values),
-                                      statistics.stdev(values),
+  return '%.2f ± %.2f (%.2f-%.2f)' % (statistics.mean(values), statistics.stdev(values),
                                       min(values), max(values))
 
 
 def table(runs_by_mode):
   """Markdown rows: one per mode, means over its seeds."""
-  lines = ['| mode | seeds | updates | examples seen | test -ELBO | '
-           'validation -ELBO | late validation rise | wall time |',
-           '|---|---|---|---|---|---|---|---|']
+  lines = [
+      '| mode | seeds | updates | examples seen | test -ELBO | '
+      'validation -ELBO | late validation rise | wall time |', '|---|---|---|---|---|---|---|---|'
+  ]
   for mode, runs in runs_by_mode.items():
     rise = statistics.mean(late_rise(*run['curve']) for run in runs)
     walls = [run['wall_time_sec'] for run in runs if run['wall_time_sec']]
-    lines.append('| %s | %d | %s | %.2f M | %s | %s | %.2f | %s |' % (
-        MODE_NAMES.get(mode, mode), len(runs), format(runs[0]['updates'], ','),
-        runs[0]['examples'] / 1e6, _mean_sd([run['test'] for run in runs]),
-        _mean_sd([run['validation'] for run in runs]), rise,
-        '%.0f s' % statistics.mean(walls) if walls else '-'))
+    lines.append('| %s | %d | %s | %.2f M | %s | %s | %.2f | %s |' %
+                 (MODE_NAMES.get(mode, mode), len(runs), format(runs[0]['updates'], ','),
+                  runs[0]['examples'] / 1e6, _mean_sd([run['test'] for run in runs]),
+                  _mean_sd([run['validation'] for run in runs
+                           ]), rise, '%.0f s' % statistics.mean(walls) if walls else '-'))
   return '\n'.join(lines)
 
 
@@ -106,11 +105,9 @@ def main(argv):
   runs_by_mode = {}
   for mode in modes:
     run_dirs = sorted(tf.io.gfile.glob(os.path.join(FLAGS.runs_dir, mode, 'seed*')))
-    finished = [d for d in run_dirs
-                if tf.io.gfile.exists(os.path.join(d, 'metrics.json'))]
+    finished = [d for d in run_dirs if tf.io.gfile.exists(os.path.join(d, 'metrics.json'))]
     if not finished:
-      raise app.UsageError('%s has no finished run of mode %s'
-                           % (FLAGS.runs_dir, mode))
+      raise app.UsageError('%s has no finished run of mode %s' % (FLAGS.runs_dir, mode))
     runs_by_mode[mode] = [read_run(d) for d in finished]
   markdown = table(runs_by_mode)
   print(markdown)
@@ -118,13 +115,15 @@ def main(argv):
   curves = {}
   for mode, runs in runs_by_mode.items():
     length = min(len(run['curve'][1]) for run in runs)
-    curves[MODE_NAMES.get(mode, mode)] = (
-        runs[0]['curve'][0][:length] / 1e6,
-        np.mean([run['curve'][1][:length] for run in runs], axis=0))
+    curves[MODE_NAMES.get(mode, mode)] = (runs[0]['curve'][0][:length] / 1e6,
+                                          np.mean([run['curve'][1][:length] for run in runs],
+                                                  axis=0))
   curve_path = os.path.join(out_dir, 'cluster_study_curves.png')
-  if figures.training_curves(curve_path, curves,
-                             'validation -ELBO, mean over seeds',
-                             xlabel='training examples seen (millions)'):
+  if figures.training_curves(
+      curve_path,
+      curves,
+      'validation -ELBO, mean over seeds',
+      xlabel='training examples seen (millions)'):
     print('Wrote', curve_path)
 
 

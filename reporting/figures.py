@@ -16,9 +16,8 @@ from mnist_vae import files
 from mnist_vae import images
 
 # Ten distinguishable colours, one per digit (Tableau 10).
-DIGIT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-                 (148, 103, 189), (140, 86, 75), (227, 119, 194),
-                 (127, 127, 127), (188, 189, 34), (23, 190, 207))
+DIGIT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
 def manifold_latents(grid_size=20):
@@ -30,8 +29,7 @@ def manifold_latents(grid_size=20):
   normal = statistics.NormalDist()
   # Row 0 at the top is the largest z_2, as on a plot.
   coordinates = [normal.inv_cdf((i + 0.5) / grid_size) for i in range(grid_size)]
-  return np.array([(z1, z2) for z2 in reversed(coordinates)
-                   for z1 in coordinates], np.float32)
+  return np.array([(z1, z2) for z2 in reversed(coordinates) for z1 in coordinates], np.float32)
 
 
 def manifold_grid(decoded, grid_size=20):

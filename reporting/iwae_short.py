@@ -30,28 +30,36 @@ def summarize(runs_dir):
       continue
     evaluation, metrics = files.read_json(evaluation_path), files.read_json(metrics_path)
     rows[model] = {
-        'test_nll': evaluation['iw_nll'], 'test_neg_elbo': evaluation['neg_elbo'],
-        'iw_samples': evaluation['iw_samples'], 'active_units': evaluation['active_units'],
-        'steps': metrics['step'], 'train_iw_samples': metrics['config']['train_iw_samples'],
-        'wall_time_sec': metrics['wall_time_sec']}
+        'test_nll': evaluation['iw_nll'],
+        'test_neg_elbo': evaluation['neg_elbo'],
+        'iw_samples': evaluation['iw_samples'],
+        'active_units': evaluation['active_units'],
+        'steps': metrics['step'],
+        'train_iw_samples': metrics['config']['train_iw_samples'],
+        'wall_time_sec': metrics['wall_time_sec']
+    }
   return rows
 
 
 def markdown(rows, schedule):
-  lines = ['The VAE and the IWAE (k = 5) on the same shortened schedule '
-           '(`--learning_rate_schedule=%s`), test set, nats per image:' % schedule, '',
-           '| model | test NLL | test -ELBO | active units | steps | training time |',
-           '|---|---|---|---|---|---|']
+  lines = [
+      'The VAE and the IWAE (k = 5) on the same shortened schedule '
+      '(`--learning_rate_schedule=%s`), test set, nats per image:' % schedule, '',
+      '| model | test NLL | test -ELBO | active units | steps | training time |',
+      '|---|---|---|---|---|---|'
+  ]
   for model, label in MODELS:
     if model in rows:
       row = rows[model]
-      lines.append('| %s | %.2f (k = %d) | %.2f | %d | %d | %.0f min |' % (
-          label, row['test_nll'], row['iw_samples'], row['test_neg_elbo'],
-          row['active_units'], row['steps'], row['wall_time_sec'] / 60))
+      lines.append('| %s | %.2f (k = %d) | %.2f | %d | %d | %.0f min |' %
+                   (label, row['test_nll'], row['iw_samples'], row['test_neg_elbo'],
+                    row['active_units'], row['steps'], row['wall_time_sec'] / 60))
   if len(rows) == 2:
     gap = rows['vae']['test_nll'] - rows['iwae_k5']['test_nll']
-    lines += ['', 'The IWAE ends %.2f nats %s than the VAE.'
-              % (abs(gap), 'lower' if gap > 0 else 'higher')]
+    lines += [
+        '',
+        'The IWAE ends %.2f nats %s than the VAE.' % (abs(gap), 'lower' if gap > 0 else 'higher')
+    ]
   return '\n'.join(lines) + '\n'
 
 
@@ -59,8 +67,11 @@ def main(argv):
   del argv  # Unused.
   rows = summarize(FLAGS.runs_dir)
   files.make_dirs(FLAGS.report_dir, '--report_dir')
-  files.write_json(os.path.join(FLAGS.report_dir, 'short_schedule.json'),
-                   {'schedule': FLAGS.schedule, 'runs': rows})
+  files.write_json(
+      os.path.join(FLAGS.report_dir, 'short_schedule.json'), {
+          'schedule': FLAGS.schedule,
+          'runs': rows
+      })
   text = markdown(rows, FLAGS.schedule)
   files.write(os.path.join(FLAGS.report_dir, 'short_schedule.md'), text)
   print(text)

@@ -39,13 +39,11 @@ SAMPLES_PER_PANEL = 36
 
 
 def define_flags():
-  flags.DEFINE_string('runs_dir', 'runs/kl_study',
-                      'The study\'s runs: latent2/<config>/seed0 and '
+  flags.DEFINE_string('runs_dir', 'runs/kl_study', 'The study\'s runs: latent2/<config>/seed0 and '
                       'latent20/<config>/seed<N>.')
   flags.DEFINE_string('data_dir', 'data/mnist',
                       'TFRecords (the test split for the latent scatter).')
-  flags.DEFINE_string('report_dir', 'reproduction/kl_study',
-                      'Where the tables and figures go.')
+  flags.DEFINE_string('report_dir', 'reproduction/kl_study', 'Where the tables and figures go.')
   flags.DEFINE_string('command', '', 'The command that made the runs, quoted '
                       'in kl_study.md.')
 
@@ -54,7 +52,7 @@ def config_label(config):
   """`beta0.5` -> 'beta = 0.5'; `warmup` -> 'beta = 1, warm-up'."""
   if config['kl_warmup_steps']:
     return 'beta = %g, warm-up %s steps' % (config['kl_weight'],
-                                           format(config['kl_warmup_steps'], ','))
+                                            format(config['kl_warmup_steps'], ','))
   return 'beta = %g' % config['kl_weight']
 
 
@@ -70,29 +68,33 @@ def _finished(run_dir):
 def read_run(run_dir):
   """A finished run's test figures and sample-quality figures."""
   metrics = files.read_json(os.path.join(run_dir, 'metrics.json'))
-  scores = sorted(tf.io.gfile.glob(os.path.join(run_dir,
-                                                'sample_quality_step_*.json')))
+  scores = sorted(tf.io.gfile.glob(os.path.join(run_dir, 'sample_quality_step_*.json')))
   if not scores:
     raise app.UsageError('%s has no sample_quality_step_*.json: run '
                          'sample_quality.py on it (kl_study.sh does)' % run_dir)
-  return {'dir': run_dir, 'config': metrics['config'], 'test': metrics['test'],
-          'samples': files.read_json(scores[-1])}
+  return {
+      'dir': run_dir,
+      'config': metrics['config'],
+      'test': metrics['test'],
+      'samples': files.read_json(scores[-1])
+  }
 
 
 def collect(runs_dir, latent):
   """{config name: [runs, by seed]} for RUNS_DIR/latent<latent>/, sorted by
   the KL weight (a warm-up after the run of the same weight)."""
   runs = {}
-  for config_dir in sorted(tf.io.gfile.glob(os.path.join(
-      runs_dir, 'latent%d' % latent, '*'))):
-    finished = [d for d in sorted(tf.io.gfile.glob(os.path.join(config_dir,
-                                                                'seed*')))
-                if _finished(d)]
+  for config_dir in sorted(tf.io.gfile.glob(os.path.join(runs_dir, 'latent%d' % latent, '*'))):
+    finished = [
+        d for d in sorted(tf.io.gfile.glob(os.path.join(config_dir, 'seed*'))) if _finished(d)
+    ]
     if finished:
       runs[os.path.basename(config_dir)] = [read_run(d) for d in finished]
-  return dict(sorted(runs.items(), key=lambda item: (
-      item[1][0]['config']['kl_weight'],
-      item[1][0]['config']['kl_warmup_steps'])))
+  return dict(
+      sorted(
+          runs.items(),
+          key=lambda item:
+          (item[1][0]['config']['kl_weight'], item[1][0]['config']['kl_warmup_steps'])))
 
 
 COLUMNS = (
@@ -104,33 +106,28 @@ COLUMNS = (
     ('marginal KL', lambda run: run['test']['marginal_kl']),
     ('Gaussian fit KL', lambda run: run['test']['prior_fit_kl']),
     ('FD prior', lambda run: run['samples']['prior']['frechet_distance']),
-    ('FD aggregate',
-     lambda run: run['samples']['aggregate']['frechet_distance']),
-    ('least digit, prior',
-     lambda run: run['samples']['prior']['least_digit_share']),
-    ('least digit, aggregate',
-     lambda run: run['samples']['aggregate']['least_digit_share']),
+    ('FD aggregate', lambda run: run['samples']['aggregate']['frechet_distance']),
+    ('least digit, prior', lambda run: run['samples']['prior']['least_digit_share']),
+    ('least digit, aggregate', lambda run: run['samples']['aggregate']['least_digit_share']),
 )
 
 
 def table(runs_by_config):
   """Markdown: one row per configuration, means over its seeds."""
-  lines = ['| configuration | seeds | ' + ' | '.join(
-      name for name, _ in COLUMNS) + ' |',
-           '|---|---|' + '---|' * len(COLUMNS)]
+  lines = [
+      '| configuration | seeds | ' + ' | '.join(name for name, _ in COLUMNS) + ' |',
+      '|---|---|' + '---|' * len(COLUMNS)
+  ]
   for runs in runs_by_config.values():
-    lines.append('| %s | %d | %s |' % (
-        config_label(runs[0]['config']), len(runs),
-        ' | '.join(report.mean_spread([key(run) for run in runs])
-                   for _, key in COLUMNS)))
+    lines.append('| %s | %d | %s |' % (config_label(runs[0]['config']), len(runs), ' | '.join(
+        report.mean_spread([key(run) for run in runs]) for _, key in COLUMNS)))
   return '\n'.join(lines)
 
 
 def _labelled(picture, label, width=PANEL):
   """An RGB panel `width` wide: `label` above `picture` scaled to fit."""
   picture = Image.fromarray(picture).convert('RGB')
-  picture = picture.resize((width, round(picture.height * width
-                                         / picture.width)), Image.NEAREST)
+  picture = picture.resize((width, round(picture.height * width / picture.width)), Image.NEAREST)
   panel = Image.new('RGB', (width, picture.height + 16), (255, 255, 255))
   ImageDraw.Draw(panel).text((4, 2), label, fill=(0, 0, 0))
   panel.paste(picture, (0, 16))
@@ -141,8 +138,10 @@ def _side_by_side(columns):
   """Lists of RGB panels (one list per column, top to bottom) -> one image."""
   stacked = [np.concatenate(column, axis=0) for column in columns]
   height = max(column.shape[0] for column in stacked)
-  padded = [np.pad(column, ((0, height - column.shape[0]), (0, 4), (0, 0)),
-                   constant_values=255) for column in stacked]
+  padded = [
+      np.pad(column, ((0, height - column.shape[0]), (0, 4), (0, 0)), constant_values=255)
+      for column in stacked
+  ]
   return np.concatenate(padded, axis=1)
 
 
@@ -151,8 +150,10 @@ def latent2_figure(runs_by_config, data_dir):
   for runs in runs_by_config.values():
     manifold, scatter = report.latent2_pictures(runs[0]['dir'], data_dir)
     label = config_label(runs[0]['config'])
-    columns.append([_labelled(scatter, label + ': test posterior means'),
-                    _labelled(manifold, label + ': decoded manifold')])
+    columns.append([
+        _labelled(scatter, label + ': test posterior means'),
+        _labelled(manifold, label + ': decoded manifold')
+    ])
   return _side_by_side(columns)
 
 
@@ -163,18 +164,23 @@ def samples_figure(runs_by_config, data_dir):
     label = config_label(runs[0]['config'])
     column = []
     for source in trained_model.SAMPLE_SOURCES:
-      samples = trained_model.draw_samples(vae, SAMPLES_PER_PANEL, 0, sample_from=source,
-                                           data_dir=data_dir)
-      column.append(_labelled(image_grids.sample_grid(samples, columns=6),
-                              '%s, %s' % (label, source)))
+      samples = trained_model.draw_samples(
+          vae, SAMPLES_PER_PANEL, 0, sample_from=source, data_dir=data_dir)
+      column.append(
+          _labelled(image_grids.sample_grid(samples, columns=6), '%s, %s' % (label, source)))
     columns.append(column)
   return _side_by_side(columns)
 
 
 def _results(runs_by_config):
-  return {name: [{'dir': run['dir'], 'seed': run['config']['seed'],
-                  'test': run['test'], 'samples': run['samples']}
-                 for run in runs] for name, runs in runs_by_config.items()}
+  return {
+      name: [{
+          'dir': run['dir'],
+          'seed': run['config']['seed'],
+          'test': run['test'],
+          'samples': run['samples']
+      } for run in runs] for name, runs in runs_by_config.items()
+  }
 
 
 def main(argv):
@@ -183,29 +189,34 @@ def main(argv):
   tf.get_logger().handlers.clear()  # absl prints TensorFlow's lines already.
   latent2, latent20 = (collect(FLAGS.runs_dir, latent) for latent in (2, 20))
   if not latent2 and not latent20:
-    raise app.UsageError('%s holds no finished run of the study'
-                         % FLAGS.runs_dir)
+    raise app.UsageError('%s holds no finished run of the study' % FLAGS.runs_dir)
   files.make_dirs(FLAGS.report_dir, '--report_dir')
-  sections = ['# The KL term and the aggregate posterior', '',
-              'Made by `%s`.' % (FLAGS.command or 'scripts/kl_study.sh'), '']
+  sections = [
+      '# The KL term and the aggregate posterior', '',
+      'Made by `%s`.' % (FLAGS.command or 'scripts/kl_study.sh'), ''
+  ]
   any_run = next(iter((latent20 or latent2).values()))[0]
-  sections += ['Classifier of the Frechet distances (FD): test accuracy '
-               '%.4f; real training images score %.2f against the test set. '
-               'Least digit: the share of the least frequent digit among the '
-               'samples as the classifier labels them (the test set: %.3f).'
-               % (any_run['samples']['classifier_test_accuracy'],
-                  any_run['samples']['real_train_frechet_distance'],
-                  min(any_run['samples']['test_digit_shares'])), '']
-  for title, runs_by_config in (('2-d latent', latent2),
-                                ('20-d latent (upstream preset)', latent20)):
+  sections += [
+      'Classifier of the Frechet distances (FD): test accuracy '
+      '%.4f; real training images score %.2f against the test set. '
+      'Least digit: the share of the least frequent digit among the '
+      'samples as the classifier labels them (the test set: %.3f).' %
+      (any_run['samples']['classifier_test_accuracy'],
+       any_run['samples']['real_train_frechet_distance'],
+       min(any_run['samples']['test_digit_shares'])), ''
+  ]
+  for title, runs_by_config in (('2-d latent', latent2), ('20-d latent (upstream preset)',
+                                                          latent20)):
     if runs_by_config:
       sections += ['## ' + title, '', table(runs_by_config), '']
   markdown = '\n'.join(sections)
   print(markdown)
   files.write(os.path.join(FLAGS.report_dir, 'kl_study.md'), markdown)
-  files.write_json(os.path.join(FLAGS.report_dir, 'results.json'),
-                   {'latent2': _results(latent2),
-                    'latent20': _results(latent20)})
+  files.write_json(
+      os.path.join(FLAGS.report_dir, 'results.json'), {
+          'latent2': _results(latent2),
+          'latent20': _results(latent20)
+      })
   if latent2:
     path = os.path.join(FLAGS.report_dir, 'latent2_by_beta.png')
     image_grids.write_png(path, latent2_figure(latent2, FLAGS.data_dir))

@@ -37,8 +37,7 @@ def auroc(in_scores, out_scores):
   sorted_in = np.sort(in_scores)
   below = np.searchsorted(sorted_in, out_scores, side='left')
   at_or_below = np.searchsorted(sorted_in, out_scores, side='right')
-  return float(np.sum(below + 0.5 * (at_or_below - below))
-               / (len(in_scores) * len(out_scores)))
+  return float(np.sum(below + 0.5 * (at_or_below - below)) / (len(in_scores) * len(out_scores)))
 
 
 def histogram_png(in_scores, out_scores, title):
@@ -71,7 +70,8 @@ def main(argv):
       'auroc': auroc(in_scores, out_scores),
       'in_mean_nll': float(np.mean(in_scores)),
       'out_mean_nll': float(np.mean(out_scores)),
-      'in_examples': len(in_scores), 'out_examples': len(out_scores),
+      'in_examples': len(in_scores),
+      'out_examples': len(out_scores),
   }
   png = histogram_png(in_scores, out_scores, 'AUROC %.4f' % result['auroc'])
   if png and FLAGS.figure:

@@ -36,8 +36,8 @@ PRESET_ORDER = ('original', 'upstream', 'long')
 def define_flags():
   flags.DEFINE_string('runs_dir', 'runs/reproduce', help='What reproduce.sh wrote.')
   flags.DEFINE_string('data_dir', 'data/mnist', help='The TFRecords (for the 2-d figures).')
-  flags.DEFINE_string('report_dir', 'reproduction',
-                      help='Where REPRODUCTION.md and the figures go.')
+  flags.DEFINE_string(
+      'report_dir', 'reproduction', help='Where REPRODUCTION.md and the figures go.')
   flags.DEFINE_string('command', '', help='The command that made the runs, quoted in the report.')
 
 
@@ -70,9 +70,12 @@ def collect_runs(runs_dir):
   for run_dir in sorted(run_dirs, key=_run_order):
     preset = os.path.basename(os.path.dirname(run_dir))
     try:
-      run = {'dir': run_dir, 'metrics': files.read_json(os.path.join(run_dir, 'metrics.json')),
-             'test': files.read_json(os.path.join(run_dir, 'eval_test.json')),
-             'validation': files.read_json(os.path.join(run_dir, 'eval_validation.json'))}
+      run = {
+          'dir': run_dir,
+          'metrics': files.read_json(os.path.join(run_dir, 'metrics.json')),
+          'test': files.read_json(os.path.join(run_dir, 'eval_test.json')),
+          'validation': files.read_json(os.path.join(run_dir, 'eval_validation.json'))
+      }
     except (tf.errors.NotFoundError, FileNotFoundError):
       continue  # Not finished.
     presets.setdefault(preset, []).append(run)
@@ -83,21 +86,22 @@ def mean_spread(values):
   values = np.asarray(values, float)
   if len(values) == 1:
     return '%.2f' % values[0]  # One seed has no spread to show.
-  return '%.2f &plusmn; %.2f (%.2f-%.2f)' % (values.mean(), values.std(ddof=1),
-                                             values.min(), values.max())
+  return '%.2f &plusmn; %.2f (%.2f-%.2f)' % (values.mean(), values.std(ddof=1), values.min(),
+                                             values.max())
 
 
 def summary_table(presets):
-  lines = ['| preset | seeds | test -ELBO (mean &plusmn; sd, range) | test NLL, k=%s '
-           '| validation -ELBO | steps | training wall time |' % _iw_samples(presets),
-           '|---|---|---|---|---|---|---|']
+  lines = [
+      '| preset | seeds | test -ELBO (mean &plusmn; sd, range) | test NLL, k=%s '
+      '| validation -ELBO | steps | training wall time |' % _iw_samples(presets),
+      '|---|---|---|---|---|---|---|'
+  ]
   for preset, runs in presets.items():
-    lines.append('| %s | %d | %s | %s | %.2f | %d | %.0f s |' % (
-        preset, len(runs), mean_spread([r['test']['neg_elbo'] for r in runs]),
-        mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
-        np.mean([r['validation']['neg_elbo'] for r in runs]),
-        runs[0]['metrics']['step'],
-        np.mean([r['metrics']['wall_time_sec'] for r in runs])))
+    lines.append('| %s | %d | %s | %s | %.2f | %d | %.0f s |' %
+                 (preset, len(runs), mean_spread([r['test']['neg_elbo'] for r in runs]),
+                  mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
+                  np.mean([r['validation']['neg_elbo'] for r in runs]), runs[0]['metrics']['step'],
+                  np.mean([r['metrics']['wall_time_sec'] for r in runs])))
   return '\n'.join(lines)
 
 
@@ -108,22 +112,26 @@ def binarized_notes(presets):
   for preset, runs in presets.items():
     mode = runs[0]['metrics'].get('config', {}).get('binarize', 'none')
     if mode != 'none':
-      notes += ['%s: trained with --binarize=%s and evaluated on the static binary '
-                'sample of each image; comparable with the binarized-MNIST '
-                'literature, not with the grey-level rows.' % (preset, mode), '']
+      notes += [
+          '%s: trained with --binarize=%s and evaluated on the static binary '
+          'sample of each image; comparable with the binarized-MNIST '
+          'literature, not with the grey-level rows.' % (preset, mode), ''
+      ]
   return notes
 
 
 def per_run_table(presets):
-  lines = ['| preset | seed | test -ELBO | reconstruction | KL | test NLL | '
-           'validation -ELBO | training wall time |', '|---|---|---|---|---|---|---|---|']
+  lines = [
+      '| preset | seed | test -ELBO | reconstruction | KL | test NLL | '
+      'validation -ELBO | training wall time |', '|---|---|---|---|---|---|---|---|'
+  ]
   for preset, runs in presets.items():
     for run in runs:
       test = run['test']
-      lines.append('| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f s |' % (
-          preset, os.path.basename(run['dir'])[len('seed'):], test['neg_elbo'],
-          test['reconstruction'], test['kl_divergence'], test.get('iw_nll', np.nan),
-          run['validation']['neg_elbo'], run['metrics']['wall_time_sec']))
+      lines.append('| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f s |' %
+                   (preset, os.path.basename(run['dir'])[len('seed'):], test['neg_elbo'],
+                    test['reconstruction'], test['kl_divergence'], test.get('iw_nll', np.nan),
+                    run['validation']['neg_elbo'], run['metrics']['wall_time_sec']))
   return '\n'.join(lines)
 
 
@@ -153,10 +161,8 @@ def latent2_pictures(run_dir, data_dir):
   if network.latent_dim != 2:
     return None
   test_path = records.split_path(data_dir, 'test')
-  batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(
-      input_pipeline.parse_batch))
-  images = np.concatenate([input_pipeline.normalize(pixels).numpy()
-                           for pixels, _ in batches])
+  batches = list(tf.data.TFRecordDataset(test_path).batch(10000).map(input_pipeline.parse_batch))
+  images = np.concatenate([input_pipeline.normalize(pixels).numpy() for pixels, _ in batches])
   labels = np.concatenate([labels.numpy() for _, labels in batches])
   with tf.Graph().as_default(), tf.Session() as session:
     z = tf.placeholder(tf.float32, [None, 2])
@@ -186,17 +192,18 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
   tf.io.gfile.makedirs(report_dir)
   presets = collect_runs(runs_dir)
   latent2 = presets.pop(LATENT2, None)
-  sections = ['# Reproduction of the MLP VAE results', '',
-              'Made by `%s`.' % (command or 'scripts/reproduce.sh'), '',
-              'Machine: %d cores (%s), Python %s, TensorFlow %s. Negative ELBO and '
-              'NLL in nats per image over all examples of the split, dropout off '
-              '(evaluate.py). Wall time is that of train.py (with its periodic '
-              'validation and images) on a possibly shared machine: a rough '
-              'guide, not a benchmark.' % (os.cpu_count(), _cpu_model(),
-                                   platform.python_version(), tf.version.VERSION),
-              '', summary_table(presets), ''] + binarized_notes(presets) + [
-              '### Each run', '',
-              per_run_table(presets), '']
+  sections = [
+      '# Reproduction of the MLP VAE results', '',
+      'Made by `%s`.' % (command or 'scripts/reproduce.sh'), '',
+      'Machine: %d cores (%s), Python %s, TensorFlow %s. Negative ELBO and '
+      'NLL in nats per image over all examples of the split, dropout off '
+      '(evaluate.py). Wall time is that of train.py (with its periodic '
+      'validation and images) on a possibly shared machine: a rough '
+      'guide, not a benchmark.' %
+      (os.cpu_count(), _cpu_model(), platform.python_version(), tf.version.VERSION), '',
+      summary_table(presets), ''
+  ] + binarized_notes(presets) + ['### Each run', '',
+                                  per_run_table(presets), '']
   for preset, runs in presets.items():
     curves = {}
     for run in runs:
@@ -221,11 +228,12 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
   if latent2:
     paths = latent2_figures(latent2[0]['dir'], data_dir, report_dir)
     if paths:
-      sections += ['## 2-d latent space (upstream preset, --latent_dim 2)', '',
-                   'Test -ELBO %.2f. Left: decoder means over a 20x20 grid of the '
-                   'Gaussian inverse CDF (Kingma & Welling 2014, Figure 4). Right: '
-                   'posterior means of the test set by digit.'
-                   % latent2[0]['test']['neg_elbo'], '']
+      sections += [
+          '## 2-d latent space (upstream preset, --latent_dim 2)', '',
+          'Test -ELBO %.2f. Left: decoder means over a 20x20 grid of the '
+          'Gaussian inverse CDF (Kingma & Welling 2014, Figure 4). Right: '
+          'posterior means of the test set by digit.' % latent2[0]['test']['neg_elbo'], ''
+      ]
       sections += ['![%s](%s)' % (os.path.basename(p), os.path.basename(p)) for p in paths]
   path = os.path.join(report_dir, 'REPRODUCTION.md')
   files.write(path, '\n'.join(sections) + '\n')

@@ -44,8 +44,7 @@ def mnist_dir():
   """The real MNIST files; CI must have them, a developer may not."""
   if not os.path.exists(os.path.join(helpers.SHARED_MNIST, idx.TRAIN_IMAGES + '.gz')):
     if os.environ.get('CI'):
-      pytest.fail('Real MNIST files not found in %s (CI must have them)'
-                  % helpers.SHARED_MNIST)
+      pytest.fail('Real MNIST files not found in %s (CI must have them)' % helpers.SHARED_MNIST)
     pytest.skip('Real MNIST files not found in %s (set MNIST_DIR)' % helpers.SHARED_MNIST)
   return helpers.SHARED_MNIST
 
@@ -56,8 +55,8 @@ def small_mnist_records(mnist_dir, tmp_path_factory):
   from mnist_vae.data_prep import convert_to_records
   root = tmp_path_factory.mktemp('small_mnist')
   records = str(root / 'records')
-  convert_to_records.convert(helpers.small_mnist_dir(mnist_dir, root / 'idx'), records,
-                             validation_size=200)
+  convert_to_records.convert(
+      helpers.small_mnist_dir(mnist_dir, root / 'idx'), records, validation_size=200)
   return records
 
 
@@ -79,6 +78,6 @@ def pytest_sessionfinish(session, exitstatus):
   """In CI (CI=true), a test that needs the real MNIST files must run."""
   if os.environ.get('CI') and _skipped_needing_real_data:
     session.config.pluginmanager.get_plugin('terminalreporter').write_line(
-        'CI: %d tests that need the real MNIST files were skipped: %s'
-        % (len(_skipped_needing_real_data), ', '.join(_skipped_needing_real_data)))
+        'CI: %d tests that need the real MNIST files were skipped: %s' %
+        (len(_skipped_needing_real_data), ', '.join(_skipped_needing_real_data)))
     session.exitstatus = 1

@@ -26,7 +26,8 @@ from helpers import small_mnist_dir
 from helpers import start_process
 
 DOC_PAGES = ['README.md'] + sorted(
-    os.path.join('docs', name) for name in os.listdir(os.path.join(REPO_ROOT, 'docs'))
+    os.path.join('docs', name)
+    for name in os.listdir(os.path.join(REPO_ROOT, 'docs'))
     if name.endswith('.md'))
 
 _FENCE = re.compile(r'^```(\w*)\s*$')
@@ -84,13 +85,13 @@ RUN_BY_OTHER_TESTS = [
      'test_slurm_requeue_resumes_from_the_checkpoint_of_the_signal', 'StartTime=now'),
     (r'scripts/kl_study\.sh', 'tests/test_kl_study.py',
      'test_kl_study_smoke_writes_the_tables_and_figures_and_resumes', 'kl_study.sh'),
-    (r'python bench/throughput\.py', 'tests/test_bench.py',
-     'test_smoke_run_measures_everything', 'bench/throughput.py'),
+    (r'python bench/throughput\.py', 'tests/test_bench.py', 'test_smoke_run_measures_everything',
+     'bench/throughput.py'),
     # The reproduction takes hours; its smoke runs of these flags are tests of
     # their own (with --smoke a page's command would run the same thing again).
     (r'scripts/reproduce\.sh --jobs 2$', 'tests/test_reproduce.py',
-     'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once',
-     "'--jobs', '2'"),
+     'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once', "'--jobs', '2'"
+    ),
     (r'scripts/reproduce\.sh --presets \w+ --seeds \d$', 'tests/test_reproduce.py',
      'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once',
      "'--presets', 'original', '--seeds'"),
@@ -111,8 +112,7 @@ _SMALLER = [
     (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
     (r'scripts/cluster_study\.sh', ['--smoke'], True),
     (r'python bench/side_by_side\.py', ['--seconds=1', '--rounds=1'], False),
-    (r'scripts/iwae_short\.sh', ['--stages', '1', '--iw_samples', '4', '--max_steps', '60'],
-     False),
+    (r'scripts/iwae_short\.sh', ['--stages', '1', '--iw_samples', '4', '--max_steps', '60'], False),
 ]
 
 
@@ -136,10 +136,11 @@ def plan(command):
       words = shlex.split(command)
       words = words[:1] + extra + words[1:] if first else words + extra
       return 'run', shlex.join(words)
-  if re.match(r'(ls|ruff check|yapf|saved_model_cli (show|run)|'
-              r'scripts/cluster/pai_submit\.sh --dry_run|python -c|'
-              r'python (-m mnist_vae\.data_prep\.convert_to_records|export\.py|generate\.py)) ',
-              command + ' '):
+  if re.match(
+      r'(ls|ruff check|yapf|saved_model_cli (show|run)|'
+      r'scripts/cluster/pai_submit\.sh --dry_run|python -c|'
+      r'python (-m mnist_vae\.data_prep\.convert_to_records|export\.py|generate\.py)) ',
+      command + ' '):
     return 'run', command
   return None
 
@@ -165,8 +166,7 @@ def make_sandbox(base, mnist_dir):
     with open(source, 'rb') as f, open(target, 'wb') as g:
       g.write(f.read())
     os.chmod(target, os.stat(source).st_mode)
-  small_mnist_dir(mnist_dir, os.path.join(base, 'shared', 'mnist'),
-                  num_train=6000, num_test=1000)
+  small_mnist_dir(mnist_dir, os.path.join(base, 'shared', 'mnist'), num_train=6000, num_test=1000)
   digit = Image.new('L', (120, 160), 230)
   ImageDraw.Draw(digit).text((40, 50), '3', fill=20, font_size=70)
   digit.save(os.path.join(checkout, 'my_digit.jpg'))
@@ -177,18 +177,22 @@ def environment():
   """This Python first on PATH (so `python`, `ruff`, `tensorboard` and
   `saved_model_cli` are this installation's), quiet TensorFlow."""
   bin_dir = os.path.dirname(sys.executable)
-  return dict(os.environ, PATH=bin_dir + os.pathsep + os.environ['PATH'],
-              PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
+  return dict(
+      os.environ,
+      PATH=bin_dir + os.pathsep + os.environ['PATH'],
+      PYTHON=sys.executable,
+      TF_CPP_MIN_LOG_LEVEL='2')
 
 
 def run_command(command, cwd, timeout=600):
   return run_process(['bash', '-c', 'set -euo pipefail; ' + command],
-                     timeout=timeout, cwd=cwd, env=environment())
+                     timeout=timeout,
+                     cwd=cwd,
+                     env=environment())
 
 
 def run_python_block(code, cwd, timeout=300):
-  return run_process([sys.executable, '-c', code], timeout=timeout, cwd=cwd,
-                     env=environment())
+  return run_process([sys.executable, '-c', code], timeout=timeout, cwd=cwd, env=environment())
 
 
 def serve(command, cwd, timeout=120):
@@ -197,9 +201,12 @@ def serve(command, cwd, timeout=120):
   with socket.socket() as probe:
     probe.bind(('127.0.0.1', 0))
     port = probe.getsockname()[1]
-  process = start_process(['bash', '-c', '%s --host 127.0.0.1 --port %d' % (command, port)],
-                          cwd=cwd, env=environment(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  process = start_process(
+      ['bash', '-c', '%s --host 127.0.0.1 --port %d' % (command, port)],
+      cwd=cwd,
+      env=environment(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
   deadline = time.time() + timeout
   try:
     while time.time() < deadline:
@@ -248,8 +255,9 @@ def check_page_commands(page, sandbox):
     elif kind == 'pip':
       # A dry run resolves the extras against what is installed and builds the
       # project's metadata, without replacing the installation under test.
-      result = run_command(what.replace('pip install ', 'pip install --dry-run '
-                                        '--no-build-isolation --no-index ', 1), sandbox)
+      result = run_command(
+          what.replace('pip install ', 'pip install --dry-run '
+                       '--no-build-isolation --no-index ', 1), sandbox)
       assert result.returncode == 0, '%s\n%s' % (where, result.stderr[-3000:])
       assert 'does not provide the extra' not in result.stderr, '%s\n%s' % (where, result.stderr)
     elif kind == 'quick_tier':
@@ -264,12 +272,13 @@ def check_page_commands(page, sandbox):
     elif kind == 'ci':
       with open(os.path.join(REPO_ROOT, '.ci', 'run')) as f:
         ci = f.read()
-      assert what.replace('python -m pytest ', 'python -m pytest -q ') in ci, (
-          '%s is not the command .ci/run runs' % where)
+      assert what.replace('python -m pytest ',
+                          'python -m pytest -q ') in ci, ('%s is not the command .ci/run runs'
+                                                          % where)
     elif kind == 'server':
       status = serve(what, sandbox)
       assert status.split()[1:2] == ['200'], '%s answered %r' % (where, status)
     else:
       result = run_command(what, sandbox)
-      assert result.returncode == 0, '%s\nran as: %s\n%s' % (
-          where, what, (result.stdout + result.stderr)[-4000:])
+      assert result.returncode == 0, '%s\nran as: %s\n%s' % (where, what, (result.stdout
+                                                                           + result.stderr)[-4000:])

@@ -27,14 +27,12 @@ from mnist_vae import model
 from mnist_vae.data_prep import idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_MNIST = os.environ.get(
-    'MNIST_DIR', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'))
+SHARED_MNIST = os.environ.get('MNIST_DIR', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'))
 # The original network at its original sizes.
 ORIGINAL_NETWORK = architectures.network('mlp', 500, 20)
 
 
-def write_idx_dir(directory, train_images, train_labels, test_images,
-                  test_labels, compress=True):
+def write_idx_dir(directory, train_images, train_labels, test_images, test_labels, compress=True):
   """Writes the four standard IDX files (gzip when `compress`) into directory."""
   os.makedirs(directory, exist_ok=True)
   contents = {
@@ -81,14 +79,12 @@ def set_large_test(large):
 
 def _check_large(what):
   if not _Tier.large:
-    raise AssertionError(
-        'This test starts %s but is not marked @pytest.mark.large: mark it, so '
-        'that the quick tier (pytest -m "not large") leaves it out.' % what)
+    raise AssertionError('This test starts %s but is not marked @pytest.mark.large: mark it, so '
+                         'that the quick tier (pytest -m "not large") leaves it out.' % what)
 
 
 def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT,
-              PYTHON=sys.executable)
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT, PYTHON=sys.executable)
 
 
 # Every process a test starts; each is killed, with its process group (a
@@ -107,10 +103,13 @@ def start_process(command, cwd=REPO_ROOT, env=None, **popen_args):
   env: the whole environment (default: this one, quiet TensorFlow, the
   repository on PYTHONPATH)."""
   _check_large('a process (%s)' % ' '.join(map(str, command)))
-  process = subprocess.Popen(command, cwd=cwd, env=env or _env(),
-                             start_new_session=True,
-                             preexec_fn=_default_signal_dispositions,
-                             **popen_args)
+  process = subprocess.Popen(
+      command,
+      cwd=cwd,
+      env=env or _env(),
+      start_new_session=True,
+      preexec_fn=_default_signal_dispositions,
+      **popen_args)
   _STARTED.append(process)
   return process
 
@@ -142,16 +141,15 @@ def serve_http(handler):
 def run_process(command, timeout=300, cwd=REPO_ROOT, env=None):
   """Runs `command` to its end; returns the CompletedProcess. A process still
   running after `timeout` seconds is killed and the test fails."""
-  process = start_process(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  process = start_process(
+      command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     stdout, stderr = process.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
     _kill_group(process)
     stdout, stderr = process.communicate()
-    raise AssertionError('%s still running after %d s; killed. Its output:\n%s'
-                         % (' '.join(command), timeout, (stdout + stderr)[-5000:])
-                         ) from None
+    raise AssertionError('%s still running after %d s; killed. Its output:\n%s' %
+                         (' '.join(command), timeout, (stdout + stderr)[-5000:])) from None
   return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
@@ -163,8 +161,8 @@ def run_python(args, timeout=300, cwd=REPO_ROOT):
 def start_python(args, log_path, cwd=REPO_ROOT):
   """Starts `python ARGS` with stderr+stdout to log_path; returns the Popen."""
   with open(log_path, 'w') as log:
-    return start_process([sys.executable] + list(args), cwd=cwd, stdout=log,
-                         stderr=subprocess.STDOUT)
+    return start_process(
+        [sys.executable] + list(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_for(condition, what, processes=(), timeout=120):
@@ -174,8 +172,8 @@ def wait_for(condition, what, processes=(), timeout=120):
   while not condition():
     for process in processes:
       if process.poll() is not None:
-        raise AssertionError('%s ended (status %s) before %s'
-                             % (' '.join(process.args), process.returncode, what))
+        raise AssertionError('%s ended (status %s) before %s' %
+                             (' '.join(process.args), process.returncode, what))
     if time.time() > deadline:
       raise AssertionError('no %s within %d s' % (what, timeout))
     time.sleep(0.1)
@@ -189,8 +187,7 @@ def checkpoint_step(train_dir):
   import tensorflow as tf
   try:
     checkpoint = tf.train.latest_checkpoint(str(train_dir))
-    return (int(tf.train.load_variable(checkpoint, 'global_step'))
-            if checkpoint else -1)
+    return (int(tf.train.load_variable(checkpoint, 'global_step')) if checkpoint else -1)
   except (tf.errors.OpError, ValueError):
     return -1  # Being written.
 
@@ -201,11 +198,9 @@ def small_mnist_dir(mnist_dir, directory, num_train=2000, num_test=200):
       idx.find_idx_file(mnist_dir, idx.TRAIN_IMAGES),
       idx.find_idx_file(mnist_dir, idx.TRAIN_LABELS))
   test_images, test_labels = idx.read_split(
-      idx.find_idx_file(mnist_dir, idx.TEST_IMAGES),
-      idx.find_idx_file(mnist_dir, idx.TEST_LABELS))
-  return write_idx_dir(directory, train_images[:num_train],
-                       train_labels[:num_train], test_images[:num_test],
-                       test_labels[:num_test])
+      idx.find_idx_file(mnist_dir, idx.TEST_IMAGES), idx.find_idx_file(mnist_dir, idx.TEST_LABELS))
+  return write_idx_dir(directory, train_images[:num_train], train_labels[:num_train],
+                       test_images[:num_test], test_labels[:num_test])
 
 
 def direct_mutual_information(z_mean, z_stddev, draws, seed):
@@ -218,8 +213,8 @@ def direct_mutual_information(z_mean, z_stddev, draws, seed):
   for r in range(draws):
     for i in range(n):
       z = z_mean[i] + z_stddev[i] * noise[r, i]
-      log_q = np.sum(-0.5 * ((z - z_mean) / z_stddev)**2 - np.log(z_stddev)
-                     - 0.5 * np.log(2 * np.pi), axis=1)
+      log_q = np.sum(
+          -0.5 * ((z - z_mean) / z_stddev)**2 - np.log(z_stddev) - 0.5 * np.log(2 * np.pi), axis=1)
       log_aggregate = np.log(np.mean(np.exp(log_q - log_q.max()))) + log_q.max()
       terms.append(log_q[i] - log_aggregate)
   return np.mean(terms)
@@ -244,7 +239,7 @@ def original_log_likelihood(images, logits, dtype):
 
 def original_kl(mean, stddev):
   mean, stddev = mean.astype(np.float64), stddev.astype(np.float64)
-  return 0.5 * np.sum(stddev ** 2 + mean ** 2 - np.log(1e-8 + stddev ** 2) - 1, axis=1)
+  return 0.5 * np.sum(stddev**2 + mean**2 - np.log(1e-8 + stddev**2) - 1, axis=1)
 
 
 def run_in_new_graph(function, *arrays):

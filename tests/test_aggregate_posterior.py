@@ -13,13 +13,11 @@ from mnist_vae import sample_quality
 
 def _posteriors(n=300, latent_dim=3, seed=0):
   rng = np.random.RandomState(seed)
-  return (rng.normal(0.0, 1.5, (n, latent_dim)),
-          rng.uniform(0.2, 1.2, (n, latent_dim)))
+  return (rng.normal(0.0, 1.5, (n, latent_dim)), rng.uniform(0.2, 1.2, (n, latent_dim)))
 
 
 def _mean_kl(z_mean, z_stddev):
-  return float(np.mean(np.sum(
-      0.5 * (z_mean**2 + z_stddev**2 - 1.0) - np.log(z_stddev), axis=1)))
+  return float(np.mean(np.sum(0.5 * (z_mean**2 + z_stddev**2 - 1.0) - np.log(z_stddev), axis=1)))
 
 
 def test_decomposition_equals_a_direct_computation_and_sums_to_the_kl():
@@ -40,8 +38,7 @@ def test_the_pairs_are_scored_in_chunks_without_changing_the_result(monkeypatch)
   whole = aggregate_posterior.decompose_kl(z_mean, z_stddev, 1.0, seed=1)
   monkeypatch.setattr(aggregate_posterior, 'PAIRS_AT_ONCE', 700)  # 7 rows.
   chunked = aggregate_posterior.decompose_kl(z_mean, z_stddev, 1.0, seed=1)
-  assert chunked['mutual_information'] == pytest.approx(
-      whole['mutual_information'], rel=1e-12)
+  assert chunked['mutual_information'] == pytest.approx(whole['mutual_information'], rel=1e-12)
 
 
 def test_posteriors_equal_to_the_prior_have_nothing_to_decompose():
@@ -76,12 +73,10 @@ def test_the_gaussian_fit_bounds_the_marginal_kl_from_below():
   rng = np.random.RandomState(2)
   z_mean = np.concatenate([rng.normal(-3, 0.1, (300, 2)), rng.normal(3, 0.1, (300, 2))])
   z_stddev = np.full_like(z_mean, 0.3)
-  summary = aggregate_posterior.summarize(z_mean, z_stddev,
-                                          _mean_kl(z_mean, z_stddev), draws=4)
+  summary = aggregate_posterior.summarize(z_mean, z_stddev, _mean_kl(z_mean, z_stddev), draws=4)
   assert summary['prior_fit_kl'] < summary['marginal_kl'] - 1.0
   mean, covariance = aggregate_posterior.moments(z_mean, z_stddev)
-  expected = 0.5 * (np.trace(covariance) + mean @ mean - 2
-                    - np.log(np.linalg.det(covariance)))
+  expected = 0.5 * (np.trace(covariance) + mean @ mean - 2 - np.log(np.linalg.det(covariance)))
   assert summary['prior_fit_kl'] == pytest.approx(expected)
 
 
@@ -117,5 +112,5 @@ def test_frechet_distance_of_gaussians_with_diagonal_covariances():
 
 
 def test_digit_shares_count_each_label():
-  assert sample_quality.digit_shares(np.array([0, 0, 3, 9])) == [
-      0.5, 0, 0, 0.25, 0, 0, 0, 0, 0, 0.25]
+  assert sample_quality.digit_shares(np.array([0, 0, 3,
+                                               9])) == [0.5, 0, 0, 0.25, 0, 0, 0, 0, 0, 0.25]

@@ -21,27 +21,37 @@ from mnist_vae import model
 
 # Every architecture at its own sizes (a 2-d z for the convolutional ones, as
 # their sources have it).
-NETWORKS = {name: architectures.network(name, latent_dim=2 if 'cvae' in name else 20)
-            for name in architectures.ARCHITECTURES}
+NETWORKS = {
+    name: architectures.network(name, latent_dim=2 if 'cvae' in name else 20)
+    for name in architectures.ARCHITECTURES
+}
 
 
 def test_the_original_mlp_has_the_originals_variables():
   assert architectures.variable_shapes(NETWORKS['mlp']) == {
-      'gaussian_encoder/fc1/weights': [784, 500], 'gaussian_encoder/fc1/biases': [500],
-      'gaussian_encoder/fc2/weights': [500, 500], 'gaussian_encoder/fc2/biases': [500],
-      'gaussian_encoder/mean/weights': [500, 20], 'gaussian_encoder/mean/biases': [20],
-      'gaussian_encoder/stddev/weights': [500, 20], 'gaussian_encoder/stddev/biases': [20],
-      'bernoulli_decoder/fc1/weights': [20, 500], 'bernoulli_decoder/fc1/biases': [500],
-      'bernoulli_decoder/fc2/weights': [500, 500], 'bernoulli_decoder/fc2/biases': [500],
-      'bernoulli_decoder/output/weights': [500, 784], 'bernoulli_decoder/output/biases': [784]}
+      'gaussian_encoder/fc1/weights': [784, 500],
+      'gaussian_encoder/fc1/biases': [500],
+      'gaussian_encoder/fc2/weights': [500, 500],
+      'gaussian_encoder/fc2/biases': [500],
+      'gaussian_encoder/mean/weights': [500, 20],
+      'gaussian_encoder/mean/biases': [20],
+      'gaussian_encoder/stddev/weights': [500, 20],
+      'gaussian_encoder/stddev/biases': [20],
+      'bernoulli_decoder/fc1/weights': [20, 500],
+      'bernoulli_decoder/fc1/biases': [500],
+      'bernoulli_decoder/fc2/weights': [500, 500],
+      'bernoulli_decoder/fc2/biases': [500],
+      'bernoulli_decoder/output/weights': [500, 784],
+      'bernoulli_decoder/output/biases': [784]
+  }
 
 
 def test_the_convolutional_networks_are_their_sources_layers():
   shapes = dict(architectures.layer_shapes(NETWORKS['cvae_tutorial']))
   # 'valid' convolutions: 28 -> 13 -> 6; the decoder back to 28x28x1.
   assert shapes['encoder'] == [(784,), (28, 28, 1), (13, 13, 32), (6, 6, 64), (2304,)]
-  assert shapes['decoder'] == [(2,), (1568,), (7, 7, 32), (14, 14, 64), (28, 28, 32),
-                               (28, 28, 1), (784,)]
+  assert shapes['decoder'] == [(2,), (1568,), (7, 7, 32), (14, 14, 64), (28, 28, 32), (28, 28, 1),
+                               (784,)]
   shapes = dict(architectures.layer_shapes(NETWORKS['keras_cvae']))
   assert shapes['encoder'] == [(784,), (28, 28, 1), (14, 14, 32), (7, 7, 64), (3136,), (16,)]
   assert shapes['decoder'][1:4] == [(3136,), (7, 7, 64), (14, 14, 64)]
@@ -56,8 +66,11 @@ def test_a_checkpoints_variables_name_its_network(name):
     network = NETWORKS[name]._replace(latent_dim=latent_dim)
     network = architectures.network(name, network.hidden_units, latent_dim)
     assert architectures.from_variables(architectures.variable_shapes(network), 'x') == network
-  others = [architectures.variable_shapes(NETWORKS[other])
-            for other in architectures.ARCHITECTURES if other != name]
+  others = [
+      architectures.variable_shapes(NETWORKS[other])
+      for other in architectures.ARCHITECTURES
+      if other != name
+  ]
   assert architectures.variable_shapes(NETWORKS[name]) not in others
 
 
@@ -86,7 +99,9 @@ def test_the_graphs_variables_are_the_descriptions(name):
   network = NETWORKS[name]
   with tf.Graph().as_default():
     outputs = model.inference(tf.zeros([3, 784]), network)
-    assert {v.op.name: v.shape.as_list() for v in tf.trainable_variables()} == (
+    assert {
+        v.op.name: v.shape.as_list() for v in tf.trainable_variables()
+    } == (
         architectures.variable_shapes(network))
     assert outputs.z_mean.shape.as_list() == [3, network.latent_dim]
     assert outputs.logits.shape.as_list() == [3, 784]
@@ -94,8 +109,10 @@ def test_the_graphs_variables_are_the_descriptions(name):
 
 def test_multiply_adds_are_counted_from_the_layers():
   mlp = architectures.multiply_adds(NETWORKS['mlp'])
-  assert mlp == {'encoder': 784 * 500 + 500 * 500 + 2 * 500 * 20,
-                 'decoder': 20 * 500 + 500 * 500 + 500 * 784}
+  assert mlp == {
+      'encoder': 784 * 500 + 500 * 500 + 2 * 500 * 20,
+      'decoder': 20 * 500 + 500 * 500 + 500 * 784
+  }
   tutorial = architectures.multiply_adds(NETWORKS['cvae_tutorial'])
   # conv1: 13x13 outputs of a 3x3x1 kernel, 32 filters; conv2: 6x6 of 3x3x32, 64.
   assert tutorial['encoder'] == (13 * 13 * 9 * 32 + 6 * 6 * 9 * 32 * 64 + 2 * 2304 * 2)
@@ -119,8 +136,7 @@ def test_compiled_step_equals_the_separate_ops_for_every_architecture(name):
     got, expected, gradients = run_session([compiled, terms, separate])
   assert got.loss_terms.neg_elbo == pytest.approx(expected.neg_elbo, rel=1e-5)
   for (gradient, _), reference in zip(got.grads_and_vars, gradients):
-    np.testing.assert_allclose(gradient, reference, rtol=1e-3,
-                               atol=1e-5 * np.abs(reference).max())
+    np.testing.assert_allclose(gradient, reference, rtol=1e-3, atol=1e-5 * np.abs(reference).max())
 
 
 def test_the_exponential_scales_give_the_kl_of_their_log_variance():
@@ -153,11 +169,14 @@ REFERENCE_COMMIT = '6d97d94'
 
 
 def _test_figures(root, preset, data_dir, train_dir, mnist_dir):
-  result = run_process(
-      [sys.executable, 'train.py', '--flagfile', 'configs/%s.flags' % preset,
-       '--mnist_dir', mnist_dir, '--data_dir', str(data_dir), '--train_dir', str(train_dir),
-       '--max_steps', '300', '--seed', '4'],
-      cwd=root, env=dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2'))
+  result = run_process([
+      sys.executable, 'train.py', '--flagfile',
+      'configs/%s.flags' % preset, '--mnist_dir', mnist_dir, '--data_dir',
+      str(data_dir), '--train_dir',
+      str(train_dir), '--max_steps', '300', '--seed', '4'
+  ],
+                       cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2'))
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(train_dir, 'metrics.json')) as f:
     return json.load(f)['test']
@@ -165,22 +184,22 @@ def _test_figures(root, preset, data_dir, train_dir, mnist_dir):
 
 @pytest.mark.large
 @pytest.mark.parametrize('preset', ['original', 'upstream'])
-def test_the_original_mlp_gives_the_numbers_it_gave_before_the_move(preset, mnist_dir,
-                                                                     tmp_path):
+def test_the_original_mlp_gives_the_numbers_it_gave_before_the_move(preset, mnist_dir, tmp_path):
   """train.py with the preset, 300 steps, seed 4: the same test figures to
   every digit as commit 6d97d94's train.py on this machine."""
   reference_root = tmp_path / 'reference'
   reference_root.mkdir()
   try:
-    archive = subprocess.run(['git', 'archive', REFERENCE_COMMIT], cwd=REPO_ROOT,
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(['git', 'archive', REFERENCE_COMMIT],
+                             cwd=REPO_ROOT,
+                             capture_output=True,
+                             check=True).stdout
   except subprocess.CalledProcessError as e:
-    pytest.fail('git archive %s failed (a clone with history is needed): %s'
-                % (REFERENCE_COMMIT, e.stderr.decode()[-500:]))
+    pytest.fail('git archive %s failed (a clone with history is needed): %s' %
+                (REFERENCE_COMMIT, e.stderr.decode()[-500:]))
   subprocess.run(['tar', '-x', '-C', str(reference_root)], input=archive, check=True)
   data_dir = tmp_path / 'data'
-  reference = _test_figures(str(reference_root), preset, data_dir, tmp_path / 'before',
-                            mnist_dir)
+  reference = _test_figures(str(reference_root), preset, data_dir, tmp_path / 'before', mnist_dir)
   now = _test_figures(REPO_ROOT, preset, data_dir, tmp_path / 'now', mnist_dir)
   for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
     assert now[key] == reference[key], key

@@ -14,30 +14,44 @@ pytestmark = pytest.mark.large
 
 def test_smoke_run_measures_everything(tmp_path):
   original = os.path.join(REPO_ROOT, os.pardir, 'shared', 'reference', 'original_vae_tf1.py')
-  result = run_python(['bench/throughput.py', '--smoke', '--json', str(tmp_path / 'bench.json'),
-                       '--original_script', original, '--end_to_end'], timeout=900)
+  result = run_python([
+      'bench/throughput.py', '--smoke', '--json',
+      str(tmp_path / 'bench.json'), '--original_script', original, '--end_to_end'
+  ],
+                      timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((tmp_path / 'bench.json').read_text())
   rates = results['examples_per_sec']
   assert set(rates) == {
-      'train.py loop, TFRecords, adam', 'train.py loop, TFRecords, sgd',
-      'train.py loop, TFRecords, adam, bfloat16', 'train.py loop, memory, adam',
-      'input pipeline alone', 'TF2 peer (tf.function), adam', 'TF2 peer (tf.function), sgd',
-      'Keras 3 fit, adam', 'matmul ceiling', 'matmul ceiling, bfloat16',
-      'fast TF2 peer, 1 step(s) per call', 'fast TF2 peer, 10 step(s) per call',
+      'train.py loop, TFRecords, adam',
+      'train.py loop, TFRecords, sgd',
+      'train.py loop, TFRecords, adam, bfloat16',
+      'train.py loop, memory, adam',
+      'input pipeline alone',
+      'TF2 peer (tf.function), adam',
+      'TF2 peer (tf.function), sgd',
+      'Keras 3 fit, adam',
+      'matmul ceiling',
+      'matmul ceiling, bfloat16',
+      'fast TF2 peer, 1 step(s) per call',
+      'fast TF2 peer, 10 step(s) per call',
       # CI installs the bench extra, so the JAX peer is measured too.
-      'JAX jit peer, 1 step(s) per call', 'JAX jit peer, 10 step(s) per call'}
+      'JAX jit peer, 1 step(s) per call',
+      'JAX jit peer, 10 step(s) per call'
+  }
   assert all(rate > 0 for rate in rates.values())
   processes = results['process_examples_per_sec']
-  assert set(processes) == {'train.py --optimizer=adam', 'fast TF2 peer, 1 step(s) per call',
-                            'fast TF2 peer, 10 step(s) per call',
-                            'JAX jit peer, 10 step(s) per call'}
+  assert set(processes) == {
+      'train.py --optimizer=adam', 'fast TF2 peer, 1 step(s) per call',
+      'fast TF2 peer, 10 step(s) per call', 'JAX jit peer, 10 step(s) per call'
+  }
   assert all(rate > 0 for rate in processes.values())
   assert results['matmul_gflops'] > 0
   iwae = results['iwae']
   assert set(iwae['process_examples_per_sec']) == {
       'train.py --flagfile=configs/iwae_vae.flags',
-      'JAX jit peer, iwae_mlp, batch 20, 596 steps per call'}
+      'JAX jit peer, iwae_mlp, batch 20, 596 steps per call'
+  }
   assert all(rate > 0 for rate in iwae['process_examples_per_sec'].values())
   assert set(iwae['step_ms']) == {'1', '5'} and iwae['step_ms']['5'] > iwae['step_ms']['1'] > 0
   assert iwae['nll']['seconds'] > 0 and iwae['nll']['floor_seconds'] > 0
@@ -56,18 +70,19 @@ def test_smoke_run_measures_everything(tmp_path):
   assert results['original_script']['train_py_sec'] > 0
   assert results['end_to_end']['here']['test_iw_nll'] > 0
   for target in ('training loop (adam, TFRecords) / best peer',
-                 'train.py --optimizer=adam, whole process / best peer process', 'training / matmul ceiling >= 0.65',
-                 'NLL seconds / its multiply floor <= 1.25', 'bfloat16 training / float32',
-                 'train.py original preset / original script < 1'):
+                 'train.py --optimizer=adam, whole process / best peer process',
+                 'training / matmul ceiling >= 0.65', 'NLL seconds / its multiply floor <= 1.25',
+                 'bfloat16 training / float32', 'train.py original preset / original script < 1'):
     assert target in result.stdout, target
 
 
-def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist_records,
-                                                                     tmp_path):
-  result = run_python(['bench/cluster_scaling.py', '--data_dir', small_mnist_records,
-                       '--short_steps', '5', '--long_steps', '20',
-                       '--step_samples', '20', '--adam_updates', '10',
-                       '--json', str(tmp_path / 'scaling.json')], timeout=600)
+def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist_records, tmp_path):
+  result = run_python([
+      'bench/cluster_scaling.py', '--data_dir', small_mnist_records, '--short_steps', '5',
+      '--long_steps', '20', '--step_samples', '20', '--adam_updates', '10', '--json',
+      str(tmp_path / 'scaling.json')
+  ],
+                      timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'scaling.json').read_text())
   model_bytes = sum(figures['bytes_per_ps']['1'])
@@ -85,16 +100,20 @@ def test_cluster_scaling_measures_the_traffic_and_projects_the_table(small_mnist
   for workers in ('1_workers', '2_workers'):
     short_job_steps, long_job_steps = figures[workers]['local_steps']
     assert short_job_steps >= 5 and long_job_steps - short_job_steps >= 15
-    assert (0.97 * 2 * model_bytes <= figures[workers]['wire_bytes_per_step']
-            < 1.5 * 2 * model_bytes)
-  rows = [line for line in result.stdout.splitlines()
-          if line.startswith('| ') and ('| async |' in line or '| sync |' in line)]
+    assert (0.97 * 2 * model_bytes <= figures[workers]['wire_bytes_per_step'] <
+            1.5 * 2 * model_bytes)
+  rows = [
+      line for line in result.stdout.splitlines()
+      if line.startswith('| ') and ('| async |' in line or '| sync |' in line)
+  ]
   assert len(rows) == 4 * 2 * 2, result.stdout
 
 
 def test_side_by_side_measures_one_process_against_one_thread_processes(tmp_path):
-  result = run_python(['bench/side_by_side.py', '--seconds', '1', '--rounds', '1',
-                       '--processes', '2', '--json', str(tmp_path / 'side.json')],
+  result = run_python([
+      'bench/side_by_side.py', '--seconds', '1', '--rounds', '1', '--processes', '2', '--json',
+      str(tmp_path / 'side.json')
+  ],
                       timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'side.json').read_text())

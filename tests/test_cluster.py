@@ -28,9 +28,17 @@ WORKERS = ['127.0.0.1:2223', '127.0.0.1:2224']
 def test_tf_config_and_flags_give_the_same_cluster():
   for index in range(2):
     from_flags = cluster.role_from_flags(','.join(PS), ','.join(WORKERS), 'worker', index)
-    from_tf_config = cluster.role_from_tf_config(json.dumps({
-        'cluster': {'ps': PS, 'worker': WORKERS},
-        'task': {'type': 'worker', 'index': index}}))
+    from_tf_config = cluster.role_from_tf_config(
+        json.dumps({
+            'cluster': {
+                'ps': PS,
+                'worker': WORKERS
+            },
+            'task': {
+                'type': 'worker',
+                'index': index
+            }
+        }))
     assert from_flags == from_tf_config
     assert from_flags.is_chief == (index == 0)
     assert from_flags.worker_index == index and from_flags.num_workers == 2
@@ -39,10 +47,22 @@ def test_tf_config_and_flags_give_the_same_cluster():
 
 def test_tf_config_with_a_chief_task():
   spec = {'chief': ['127.0.0.1:1'], 'worker': WORKERS, 'ps': PS}
-  chief = cluster.role_from_tf_config(json.dumps({'cluster': spec,
-                                                  'task': {'type': 'chief', 'index': 0}}))
-  worker = cluster.role_from_tf_config(json.dumps({'cluster': spec,
-                                                   'task': {'type': 'worker', 'index': 1}}))
+  chief = cluster.role_from_tf_config(
+      json.dumps({
+          'cluster': spec,
+          'task': {
+              'type': 'chief',
+              'index': 0
+          }
+      }))
+  worker = cluster.role_from_tf_config(
+      json.dumps({
+          'cluster': spec,
+          'task': {
+              'type': 'worker',
+              'index': 1
+          }
+      }))
   assert chief.is_chief and chief.worker_index == 0 and chief.num_workers == 3
   assert not worker.is_chief and worker.worker_index == 2
   assert cluster.device_of(worker) == '/job:worker/task:1'
@@ -55,21 +75,44 @@ def test_no_cluster_means_single_process():
 
 @pytest.mark.parametrize('config, message', [
     ('{not json', 'TF_CONFIG is not valid JSON'),
-    (json.dumps({'cluster': {'worker': WORKERS}, 'task': {'type': 'worker'}}), 'has no ps task'),
-    (json.dumps({'cluster': {'worker': WORKERS, 'ps': PS},
-                 'task': {'type': 'worker', 'index': 5}}), 'Task index 5 is out of range'),
-    (json.dumps({'cluster': {'worker': WORKERS, 'ps': PS},
-                 'task': {'type': 'evaluator'}}), "is a 'evaluator'"),
+    (json.dumps({
+        'cluster': {
+            'worker': WORKERS
+        },
+        'task': {
+            'type': 'worker'
+        }
+    }), 'has no ps task'),
+    (json.dumps({
+        'cluster': {
+            'worker': WORKERS,
+            'ps': PS
+        },
+        'task': {
+            'type': 'worker',
+            'index': 5
+        }
+    }), 'Task index 5 is out of range'),
+    (json.dumps({
+        'cluster': {
+            'worker': WORKERS,
+            'ps': PS
+        },
+        'task': {
+            'type': 'evaluator'
+        }
+    }), "is a 'evaluator'"),
 ])
 def test_bad_cluster_descriptions(config, message):
   with pytest.raises(cluster.ClusterError, match=message):
     cluster.role_from_tf_config(config)
 
 
-SMALL = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '32',
-         '--optimizer', 'adam', '--validation_size', '200', '--log_every_n_steps', '20',
-         '--image_every_n_steps', '40', '--eval_every_n_steps', '40',
-         '--save_checkpoint_steps', '20', '--eval_batch_size', '200']
+SMALL = [
+    '--hidden_units', '64', '--latent_dim', '8', '--batch_size', '32', '--optimizer', 'adam',
+    '--validation_size', '200', '--log_every_n_steps', '20', '--image_every_n_steps', '40',
+    '--eval_every_n_steps', '40', '--save_checkpoint_steps', '20', '--eval_batch_size', '200'
+]
 
 
 @pytest.fixture
@@ -78,15 +121,20 @@ def data_dir(small_mnist_records):
 
 
 def _launch(data_dir, train_dir, extra=(), timeout=240):
-  command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
-             '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
-             '--train_dir', str(train_dir)] + SMALL + list(extra)
+  command = [
+      'bash',
+      os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'), '--num_ps', '1', '--num_workers',
+      '2', '--', '--data_dir', data_dir, '--train_dir',
+      str(train_dir)
+  ] + SMALL + list(extra)
   return run_process(command, timeout=timeout)
 
 
 def _local_steps(log):
-  return {int(worker): int(steps) for worker, steps in
-          re.findall(r'Worker (\d) ran (\d+) local steps', log)}
+  return {
+      int(worker): int(steps)
+      for worker, steps in re.findall(r'Worker (\d) ran (\d+) local steps', log)
+  }
 
 
 @pytest.mark.large
@@ -112,8 +160,10 @@ def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
   assert tf.train.latest_checkpoint(train_dir).endswith('-120') or \
       int(tf.train.load_variable(tf.train.latest_checkpoint(train_dir), 'global_step')) >= 120
   # Named after the global step at which the chief passed step 40 and 80.
-  samples = [name for name in os.listdir(os.path.join(train_dir, 'images'))
-             if name.startswith('samples_step_')]
+  samples = [
+      name for name in os.listdir(os.path.join(train_dir, 'images'))
+      if name.startswith('samples_step_')
+  ]
   assert len(samples) >= 3, samples
   with open(os.path.join(train_dir, 'metrics.json')) as f:
     assert json.load(f)['test']['num_examples'] == 200
@@ -126,29 +176,36 @@ def test_local_cluster_trains_and_exits_cleanly(data_dir, tmp_path, mode):
 @pytest.mark.large
 def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path):
   ps_port, chief_port, worker_port = free_ports(3)
-  base = ['train.py', '--ps_hosts', '127.0.0.1:%d' % ps_port, '--worker_hosts',
-          '127.0.0.1:%d,127.0.0.1:%d' % (chief_port, worker_port), '--data_dir', data_dir,
-          '--train_dir', str(tmp_path / 'train'), '--max_steps', '600',
-          '--nosync_replicas'] + SMALL
+  base = [
+      'train.py', '--ps_hosts',
+      '127.0.0.1:%d' % ps_port, '--worker_hosts',
+      '127.0.0.1:%d,127.0.0.1:%d' %
+      (chief_port, worker_port), '--data_dir', data_dir, '--train_dir',
+      str(tmp_path / 'train'), '--max_steps', '600', '--nosync_replicas'
+  ] + SMALL
   logs = {name: str(tmp_path / name) for name in ('ps', 'chief', 'worker', 'worker2', 'chief2')}
   processes = {}
   try:
     processes['ps'] = start_python(base + ['--job_name', 'ps'], logs['ps'])
-    processes['chief'] = start_python(base + ['--job_name', 'worker', '--task_index', '0'], logs['chief'])
-    processes['worker'] = start_python(base + ['--job_name', 'worker', '--task_index', '1'], logs['worker'])
+    processes['chief'] = start_python(base + ['--job_name', 'worker', '--task_index', '0'],
+                                      logs['chief'])
+    processes['worker'] = start_python(base + ['--job_name', 'worker', '--task_index', '1'],
+                                       logs['worker'])
     train_dir = tmp_path / 'train'
     wait_for(lambda: checkpoint_step(train_dir) >= 100, 'checkpoint at step 100',
              [processes['chief'], processes['worker']])
     processes['worker'].send_signal(signal.SIGKILL)
     processes['worker'].wait()
-    processes['worker2'] = start_python(base + ['--job_name', 'worker', '--task_index', '1'], logs['worker2'])
+    processes['worker2'] = start_python(base + ['--job_name', 'worker', '--task_index', '1'],
+                                        logs['worker2'])
     wait_for(lambda: checkpoint_step(train_dir) >= 300, 'checkpoint at step 300',
              [processes['chief'], processes['worker2']])
     processes['chief'].send_signal(signal.SIGKILL)
     processes['chief'].wait()
-    saved = int(tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / 'train')),
-                                       'global_step'))
-    processes['chief2'] = start_python(base + ['--job_name', 'worker', '--task_index', '0'], logs['chief2'])
+    saved = int(
+        tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / 'train')), 'global_step'))
+    processes['chief2'] = start_python(base + ['--job_name', 'worker', '--task_index', '0'],
+                                       logs['chief2'])
     for name in ('chief2', 'worker2', 'ps'):
       assert processes[name].wait(timeout=240) == 0, open(logs[name]).read()[-3000:]
   finally:
@@ -168,10 +225,11 @@ def test_killed_worker_and_chief_rejoin_and_the_job_finishes(data_dir, tmp_path)
 def test_pai_flags_are_accepted(small_idx_dir, tmp_path):
   data = str(tmp_path / 'data')
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
-  result = run_python(['train.py', '--buckets', data, '--checkpointDir', str(tmp_path / 'ckpt'),
-                       '--tables', 'odps://project/tables/x', '--outputs=odps://y',
-                       '--max_steps', '10', '--batch_size', '10', '--hidden_units', '16',
-                       '--latent_dim', '2'])
+  result = run_python([
+      'train.py', '--buckets', data, '--checkpointDir',
+      str(tmp_path / 'ckpt'), '--tables', 'odps://project/tables/x', '--outputs=odps://y',
+      '--max_steps', '10', '--batch_size', '10', '--hidden_units', '16', '--latent_dim', '2'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Launcher flag --tables=odps://project/tables/x accepted' in result.stderr
   assert 'Launcher flag --outputs=odps://y accepted' in result.stderr
@@ -184,10 +242,11 @@ def test_training_into_ram_filesystem(small_idx_dir, tmp_path):
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
   flag_values = flags.FlagValues()
   train.define_flags(flag_values)
-  flag_values(['train.py', '--train_dir=ram://vae_test/train', '--data_dir', data,
-               '--validation_size=10', '--batch_size=10', '--max_steps=6',
-               '--hidden_units=16', '--latent_dim=2', '--image_every_n_steps=3',
-               '--eval_every_n_steps=3', '--log_every_n_steps=3'])
+  flag_values([
+      'train.py', '--train_dir=ram://vae_test/train', '--data_dir', data, '--validation_size=10',
+      '--batch_size=10', '--max_steps=6', '--hidden_units=16', '--latent_dim=2',
+      '--image_every_n_steps=3', '--eval_every_n_steps=3', '--log_every_n_steps=3'
+  ])
   metrics = train.run_training(**train.settings_from_flags(flag_values))
   assert metrics['step'] == 6
   assert tf.train.latest_checkpoint('ram://vae_test/train').endswith('-6')
@@ -200,9 +259,12 @@ def test_training_into_ram_filesystem(small_idx_dir, tmp_path):
 def _start_endless_job(data_dir, tmp_path, log_path, until_step):
   """The launcher with 1 ps + 2 workers and no end in sight, returned once
   the chief has checkpointed until_step."""
-  command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
-             '--num_ps', '1', '--num_workers', '2', '--', '--data_dir', data_dir,
-             '--train_dir', str(tmp_path / 'train'), '--max_steps', '100000'] + SMALL
+  command = [
+      'bash',
+      os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'), '--num_ps', '1', '--num_workers',
+      '2', '--', '--data_dir', data_dir, '--train_dir',
+      str(tmp_path / 'train'), '--max_steps', '100000'
+  ] + SMALL
   with open(log_path, 'w') as log:
     launcher = start_process(command, stdout=log, stderr=subprocess.STDOUT)
   wait_for(lambda: checkpoint_step(tmp_path / 'train') >= until_step,
@@ -220,8 +282,8 @@ def test_launcher_ctrl_c_stops_everything_and_keeps_a_checkpoint(data_dir, tmp_p
   assert '[launcher] interrupted: stopping all processes' in log
   # The chief stopped at a step boundary and saved it, the ps still up.
   assert 'Stopped by SIGTERM' in log
-  step = int(tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / 'train')),
-                                    'global_step'))
+  step = int(
+      tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path / 'train')), 'global_step'))
   assert step >= 200
   leftover = subprocess.run(['pgrep', '-f', str(tmp_path / 'train')], capture_output=True)
   assert leftover.stdout == b'', 'processes left running: %r' % leftover.stdout
@@ -261,23 +323,27 @@ def test_launcher_keeps_the_job_off_the_network(data_dir, tmp_path):
 
 @pytest.mark.large
 def test_launcher_without_isolation_says_the_ports_are_exposed(data_dir, tmp_path):
-  result = run_process(['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
-                        '--no_isolation', '--num_ps', '1', '--num_workers', '1', '--',
-                        '--data_dir', data_dir, '--train_dir', str(tmp_path / 'train'),
-                        '--max_steps', '10'] + SMALL)
+  result = run_process([
+      'bash',
+      os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'), '--no_isolation', '--num_ps', '1',
+      '--num_workers', '1', '--', '--data_dir', data_dir, '--train_dir',
+      str(tmp_path / 'train'), '--max_steps', '10'
+  ] + SMALL)
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   assert "--no_isolation: the job's ports are reachable" in result.stderr
   assert 'network namespace of its own' not in result.stdout
 
 
 @pytest.mark.large
-def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data_dir,
-                                                                            tmp_path):
+def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data_dir, tmp_path):
   results = {}
   for num_ps in (1, 2):
-    command = ['bash', os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'),
-               '--num_ps', str(num_ps), '--num_workers', '1', '--', '--data_dir', data_dir,
-               '--train_dir', str(tmp_path / ('ps%d' % num_ps)), '--max_steps', '60'] + SMALL
+    command = [
+        'bash',
+        os.path.join(REPO_ROOT, 'scripts', 'run_local_cluster.sh'), '--num_ps',
+        str(num_ps), '--num_workers', '1', '--', '--data_dir', data_dir, '--train_dir',
+        str(tmp_path / ('ps%d' % num_ps)), '--max_steps', '60'
+    ] + SMALL
     result = run_process(command)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -295,8 +361,7 @@ def test_two_parameter_servers_share_the_variables_and_give_the_same_result(data
       results[num_ps] = json.load(f)
   # One worker: the same computation, only the variables' homes differ.
   assert results[2]['step'] == results[1]['step'] == 60
-  assert results[2]['test']['neg_elbo'] == pytest.approx(results[1]['test']['neg_elbo'],
-                                                         abs=1e-3)
+  assert results[2]['test']['neg_elbo'] == pytest.approx(results[1]['test']['neg_elbo'], abs=1e-3)
 
 
 @pytest.mark.parametrize('staleness', [1, 2])
@@ -320,8 +385,7 @@ def test_stale_gradient_optimizer_applies_the_gradient_of_steps_before(staleness
   expected, weights, gradients = [], [1.0, 2.0], []
   for target in targets:
     gradients.append([wi - xi for wi, xi in zip(weights, target)])
-    applied = (gradients[-1 - staleness] if len(gradients) > staleness
-               else [0.0, 0.0])
+    applied = (gradients[-1 - staleness] if len(gradients) > staleness else [0.0, 0.0])
     weights = [wi - 0.5 * gi for wi, gi in zip(weights, applied)]
     expected.append(weights)
   assert trained[staleness - 1].tolist() == [1.0, 2.0]  # nothing applied yet
@@ -331,9 +395,11 @@ def test_stale_gradient_optimizer_applies_the_gradient_of_steps_before(staleness
 
 @pytest.mark.large
 def test_simulated_staleness_is_refused_in_a_cluster(tmp_path):
-  result = run_python(['train.py', '--train_dir', str(tmp_path / 'run'),
-                       '--simulated_staleness', '1', '--job_name', 'worker',
-                       '--ps_hosts', PS[0], '--worker_hosts', WORKERS[0]])
+  result = run_python([
+      'train.py', '--train_dir',
+      str(tmp_path / 'run'), '--simulated_staleness', '1', '--job_name', 'worker', '--ps_hosts',
+      PS[0], '--worker_hosts', WORKERS[0]
+  ])
   assert result.returncode == 1
   assert '--simulated_staleness models a cluster in one process' in result.stderr
   assert not (tmp_path / 'run').exists()

@@ -56,13 +56,19 @@ def test_round_trip_bytes_equal(small_idx_dir, tmp_path):
   np.testing.assert_array_equal(labels, train_labels[15:])
   images, _ = read_records(os.path.join(out, 'test.tfrecords'))
   np.testing.assert_array_equal(images, indexed_images(20, offset=1000))
-  assert sorted(os.listdir(out)) == ['dataset_info.json', 'test.tfrecords',
-                                     'train.tfrecords', 'validation.tfrecords']
+  assert sorted(os.listdir(out)) == [
+      'dataset_info.json', 'test.tfrecords', 'train.tfrecords', 'validation.tfrecords'
+  ]
 
 
 def test_uncompressed_input(tmp_path):
-  raw = write_idx_dir(tmp_path / 'raw', indexed_images(12), np.zeros(12, np.uint8),
-                      indexed_images(3), np.ones(3, np.uint8), compress=False)
+  raw = write_idx_dir(
+      tmp_path / 'raw',
+      indexed_images(12),
+      np.zeros(12, np.uint8),
+      indexed_images(3),
+      np.ones(3, np.uint8),
+      compress=False)
   info = convert_to_records.convert(raw, str(tmp_path / 'out'), validation_size=2)
   assert info['num_examples'] == {'train': 10, 'validation': 2, 'test': 3}
   assert info['source_files'][idx.TEST_LABELS] == idx.TEST_LABELS
@@ -82,22 +88,23 @@ def test_rerun_is_a_no_op_and_overwrite_redoes(small_idx_dir, tmp_path):
 def test_other_settings_on_existing_output_are_refused(small_idx_dir, tmp_path):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=10)
-  with pytest.raises(convert_to_records.ConversionError,
-                     match='made with --validation_size=10, asked for 20'):
+  with pytest.raises(
+      convert_to_records.ConversionError, match='made with --validation_size=10, asked for 20'):
     convert_to_records.convert(small_idx_dir, out, validation_size=20)
-  with pytest.raises(convert_to_records.ConversionError,
-                     match='made with --dataset=mnist, asked for fashion_mnist'):
-    convert_to_records.convert(small_idx_dir, out, validation_size=10,
-                               dataset='fashion_mnist')
+  with pytest.raises(
+      convert_to_records.ConversionError,
+      match='made with --dataset=mnist, asked for fashion_mnist'):
+    convert_to_records.convert(small_idx_dir, out, validation_size=10, dataset='fashion_mnist')
 
 
 def _split_bytes(out):
-  return {split: open(record_files.split_path(out, split), 'rb').read()
-          for split in record_files.SPLITS}
+  return {
+      split: open(record_files.split_path(out, split), 'rb').read() for split in record_files.SPLITS
+  }
 
 
-def test_overwrite_cut_short_between_two_splits_is_redone_not_mixed(
-    small_idx_dir, tmp_path, monkeypatch):
+def test_overwrite_cut_short_between_two_splits_is_redone_not_mixed(small_idx_dir, tmp_path,
+                                                                    monkeypatch):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=10)
   old = _split_bytes(out)
@@ -108,27 +115,25 @@ def test_overwrite_cut_short_between_two_splits_is_redone_not_mixed(
       raise OSError('injected failure while moving %s' % source)
     moved.append(destination)
     tf.io.gfile.rename(source, destination, overwrite=True)
-  monkeypatch.setattr(convert_to_records, '_move_into_place',
-                      fail_on_second_split)
+
+  monkeypatch.setattr(convert_to_records, '_move_into_place', fail_on_second_split)
   with pytest.raises(OSError, match='injected failure'):
-    convert_to_records.convert(small_idx_dir, out, validation_size=20,
-                               overwrite=True)
+    convert_to_records.convert(small_idx_dir, out, validation_size=20, overwrite=True)
   # The train split is new, the others old: the directory must not pass as
   # complete, and a run that needs it converts again.
   assert _split_bytes(out)['train'] != old['train']
   assert not convert_to_records.tfrecords_exist(out)
   monkeypatch.undo()
-  info = convert_to_records.prepare(out, mnist_dir=small_idx_dir,
-                                    validation_size=20)
+  info = convert_to_records.prepare(out, mnist_dir=small_idx_dir, validation_size=20)
   assert info['num_examples']['validation'] == 20
   assert convert_to_records.tfrecords_exist(out)
   assert sorted(os.listdir(out)) == sorted(
-      [os.path.basename(record_files.split_path(out, split))
-       for split in record_files.SPLITS] + [record_files.INFO_FILE])
+      [os.path.basename(record_files.split_path(out, split)) for split in record_files.SPLITS]
+      + [record_files.INFO_FILE])
 
 
-def test_conversion_failing_while_writing_leaves_old_output_intact(
-    small_idx_dir, tmp_path, monkeypatch):
+def test_conversion_failing_while_writing_leaves_old_output_intact(small_idx_dir, tmp_path,
+                                                                   monkeypatch):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=10)
   old = _split_bytes(out)
@@ -140,10 +145,10 @@ def test_conversion_failing_while_writing_leaves_old_output_intact(
       raise OSError('injected failure while writing %s' % path)
     written.append(path)
     real_write(images, labels, path)
+
   monkeypatch.setattr(convert_to_records, '_write_records', fail_on_second_split)
   with pytest.raises(OSError, match='injected failure'):
-    convert_to_records.convert(small_idx_dir, out, validation_size=20,
-                               overwrite=True)
+    convert_to_records.convert(small_idx_dir, out, validation_size=20, overwrite=True)
   assert _split_bytes(out) == old
   assert convert_to_records.tfrecords_exist(out)
   assert record_files.read_info(out)['validation_size'] == 10
@@ -163,8 +168,8 @@ def test_failed_conversion_leaves_no_output(small_idx_dir, tmp_path):
 
 
 def test_prepare_without_sources_says_how_to_supply_them(tmp_path):
-  with pytest.raises(convert_to_records.ConversionError,
-                     match='pass --mnist_dir DIR .* or --download'):
+  with pytest.raises(
+      convert_to_records.ConversionError, match='pass --mnist_dir DIR .* or --download'):
     convert_to_records.prepare(str(tmp_path / 'empty'))
 
 
@@ -179,13 +184,13 @@ def test_full_mnist_conversion(mnist_dir, tmp_path):
   np.testing.assert_array_equal(
       np.bincount(np.concatenate([valid_labels, train_labels]), minlength=10),
       MNIST_TRAIN_LABEL_COUNTS)
-  np.testing.assert_array_equal(np.bincount(test_labels, minlength=10),
-                                MNIST_TEST_LABEL_COUNTS)
+  np.testing.assert_array_equal(np.bincount(test_labels, minlength=10), MNIST_TEST_LABEL_COUNTS)
   # The validation split is the *first* 5,000 training images, as in the
   # classic script: MNIST's first training label is a 5, its first test one a 7.
   assert valid_labels[0] == 5 and test_labels[0] == 7
-  reference, _ = idx.read_split(idx.find_idx_file(mnist_dir, idx.TRAIN_IMAGES),
-                                idx.find_idx_file(mnist_dir, idx.TRAIN_LABELS))
+  reference, _ = idx.read_split(
+      idx.find_idx_file(mnist_dir, idx.TRAIN_IMAGES),
+      idx.find_idx_file(mnist_dir, idx.TRAIN_LABELS))
   np.testing.assert_array_equal(valid_images, reference[:5000])
   np.testing.assert_array_equal(train_images, reference[5000:])
 
@@ -193,13 +198,15 @@ def test_full_mnist_conversion(mnist_dir, tmp_path):
 @pytest.mark.large
 def test_command_line_converts_and_reruns(mnist_dir, tmp_path):
   out = str(tmp_path / 'records')
-  first = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
-                      mnist_dir, '--output_dir', out])
+  first = run_python([
+      '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir', out
+  ])
   assert first.returncode == 0, first.stderr
   with open(os.path.join(out, 'dataset_info.json')) as f:
     assert json.load(f)['num_examples']['train'] == 55000
-  second = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
-                       mnist_dir, '--output_dir', out])
+  second = run_python([
+      '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir', out
+  ])
   assert second.returncode == 0
   assert 'already exist' in second.stderr
 
@@ -210,8 +217,11 @@ def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path):
   bad.mkdir()
   for name in idx.STANDARD_FILES:
     (bad / name).write_bytes(b'\x00\x00\x08\x01\x00\x00\x00\x00')
-  result = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
-                       str(bad), '--output_dir', str(tmp_path / 'out')])
+  result = run_python([
+      '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
+      str(bad), '--output_dir',
+      str(tmp_path / 'out')
+  ])
   assert result.returncode == 1
   assert 'Invalid magic number 2049 in MNIST file' in result.stderr
   assert 'Traceback' not in result.stderr
@@ -221,11 +231,10 @@ def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path):
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
-                    reason='Debian package dataset-fashion-mnist not installed')
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_DIR), reason='Debian package dataset-fashion-mnist not installed')
 def test_fashion_mnist_conversion(tmp_path):
-  info = convert_to_records.convert(FASHION_DIR, str(tmp_path / 'fashion'),
-                                    dataset='fashion_mnist')
+  info = convert_to_records.convert(FASHION_DIR, str(tmp_path / 'fashion'), dataset='fashion_mnist')
   assert info['dataset'] == 'fashion_mnist'
   assert info['num_examples'] == {'train': 55000, 'validation': 5000, 'test': 10000}
   _, test_labels = read_records(str(tmp_path / 'fashion' / 'test.tfrecords'))

@@ -44,12 +44,13 @@ def test_every_link_leads_somewhere(page):
       continue
     path, _, anchor = link.partition('#')
     target = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
-    assert os.path.exists(os.path.join(REPO_ROOT, target)), (
-        '%s links to %s, which does not exist' % (page, link))
+    assert os.path.exists(os.path.join(REPO_ROOT,
+                                       target)), ('%s links to %s, which does not exist' %
+                                                  (page, link))
     if anchor:
       assert target.endswith('.md'), '%s: anchor on a non-page %s' % (page, link)
-      assert anchor in _anchors(_prose(_read(target))), (
-          '%s links to %s, but %s has no heading #%s' % (page, link, target, anchor))
+      assert anchor in _anchors(_prose(_read(target))), ('%s links to %s, but %s has no heading #%s'
+                                                         % (page, link, target, anchor))
 
 
 def test_the_front_page_is_short_and_reaches_every_page_in_one_click():
@@ -110,8 +111,8 @@ def test_a_command_no_rule_covers_fails_the_check(tmp_path):
   page = tmp_path / 'page.md'
   page.write_text('x\n\n```sh\npython a.py \\\n  --b 1 && ls c  # comment\n```\n')
   relative = os.path.relpath(str(page), REPO_ROOT)
-  assert doc_commands.shown_commands(relative) == [
-      (4, 'sh', 'python a.py --b 1'), (4, 'sh', 'ls c')]
+  assert doc_commands.shown_commands(relative) == [(4, 'sh', 'python a.py --b 1'),
+                                                   (4, 'sh', 'ls c')]
 
 
 @pytest.fixture(scope='module')

@@ -24,8 +24,7 @@ def serve():
   servers = []
 
   def start(directory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(directory))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *args: None
     server = serve_http(handler)
     servers.append(server)
@@ -68,8 +67,8 @@ def test_all_mirrors_failing_leaves_nothing_and_explains(serve, tmp_path):
   bad_url = serve(_mirror(tmp_path, 'bad', b'not the file'))
   closed_port_url = 'http://127.0.0.1:9/'
   with pytest.raises(download.DownloadError) as error:
-    download.download_file('file.gz', GOOD_SHA256, str(tmp_path / 'dl'),
-                           [bad_url, closed_port_url], timeout_sec=5)
+    download.download_file(
+        'file.gz', GOOD_SHA256, str(tmp_path / 'dl'), [bad_url, closed_port_url], timeout_sec=5)
   message = str(error.value)
   assert 'checksum mismatch' in message and closed_port_url in message
   assert '--mnist_dir' in message
@@ -85,10 +84,9 @@ def test_verified_file_is_not_downloaded_again(tmp_path):
 
 def test_real_mnist_checksums_through_local_mirror(serve, tmp_path, mnist_dir):
   url = serve(mnist_dir)
-  directory = download.download_dataset('mnist', str(tmp_path / 'dl'),
-                                        mirrors=['http://127.0.0.1:9/', url])
-  assert sorted(os.listdir(directory)) == sorted(
-      name + '.gz' for name in idx.STANDARD_FILES)
+  directory = download.download_dataset(
+      'mnist', str(tmp_path / 'dl'), mirrors=['http://127.0.0.1:9/', url])
+  assert sorted(os.listdir(directory)) == sorted(name + '.gz' for name in idx.STANDARD_FILES)
 
 
 def test_connection_dropped_mid_file_leaves_no_partial_file(tmp_path):
@@ -118,8 +116,7 @@ def test_connection_dropped_mid_file_leaves_no_partial_file(tmp_path):
 
 def test_prepare_downloads_then_converts(serve, tmp_path, mnist_dir):
   url = serve(mnist_dir)
-  info = convert_to_records.prepare(str(tmp_path / 'data'), download_idx=True,
-                                    mirrors=[url])
+  info = convert_to_records.prepare(str(tmp_path / 'data'), download_idx=True, mirrors=[url])
   assert info['num_examples'] == {'train': 55000, 'validation': 5000, 'test': 10000}
   assert sorted(os.listdir(tmp_path / 'data' / 'raw')) == sorted(
       name + '.gz' for name in idx.STANDARD_FILES)

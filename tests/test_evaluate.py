@@ -27,21 +27,23 @@ def _elu(x):
 
 def _numpy_model(weights, images, noise):
   """An independent float64 implementation of encoder, decoder and both bounds."""
+
   def dense(x, scope):
     return x @ weights[scope + '/weights'] + weights[scope + '/biases']
+
   hidden = _elu(dense(images, 'gaussian_encoder/fc1'))
   hidden = np.tanh(dense(hidden, 'gaussian_encoder/fc2'))
   mean = dense(hidden, 'gaussian_encoder/mean')
   stddev = 1e-6 + _softplus(dense(hidden, 'gaussian_encoder/stddev'))
-  z = mean[None] + stddev[None] * noise                      # [K, B, D]
+  z = mean[None] + stddev[None] * noise  # [K, B, D]
   hidden = np.tanh(dense(z, 'bernoulli_decoder/fc1'))
   hidden = _elu(dense(hidden, 'bernoulli_decoder/fc2'))
   y = 1.0 / (1.0 + np.exp(-dense(hidden, 'bernoulli_decoder/output')))
   y = np.clip(y, 1e-8, 1 - 1e-8)
   log_px_z = np.sum(images * np.log(1e-8 + y) + (1 - images) * np.log(1e-8 + 1 - y), -1)
-  kl = 0.5 * np.sum(stddev ** 2 + mean ** 2 - np.log(1e-8 + stddev ** 2) - 1, -1)
-  log_pz = np.sum(-0.5 * (z ** 2 + np.log(2 * np.pi)), -1)
-  log_qz = np.sum(-0.5 * (noise ** 2 + np.log(2 * np.pi)) - np.log(stddev)[None], -1)
+  kl = 0.5 * np.sum(stddev**2 + mean**2 - np.log(1e-8 + stddev**2) - 1, -1)
+  log_pz = np.sum(-0.5 * (z**2 + np.log(2 * np.pi)), -1)
+  log_qz = np.sum(-0.5 * (noise**2 + np.log(2 * np.pi)) - np.log(stddev)[None], -1)
   log_w = log_px_z + log_pz - log_qz
   iw_bound = np.log(np.mean(np.exp(log_w - log_w.max(0)), 0)) + log_w.max(0)
   return {'elbo': np.mean(log_px_z, 0) - kl, 'kl': kl, 'log_w': log_w, 'iw_bound': iw_bound}
@@ -60,16 +62,17 @@ def test_graph_matches_independent_numpy_implementation():
     log_w = model.log_importance_weights(images_t, z_mean, z_stddev, noise_t, size)
     z = z_mean[None] + z_stddev[None] * noise_t
     logits = model.decode(tf.reshape(z, [-1, 3]), size)
-    log_px_z = tf.reshape(model.bernoulli_log_likelihood(tf.tile(images_t, [50, 1]),
-                                                         logits, size), [50, 6])
+    log_px_z = tf.reshape(
+        model.bernoulli_log_likelihood(tf.tile(images_t, [50, 1]), logits, size), [50, 6])
     kl = model.gaussian_kl(z_mean, z_stddev, size)
     elbo = tf.reduce_mean(log_px_z, 0) - kl
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       got = session.run({'elbo': elbo, 'kl': kl, 'log_w': log_w})
-      weights = {var.op.name: value.astype(np.float64)
-                 for var, value in zip(tf.global_variables(),
-                                       session.run(tf.global_variables()))}
+      weights = {
+          var.op.name: value.astype(np.float64)
+          for var, value in zip(tf.global_variables(), session.run(tf.global_variables()))
+      }
   expected = _numpy_model(weights, images.astype(np.float64), noise.astype(np.float64))
   np.testing.assert_allclose(got['kl'], expected['kl'], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got['elbo'], expected['elbo'], rtol=1e-5)
@@ -81,17 +84,21 @@ def test_graph_matches_independent_numpy_implementation():
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, small_mnist_records):
   train_dir = tmp_path_factory.mktemp('evaluate') / 'train'
-  result = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                       str(train_dir), '--max_steps', '60', '--hidden_units', '32',
-                       '--latent_dim', '4', '--batch_size', '32', '--optimizer', 'adam',
-                       '--save_checkpoint_steps', '30'])
+  result = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '60', '--hidden_units', '32', '--latent_dim', '4',
+      '--batch_size', '32', '--optimizer', 'adam', '--save_checkpoint_steps', '30'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   return small_mnist_records, train_dir
 
 
 def _evaluate(data_dir, train_dir, output, *extra):
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
-                       '--output', str(output), '--iw_samples', '40'] + list(extra))
+  result = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--output',
+      str(output), '--iw_samples', '40'
+  ] + list(extra))
   assert result.returncode == 0, result.stderr[-3000:]
   with open(output) as f:
     return json.load(f)
@@ -120,9 +127,11 @@ def test_more_samples_tighten_the_bound(trained, tmp_path):
 @pytest.mark.large
 def test_watch_evaluates_every_checkpoint_then_times_out(trained, tmp_path):
   data_dir, train_dir = trained
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
-                       '--iw_samples', '0', '--split', 'validation', '--watch',
-                       '--watch_timeout_sec', '2'])
+  result = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--iw_samples', '0', '--split', 'validation', '--watch',
+      '--watch_timeout_sec', '2'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(os.path.join(train_dir, 'eval_validation_step_000060.json'))
   assert 'validation step 60: neg_elbo' in result.stderr
@@ -130,21 +139,26 @@ def test_watch_evaluates_every_checkpoint_then_times_out(trained, tmp_path):
 
 @pytest.mark.large
 def test_no_checkpoint_is_a_clear_error(small_mnist_records, tmp_path):
-  result = run_python(['evaluate.py', '--data_dir', small_mnist_records,
-                       '--train_dir', str(tmp_path)])
+  result = run_python(
+      ['evaluate.py', '--data_dir', small_mnist_records, '--train_dir',
+       str(tmp_path)])
   assert result.returncode == 1
   assert 'No checkpoint in %s' % tmp_path in result.stderr
   assert 'Traceback' not in result.stderr
 
 
 @pytest.mark.large
-@pytest.mark.parametrize('preset, optimizer, max_steps', [
-    ('original', 'sgd', 10000), ('upstream', 'adam', 8580), ('long', 'adam', 42900)])
+@pytest.mark.parametrize('preset, optimizer, max_steps', [('original', 'sgd', 10000),
+                                                          ('upstream', 'adam', 8580),
+                                                          ('long', 'adam', 42900)])
 def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
   """train.py parses each preset (and a flag given after it wins)."""
-  result = run_python(['train.py', '--flagfile', 'configs/%s.flags' % preset,
-                       '--train_dir', str(tmp_path), '--data_dir', str(tmp_path / 'none'),
-                       '--batch_size', '0'])
+  result = run_python([
+      'train.py', '--flagfile',
+      'configs/%s.flags' % preset, '--train_dir',
+      str(tmp_path), '--data_dir',
+      str(tmp_path / 'none'), '--batch_size', '0'
+  ])
   assert 'flag --batch_size=0' in result.stderr  # Parsed up to the override.
   assert 'Unknown command line flag' not in result.stderr  # No unknown flag inside.
   with open(os.path.join('configs', '%s.flags' % preset)) as f:
@@ -155,9 +169,11 @@ def test_presets_are_valid_flag_files(preset, optimizer, max_steps, tmp_path):
 @pytest.mark.large
 def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   train_dir = tmp_path / 'train'
-  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                        str(train_dir), '--max_steps', '20', '--hidden_units', '32',
-                        '--latent_dim', '4', '--batch_size', '32', '--binarize', 'dynamic'])
+  trained = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '20', '--hidden_units', '32', '--latent_dim', '4',
+      '--batch_size', '32', '--binarize', 'dynamic'
+  ])
   assert trained.returncode == 0, trained.stderr[-3000:]
   with open(train_dir / 'metrics.json') as f:
     assert json.load(f)['config']['binarize'] == 'dynamic'
@@ -182,18 +198,19 @@ def test_evaluate_output_equals_an_independent_numpy_computation(trained, tmp_pa
                      '--num_samples', '2', '--split', 'validation', '--seed', '5')
   checkpoint = tf.train.latest_checkpoint(str(train_dir))
   reader = tf.train.load_checkpoint(checkpoint)
-  weights = {name: reader.get_tensor(name).astype(np.float64)
-             for name in reader.get_variable_to_shape_map()
-             if name.startswith(('gaussian_encoder/', 'bernoulli_decoder/'))
-             and 'Adam' not in name}
-  images = input_pipeline.read_split_images(
-      records.split_path(data_dir, 'validation')).astype(np.float64)
+  weights = {
+      name: reader.get_tensor(name).astype(np.float64)
+      for name in reader.get_variable_to_shape_map()
+      if name.startswith(('gaussian_encoder/', 'bernoulli_decoder/')) and 'Adam' not in name
+  }
+  images = input_pipeline.read_split_images(records.split_path(data_dir,
+                                                               'validation')).astype(np.float64)
   # The draw rule (seed, example index) is the evaluator's; the arithmetic is not.
   with tf.Graph().as_default(), tf.Session() as session:
     elbo_noise, iw_noise = session.run([
         evaluation.keyed_normal_draws(5, np.arange(len(images)), purpose, count, 4)
-        for purpose, count in ((evaluation.ELBO_DRAWS, 2),
-                               (evaluation.IMPORTANCE_DRAWS, 30))])
+        for purpose, count in ((evaluation.ELBO_DRAWS, 2), (evaluation.IMPORTANCE_DRAWS, 30))
+    ])
   elbo_run = _numpy_model(weights, images, elbo_noise.astype(np.float64))
   iw_run = _numpy_model(weights, images, iw_noise.astype(np.float64))
   assert result['num_examples'] == len(images) == 200
@@ -208,9 +225,12 @@ def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_
   checkpoint's weights in NumPy: a posterior left out of the mixture, a
   variance left out of the covariance or a wrong log n would fail here."""
   data_dir, train_dir = trained
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
-                       '--output', str(tmp_path / 'e.json'), '--iw_samples', '0',
-                       '--split', 'validation', '--aggregate_draws', '2', '--seed', '4'])
+  result = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--output',
+      str(tmp_path / 'e.json'), '--iw_samples', '0', '--split', 'validation', '--aggregate_draws',
+      '2', '--seed', '4'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'mutual information' in result.stderr and 'marginal KL' in result.stderr
   figures = json.loads((tmp_path / 'e.json').read_text())
@@ -219,24 +239,24 @@ def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_
   def dense(x, scope):
     return (x @ reader.get_tensor(scope + '/weights').astype(np.float64)
             + reader.get_tensor(scope + '/biases'))
-  images = input_pipeline.read_split_images(
-      records.split_path(data_dir, 'validation')).astype(np.float64)
-  hidden = np.tanh(dense(_elu(dense(images, 'gaussian_encoder/fc1')),
-                         'gaussian_encoder/fc2'))
+
+  images = input_pipeline.read_split_images(records.split_path(data_dir,
+                                                               'validation')).astype(np.float64)
+  hidden = np.tanh(dense(_elu(dense(images, 'gaussian_encoder/fc1')), 'gaussian_encoder/fc2'))
   z_mean = dense(hidden, 'gaussian_encoder/mean')
   z_stddev = 1e-6 + _softplus(dense(hidden, 'gaussian_encoder/stddev'))
   mutual_information = direct_mutual_information(z_mean, z_stddev, 2, 4)
   assert figures['mutual_information'] == pytest.approx(mutual_information, rel=1e-4)
   assert figures['marginal_kl'] == pytest.approx(
       figures['kl_divergence'] - mutual_information, rel=1e-4)
-  covariance = (np.cov(z_mean, rowvar=False, bias=True)
-                + np.diag(np.mean(z_stddev**2, axis=0)))
+  covariance = (np.cov(z_mean, rowvar=False, bias=True) + np.diag(np.mean(z_stddev**2, axis=0)))
   mean = z_mean.mean(axis=0)
-  np.testing.assert_allclose(figures['aggregate_covariance_eigenvalues'],
-                             np.sort(np.linalg.eigvalsh(covariance))[::-1], rtol=1e-4)
-  assert figures['prior_fit_kl'] == pytest.approx(0.5 * (
-      np.trace(covariance) + mean @ mean - 4 - np.log(np.linalg.det(covariance))),
-                                                  rel=1e-4)
+  np.testing.assert_allclose(
+      figures['aggregate_covariance_eigenvalues'],
+      np.sort(np.linalg.eigvalsh(covariance))[::-1],
+      rtol=1e-4)
+  assert figures['prior_fit_kl'] == pytest.approx(
+      0.5 * (np.trace(covariance) + mean @ mean - 4 - np.log(np.linalg.det(covariance))), rel=1e-4)
   assert figures['aggregate_draws'] == 2
   assert figures['mutual_information_max'] == pytest.approx(np.log(200))
   assert 0 < figures['mutual_information'] < figures['mutual_information_max']
@@ -245,31 +265,32 @@ def test_the_aggregate_posterior_figures_equal_a_numpy_computation(trained, tmp_
 @pytest.mark.large
 def test_metrics_json_and_evaluate_agree_at_any_batch_size(small_mnist_records, tmp_path):
   train_dir = tmp_path / 'train'
-  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                        str(train_dir), '--max_steps', '30', '--hidden_units', '32',
-                        '--latent_dim', '4', '--batch_size', '32',
-                        '--eval_batch_size', '64'])
+  trained = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '30', '--hidden_units', '32', '--latent_dim', '4',
+      '--batch_size', '32', '--eval_batch_size', '64'
+  ])
   assert trained.returncode == 0, trained.stderr[-3000:]
   with open(train_dir / 'metrics.json') as f:
     metrics = json.load(f)
   for batch_size in ('7', '200'):
     for split in ('validation', 'test'):
-      result = _evaluate(small_mnist_records, train_dir,
-                         tmp_path / ('%s%s.json' % (split, batch_size)),
-                         '--iw_samples', '0', '--batch_size', batch_size,
-                         '--split', split)
+      result = _evaluate(small_mnist_records, train_dir, tmp_path / ('%s%s.json' %
+                                                                     (split, batch_size)),
+                         '--iw_samples', '0', '--batch_size', batch_size, '--split', split)
       for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
-        assert result[key] == pytest.approx(metrics[split][key], abs=1e-4), (
-            split, batch_size, key)
+        assert result[key] == pytest.approx(metrics[split][key], abs=1e-4), (split, batch_size, key)
 
 
 @pytest.mark.large
 def test_missing_checkpoint_is_an_error(trained, tmp_path):
   data_dir, train_dir = trained
   missing = str(train_dir / 'model.ckpt-999')
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
-                       str(train_dir), '--checkpoint', missing, '--iw_samples', '0',
-                       '--output', str(tmp_path / 'out.json')])
+  result = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--checkpoint', missing, '--iw_samples', '0', '--output',
+      str(tmp_path / 'out.json')
+  ])
   assert result.returncode == 1
   assert 'Cannot read checkpoint %s' % missing in result.stderr
   assert 'Traceback' not in result.stderr
@@ -279,8 +300,9 @@ def test_missing_checkpoint_is_an_error(trained, tmp_path):
 @pytest.mark.large
 def test_negative_seed_is_a_flag_error(trained):
   data_dir, train_dir = trained
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
-                       str(train_dir), '--seed=-1'])
+  result = run_python(
+      ['evaluate.py', '--data_dir', data_dir, '--train_dir',
+       str(train_dir), '--seed=-1'])
   assert result.returncode == 1
   assert 'flag --seed=-1' in result.stderr and 'Traceback' not in result.stderr
 
@@ -290,16 +312,20 @@ def test_binarize_mode_is_known_from_the_start_of_training(small_mnist_records, 
   """An evaluator beside training (before metrics.json exists) evaluates a
   binarized run on binary pixels: config.json is written when training starts."""
   train_dir = tmp_path / 'train'
-  trained = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                        str(train_dir), '--max_steps', '10', '--hidden_units', '16',
-                        '--latent_dim', '2', '--batch_size', '32', '--binarize', 'dynamic'])
+  trained = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '10', '--hidden_units', '16', '--latent_dim', '2',
+      '--batch_size', '32', '--binarize', 'dynamic'
+  ])
   assert trained.returncode == 0, trained.stderr[-3000:]
   os.remove(train_dir / 'metrics.json')  # As while training runs.
   result = _evaluate(small_mnist_records, train_dir, tmp_path / 'e.json', '--iw_samples', '0')
   assert result['binarize'] == 'dynamic'
   assert 'config.json says' in run_python([
-      'evaluate.py', '--data_dir', small_mnist_records, '--train_dir', str(train_dir),
-      '--iw_samples', '0', '--output', str(tmp_path / 'f.json')]).stderr
+      'evaluate.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--iw_samples', '0', '--output',
+      str(tmp_path / 'f.json')
+  ]).stderr
 
 
 def test_validating_again_reuses_the_draws_and_gives_the_same_figures():
@@ -328,7 +354,5 @@ def test_validating_again_reuses_the_draws_and_gives_the_same_figures():
   for name in ('reconstruction', 'kl_divergence', 'neg_elbo'):
     np.testing.assert_array_equal(again[name], first[name])
     np.testing.assert_allclose(other[name], first[name], rtol=1e-5)
-  np.testing.assert_array_equal(changed['reconstruction'][:200],
-                                first['reconstruction'][:200])
-  assert not np.array_equal(changed['reconstruction'][200:],
-                            first['reconstruction'][200:])
+  np.testing.assert_array_equal(changed['reconstruction'][:200], first['reconstruction'][:200])
+  assert not np.array_equal(changed['reconstruction'][200:], first['reconstruction'][200:])

@@ -28,9 +28,11 @@ from reporting import ood
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, small_mnist_records):
   train_dir = tmp_path_factory.mktemp('export') / 'train'
-  result = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                       str(train_dir), '--max_steps', '60', '--hidden_units', '32',
-                       '--latent_dim', '4', '--batch_size', '32', '--optimizer', 'adam'])
+  result = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '60', '--hidden_units', '32', '--latent_dim', '4',
+      '--batch_size', '32', '--optimizer', 'adam'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   return small_mnist_records, train_dir
 
@@ -39,8 +41,7 @@ def trained(tmp_path_factory, small_mnist_records):
 def exported(trained, tmp_path_factory):
   _, train_dir = trained
   export_dir = tmp_path_factory.mktemp('saved') / 'model'
-  result = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir',
-                       str(export_dir)])
+  result = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir', str(export_dir)])
   assert result.returncode == 0, result.stderr[-3000:]
   return export_dir
 
@@ -85,14 +86,17 @@ def _our_graph(checkpoint, images, z):
     logits = model.decode(tf.constant(z), size)
     reconstruction = model.probabilities(model.decode(z_mean, size))
     tf.train.Saver(model.model_variables()).restore(session, checkpoint)
-    return session.run({'z_mean': z_mean, 'z_stddev': z_stddev, 'logits': logits,
-                        'probabilities': model.probabilities(logits),
-                        'reconstruction': reconstruction})
+    return session.run({
+        'z_mean': z_mean,
+        'z_stddev': z_stddev,
+        'logits': logits,
+        'probabilities': model.probabilities(logits),
+        'reconstruction': reconstruction
+    })
 
 
 @pytest.mark.large
-def test_export_loads_without_the_project_and_matches_our_graph(trained, exported,
-                                                                tmp_path):
+def test_export_loads_without_the_project_and_matches_our_graph(trained, exported, tmp_path):
   data_dir, train_dir = trained
   images = input_pipeline.read_split_images(records.split_path(data_dir, 'test'))
   z = np.random.RandomState(0).standard_normal((7, 4)).astype(np.float32)
@@ -101,8 +105,13 @@ def test_export_loads_without_the_project_and_matches_our_graph(trained, exporte
   script.write_text(_LOAD_AND_RUN)
   empty = tmp_path / 'empty'
   empty.mkdir()
-  result = run_process([sys.executable, str(script), str(exported),
-                        str(tmp_path / 'inputs.npz'), str(tmp_path / 'out.npz')],
+  result = run_process([
+      sys.executable,
+      str(script),
+      str(exported),
+      str(tmp_path / 'inputs.npz'),
+      str(tmp_path / 'out.npz')
+  ],
                        cwd=str(empty))
   assert result.returncode == 0, result.stderr[-3000:]
   got = dict(np.load(tmp_path / 'out.npz'))
@@ -117,14 +126,15 @@ def test_export_loads_without_the_project_and_matches_our_graph(trained, exporte
   assert got['sample0/z'].shape == (20, 4) and got['sample0/probabilities'].shape == (20, 784)
   assert not np.array_equal(got['sample0/z'], got['sample_other_seed/z'])
   # Per-example scores: the same as evaluate.py's on the same draws.
-  evaluated = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
-                          str(train_dir), '--seed', '3', '--num_samples', '20',
-                          '--iw_samples', '20', '--output', str(tmp_path / 'e.json')])
+  evaluated = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--seed', '3', '--num_samples', '20', '--iw_samples', '20', '--output',
+      str(tmp_path / 'e.json')
+  ])
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   figures = json.loads((tmp_path / 'e.json').read_text())
   assert got['log_likelihood/neg_elbo'].shape == (len(images),)
-  assert np.mean(got['log_likelihood/neg_elbo']) == pytest.approx(figures['neg_elbo'],
-                                                                   rel=1e-5)
+  assert np.mean(got['log_likelihood/neg_elbo']) == pytest.approx(figures['neg_elbo'], rel=1e-5)
   assert np.mean(got['log_likelihood/nll']) == pytest.approx(figures['iw_nll'], rel=1e-5)
 
 
@@ -132,8 +142,7 @@ def test_export_loads_without_the_project_and_matches_our_graph(trained, exporte
 def test_saved_model_cli_lists_the_signatures(exported):
   result = run_process(['saved_model_cli', 'show', '--dir', str(exported), '--all'])
   assert result.returncode == 0, result.stderr[-3000:]
-  for name in ('encode', 'decode', 'reconstruct', 'sample', 'log_likelihood',
-               'serving_default'):
+  for name in ('encode', 'decode', 'reconstruct', 'sample', 'log_likelihood', 'serving_default'):
     assert "signature_def['%s']" % name in result.stdout
 
 
@@ -141,16 +150,17 @@ def test_saved_model_cli_lists_the_signatures(exported):
 def test_existing_export_is_kept_unless_overwrite(trained, exported, tmp_path):
   _, train_dir = trained
   target = tmp_path / 'model'
-  first = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir',
-                      str(target)])
+  first = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir', str(target)])
   assert first.returncode == 0, first.stderr[-3000:]
   before = (target / 'saved_model.pb').read_bytes()
-  again = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir',
-                      str(target)])
+  again = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir', str(target)])
   assert again.returncode == 1 and 'already exists: pass --overwrite' in again.stderr
   assert (target / 'saved_model.pb').read_bytes() == before
-  replaced = run_python(['export.py', '--checkpoint', tf.train.latest_checkpoint(
-      str(train_dir)), '--export_dir', str(target), '--overwrite'])
+  replaced = run_python([
+      'export.py', '--checkpoint',
+      tf.train.latest_checkpoint(str(train_dir)), '--export_dir',
+      str(target), '--overwrite'
+  ])
   assert replaced.returncode == 0, replaced.stderr[-3000:]
   assert sorted(os.listdir(tmp_path)) == ['model']  # No temporary left.
 
@@ -165,19 +175,24 @@ def _digit_photo(path):
 
 @pytest.mark.large
 @pytest.mark.parametrize('source', ['checkpoint', 'export'])
-def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_path,
-                                                      source):
+def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_path, source):
   data_dir, train_dir = trained
-  model_flags = (['--train_dir', str(train_dir)] if source == 'checkpoint'
-                 else ['--export_dir', str(exported)])
-  expected = {'samples': ['samples.png'],
-              'interpolate': ['interpolate_linear.png', 'interpolate_linear.gif',
-                              'interpolate_spherical.png', 'interpolate_spherical.gif'],
-              'traverse': ['traverse.png'], 'reconstruct': ['reconstruct.png']}
+  model_flags = (['--train_dir', str(train_dir)]
+                 if source == 'checkpoint' else ['--export_dir', str(exported)])
+  expected = {
+      'samples': ['samples.png'],
+      'interpolate': [
+          'interpolate_linear.png', 'interpolate_linear.gif', 'interpolate_spherical.png',
+          'interpolate_spherical.gif'
+      ],
+      'traverse': ['traverse.png'],
+      'reconstruct': ['reconstruct.png']
+  }
   for mode, names in expected.items():
     out = tmp_path / mode
-    result = run_python(['generate.py', '--mode', mode, '--output_dir', str(out),
-                         '--data_dir', data_dir] + model_flags)
+    result = run_python(
+        ['generate.py', '--mode', mode, '--output_dir',
+         str(out), '--data_dir', data_dir] + model_flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(out)) == sorted(names)
   with Image.open(tmp_path / 'samples' / 'samples.png') as grid:
@@ -187,11 +202,13 @@ def test_every_generate_mode_works_with_no_other_flag(trained, exported, tmp_pat
   with Image.open(tmp_path / 'interpolate' / 'interpolate_linear.gif') as gif:
     assert gif.n_frames == 18  # 10 frames there and 8 back.
   # --scale enlarges every PNG, each pixel a square.
-  result = run_python(['generate.py', '--mode', 'samples', '--output_dir', str(tmp_path / 'big'),
-                       '--data_dir', data_dir, '--scale', '3'] + model_flags)
+  result = run_python([
+      'generate.py', '--mode', 'samples', '--output_dir',
+      str(tmp_path / 'big'), '--data_dir', data_dir, '--scale', '3'
+  ] + model_flags)
   assert result.returncode == 0, result.stderr[-3000:]
-  with Image.open(tmp_path / 'big' / 'samples.png') as big, Image.open(
-      tmp_path / 'samples' / 'samples.png') as small:
+  with Image.open(tmp_path / 'big' / 'samples.png') as big, Image.open(tmp_path / 'samples'
+                                                                       / 'samples.png') as small:
     assert big.size == (3 * 298, 3 * 298)
     np.testing.assert_array_equal(np.asarray(big)[::3, ::3], np.asarray(small))
 
@@ -211,9 +228,12 @@ def test_reconstruct_prepares_a_photo_the_way_mnist_was_made(trained, tmp_path):
   centre = np.array([(np.arange(28)[:, None] * digit).sum(),
                      (np.arange(28)[None] * digit).sum()]) / digit.sum()
   np.testing.assert_allclose(centre, [14, 14], atol=1.0)
-  result = run_python(['generate.py', '--train_dir', str(trained[1]), '--mode',
-                       'reconstruct', '--inputs', '%s,3' % photo, '--output_dir',
-                       str(tmp_path / 'out'), '--data_dir', trained[0]])
+  result = run_python([
+      'generate.py', '--train_dir',
+      str(trained[1]), '--mode', 'reconstruct', '--inputs',
+      '%s,3' % photo, '--output_dir',
+      str(tmp_path / 'out'), '--data_dir', trained[0]
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   with Image.open(tmp_path / 'out' / 'reconstruct.png') as grid:
     assert grid.size == (3 * 30 - 2, 2 * 30 - 2)  # input | prepared | output.
@@ -230,19 +250,23 @@ def test_generate_bad_input_is_one_line_and_exit_1(trained, tmp_path):
     session.run(tf.global_variables_initializer())
     tf.train.Saver().save(session, str(other / 'model.ckpt'))
   cases = [
-      (['--train_dir', str(train_dir), '--mode', 'reconstruct', '--inputs', str(text)],
-       'notes.png is not an image Pillow can read'),
-      (['--train_dir', str(train_dir), '--mode', 'reconstruct', '--inputs',
-        str(tmp_path / 'missing.png')], 'missing.png: no such file'),
-      (['--train_dir', str(train_dir), '--mode', 'traverse', '--inputs', '5000'],
-       'Test-set index 5000 is out of range'),
-      (['--train_dir', str(other), '--mode', 'samples'],
-       'holds no VAE of this project'),
+      (['--train_dir',
+        str(train_dir), '--mode', 'reconstruct', '--inputs',
+        str(text)], 'notes.png is not an image Pillow can read'),
+      ([
+          '--train_dir',
+          str(train_dir), '--mode', 'reconstruct', '--inputs',
+          str(tmp_path / 'missing.png')
+      ], 'missing.png: no such file'),
+      (['--train_dir', str(train_dir), '--mode', 'traverse', '--inputs',
+        '5000'], 'Test-set index 5000 is out of range'),
+      (['--train_dir', str(other), '--mode', 'samples'], 'holds no VAE of this project'),
       (['--export_dir', str(tmp_path), '--mode', 'samples'], 'Cannot load a SavedModel'),
   ]
   for arguments, message in cases:
-    result = run_python(['generate.py', '--data_dir', data_dir, '--output_dir',
-                         str(tmp_path / 'out')] + arguments)
+    result = run_python(
+        ['generate.py', '--data_dir', data_dir, '--output_dir',
+         str(tmp_path / 'out')] + arguments)
     assert result.returncode == 1, (arguments, result.stderr[-2000:])
     assert message in result.stderr, (message, result.stderr[-2000:])
     assert 'Traceback' not in result.stderr
@@ -251,9 +275,12 @@ def test_generate_bad_input_is_one_line_and_exit_1(trained, tmp_path):
 @pytest.mark.large
 def test_per_example_csv_and_latent_statistics(trained, tmp_path):
   data_dir, train_dir = trained
-  result = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
-                       '--iw_samples', '10', '--output', str(tmp_path / 'e.json'),
-                       '--per_example_csv', str(tmp_path / 'scores.csv')])
+  result = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--iw_samples', '10', '--output',
+      str(tmp_path / 'e.json'), '--per_example_csv',
+      str(tmp_path / 'scores.csv')
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'e.json').read_text())
   with open(tmp_path / 'scores.csv') as f:
@@ -263,25 +290,22 @@ def test_per_example_csv_and_latent_statistics(trained, tmp_path):
   assert [int(row['label']) for row in rows] == list(labels)
   assert [int(row['index']) for row in rows] == list(range(len(labels)))
   for column, key in (('neg_elbo', 'neg_elbo'), ('kl', 'kl_divergence'), ('nll', 'iw_nll')):
-    assert np.mean([float(row[column]) for row in rows]) == pytest.approx(
-        figures[key], abs=1e-4)
+    assert np.mean([float(row[column]) for row in rows]) == pytest.approx(figures[key], abs=1e-4)
   assert len(figures['kl_per_dimension']) == 4
-  assert sum(figures['kl_per_dimension']) == pytest.approx(figures['kl_divergence'],
-                                                            rel=1e-5)
+  assert sum(figures['kl_per_dimension']) == pytest.approx(figures['kl_divergence'], rel=1e-5)
   assert 0 <= figures['active_units'] <= 4
   assert 'latent units active' in result.stderr
   tags = set()
   for events in (train_dir / 'eval_test').iterdir():
     for event in tf.train.summary_iterator(str(events)):
       tags.update(value.tag for value in event.summary.value)
-  assert {'test/neg_elbo', 'test/iw_nll', 'test/active_units',
-          'test/kl_per_dimension/03'} <= tags
+  assert {'test/neg_elbo', 'test/iw_nll', 'test/active_units', 'test/kl_per_dimension/03'} <= tags
 
 
 def test_active_units_follow_burdas_definition():
   z_mean = np.zeros((100, 3))
-  z_mean[:, 0] = np.linspace(-1, 1, 100)       # Variance 0.34: active.
-  z_mean[:, 1] = np.linspace(-0.1, 0.1, 100)   # Variance 0.0034: inactive.
+  z_mean[:, 0] = np.linspace(-1, 1, 100)  # Variance 0.34: active.
+  z_mean[:, 1] = np.linspace(-0.1, 0.1, 100)  # Variance 0.0034: inactive.
   summary = evaluation.summarize_latents(z_mean, np.ones((100, 3)))
   assert summary['active_units'] == 1 and summary['kl_per_dimension'] == [1, 1, 1]
 
@@ -304,10 +328,13 @@ def test_out_of_distribution_script(trained, tmp_path):
       pytest.fail('%s missing: .ci/run installs dataset-fashion-mnist' % FASHION)
     pytest.skip('Debian package dataset-fashion-mnist not installed')
   data_dir, train_dir = trained
-  result = run_process(['bash', os.path.join(REPO_ROOT, 'scripts', 'ood_fashion.sh'),
-                        '--train_dir', str(train_dir), '--data_dir', data_dir,
-                        '--fashion_records', str(tmp_path / 'fashion'),
-                        '--out_dir', str(tmp_path / 'out'), '--iw_samples', '3'])
+  result = run_process([
+      'bash',
+      os.path.join(REPO_ROOT, 'scripts', 'ood_fashion.sh'), '--train_dir',
+      str(train_dir), '--data_dir', data_dir, '--fashion_records',
+      str(tmp_path / 'fashion'), '--out_dir',
+      str(tmp_path / 'out'), '--iw_samples', '3'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads((tmp_path / 'out' / 'ood_fashion_mnist.json').read_text())
   assert figures['in_examples'] == 200 and figures['out_examples'] == 10000
@@ -316,8 +343,7 @@ def test_out_of_distribution_script(trained, tmp_path):
 
 
 @pytest.mark.large
-def test_absurd_values_unwritable_outputs_and_oversized_inputs_are_one_line(
-    trained, tmp_path):
+def test_absurd_values_unwritable_outputs_and_oversized_inputs_are_one_line(trained, tmp_path):
   data_dir, train_dir = trained
   huge = tmp_path / 'huge.png'
   Image.new('L', (15000, 15000)).save(huge)  # Compresses to a few hundred KB.
@@ -329,13 +355,14 @@ def test_absurd_values_unwritable_outputs_and_oversized_inputs_are_one_line(
        r'--num=3000000: .*not an integer in the range \[1, 10000\]'),
       (['generate.py', '--output_dir', '/proc/nope'] + run,
        r'Cannot create --output_dir /proc/nope: '),
-      (['generate.py', '--mode', 'reconstruct', '--inputs', str(huge)] + run,
-       r'huge.png: Image size \(225000000 pixels\) exceeds limit .*at most '
+      (['generate.py', '--mode', 'reconstruct', '--inputs',
+        str(huge)] + run, r'huge.png: Image size \(225000000 pixels\) exceeds limit .*at most '
        r'36000000 pixels'),
-      (['generate.py', '--mode', 'reconstruct', '--inputs', str(wide)] + run,
-       r'wide.png is 7000 x 6000 pixels; --inputs takes images of at most '
+      (['generate.py', '--mode', 'reconstruct', '--inputs',
+        str(wide)] + run, r'wide.png is 7000 x 6000 pixels; --inputs takes images of at most '
        r'36000000 pixels'),
-      (['train.py', '--hidden_units', '1000000000', '--train_dir', str(tmp_path / 't')],
+      (['train.py', '--hidden_units', '1000000000', '--train_dir',
+        str(tmp_path / 't')],
        r'--hidden_units=1000000000: .*not an integer in the range \[1, 8000\]'),
       (['evaluate.py', '--iw_chunk', '1000', '--batch_size', '1000'] + run,
        r'--iw_chunk=1000 x --batch_size=1000 decodes 1000000 images at once'),

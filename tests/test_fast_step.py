@@ -50,8 +50,8 @@ def test_compiled_log_likelihood_passes_nan_on_and_stays_finite_at_infinity():
 
 
 def test_fast_logarithm_is_within_an_ulp():
-  values = np.exp(np.random.RandomState(4).uniform(
-      math.log(2e-8), math.log(2.0), 100000)).astype(np.float32)
+  values = np.exp(np.random.RandomState(4).uniform(math.log(2e-8), math.log(2.0),
+                                                   100000)).astype(np.float32)
   values[:4] = [2e-8, 1.0, 2.0, math.sqrt(2.0)]
   with tf.Graph().as_default():
     ours = run_session(fast_step.log_of_positive_normal(tf.constant(values)))
@@ -99,8 +99,7 @@ def test_dropout_keeps_the_requested_fraction_scaled_up():
   assert abs(values.mean() - 1.0) < 0.003  # Inverted dropout keeps the mean.
 
 
-def _compiled_and_separate(images, noise, keep_prob=1.0, kl_weight=None,
-                           matmul_dtype=tf.float32):
+def _compiled_and_separate(images, noise, keep_prob=1.0, kl_weight=None, matmul_dtype=tf.float32):
   """The compiled step's and the separate ops' loss terms, objective and
   gradients, over the same variables, images and noise."""
   size = architectures.network('mlp', 64, 5)
@@ -108,13 +107,15 @@ def _compiled_and_separate(images, noise, keep_prob=1.0, kl_weight=None,
     tf.set_random_seed(0)
     images, noise = tf.constant(images), tf.constant(noise)
     weight = None if kl_weight is None else tf.constant(kl_weight)
-    compiled = fast_step.compiled_training_step(images, size, keep_prob, matmul_dtype,
-                                                weight, noise=noise)
-    terms = model.loss(images, model.inference(
-        images, size, fast_step.dropout(keep_prob), noise=noise, matmul_dtype=matmul_dtype),
+    compiled = fast_step.compiled_training_step(
+        images, size, keep_prob, matmul_dtype, weight, noise=noise)
+    terms = model.loss(
+        images,
+        model.inference(
+            images, size, fast_step.dropout(keep_prob), noise=noise, matmul_dtype=matmul_dtype),
         size)
-    objective = (terms.neg_elbo if weight is None
-                 else terms.reconstruction + weight * terms.kl_divergence)
+    objective = (
+        terms.neg_elbo if weight is None else terms.reconstruction + weight * terms.kl_divergence)
     variables = [var for _, var in compiled.grads_and_vars]
     assert len(tf.trainable_variables()) == len(variables) == 14  # Shared, not doubled.
     separate_gradients = tf.gradients(objective, variables)
@@ -131,15 +132,13 @@ def test_compiled_step_equals_the_separate_ops():
     for name in ('neg_elbo', 'reconstruction', 'kl_divergence'):
       assert getattr(compiled.loss_terms, name) == pytest.approx(
           getattr(terms, name), rel=1e-5), name
-    np.testing.assert_allclose(compiled.loss_terms.log_likelihood,
-                               terms.log_likelihood, rtol=1e-5)
+    np.testing.assert_allclose(compiled.loss_terms.log_likelihood, terms.log_likelihood, rtol=1e-5)
     assert compiled.objective == pytest.approx(objective, rel=1e-5)
     if kl_weight is not None:
       assert objective == pytest.approx(
           terms.reconstruction + kl_weight * terms.kl_divergence, rel=1e-6)
     for (got, _), expected in zip(compiled.grads_and_vars, gradients):
-      np.testing.assert_allclose(got, expected, rtol=1e-3,
-                                 atol=1e-5 * np.abs(expected).max())
+      np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5 * np.abs(expected).max())
     assert compiled.gradient_sum == pytest.approx(
         sum(float(np.sum(g)) for g in gradients), rel=1e-3, abs=1e-3)
 
@@ -165,19 +164,19 @@ def test_compiled_step_drops_that_fraction_of_units(keep_prob):
     tf.set_random_seed(0)
     images = tf.constant(np.random.RandomState(0).rand(1, 784), tf.float32)
     step = fast_step.compiled_training_step(images, size, keep_prob)
-    fc2_gradient = dict((var.op.name, grad) for grad, var in step.grads_and_vars)[
-        model.ENCODER_SCOPE + '/fc2/weights']
+    fc2_gradient = dict(
+        (var.op.name, grad) for grad, var in step.grads_and_vars)[model.ENCODER_SCOPE
+                                                                  + '/fc2/weights']
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
-      masks = [np.abs(session.run(fc2_gradient)).sum(axis=1) != 0
-               for _ in range(20)]
+      masks = [np.abs(session.run(fc2_gradient)).sum(axis=1) != 0 for _ in range(20)]
   if keep_prob <= 0.9:  # Each step draws a new key, so a new mask.
     assert len({mask.tobytes() for mask in masks}) == 20
   rows = np.concatenate(masks)
   dropped_fraction = np.mean(~rows)
   expected = 1 - keep_prob
-  assert abs(dropped_fraction - expected) <= 6 * np.sqrt(
-      expected * keep_prob / rows.size), dropped_fraction
+  assert abs(dropped_fraction
+             - expected) <= 6 * np.sqrt(expected * keep_prob / rows.size), dropped_fraction
 
 
 def test_compiled_step_refuses_a_non_finite_update():
@@ -185,10 +184,10 @@ def test_compiled_step_refuses_a_non_finite_update():
     images = tf.constant(np.random.RandomState(0).rand(4, 784), tf.float32)
     step = fast_step.compiled_training_step(images, architectures.network('mlp', 8, 2))
     # A NaN weight makes the loss NaN: the update must not happen.
-    first_weights = dict((var.op.name, var) for _, var in step.grads_and_vars)[
-        model.ENCODER_SCOPE + '/fc1/weights']
-    train_op, global_step = model.training(step.objective, training.make_optimizer(
-        'adam', 1e-3), step.grads_and_vars, step.gradient_sum)
+    first_weights = dict(
+        (var.op.name, var) for _, var in step.grads_and_vars)[model.ENCODER_SCOPE + '/fc1/weights']
+    train_op, global_step = model.training(step.objective, training.make_optimizer('adam', 1e-3),
+                                           step.grads_and_vars, step.gradient_sum)
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       session.run(tf.assign(first_weights, tf.fill(tf.shape(first_weights), np.nan)))
@@ -208,7 +207,9 @@ def _loop_and_reference(network, blocks, optimizer_settings, steps, kl_weight=No
   with tf.Graph().as_default():
     tf.set_random_seed(0)
     loop = fast_step.compiled_training_loop(
-        tf.constant(blocks), network, training.make_optimizer(optimizer_settings),
+        tf.constant(blocks),
+        network,
+        training.make_optimizer(optimizer_settings),
         kl_weight_at=None if kl_weight is None else lambda step: tf.constant(kl_weight))
     key = tf.get_default_graph().get_tensor_by_name('dropout_key:0')
     variables = tf.global_variables()
@@ -221,7 +222,9 @@ def _loop_and_reference(network, blocks, optimizer_settings, steps, kl_weight=No
     images = tf.placeholder(tf.float32, blocks.shape[1:])
     noise = tf.placeholder(tf.float32, [blocks.shape[1], network.latent_dim])
     step = fast_step.compiled_training_step(
-        images, network, noise=noise,
+        images,
+        network,
+        noise=noise,
         kl_weight=None if kl_weight is None else tf.constant(kl_weight))
     train_op, _ = model.training(step.objective, training.make_optimizer(optimizer_settings),
                                  step.grads_and_vars, step.gradient_sum)
@@ -229,7 +232,8 @@ def _loop_and_reference(network, blocks, optimizer_settings, steps, kl_weight=No
     # Inside XLA, as in the loop: TensorFlow's own Threefry kernel takes
     # another form of key.
     draw = tf.function(jit_compile=True)(lambda seed: tf.random.stateless_normal(
-        [blocks.shape[1], network.latent_dim], seed=seed, alg='threefry'))(seed)
+        [blocks.shape[1], network.latent_dim], seed=seed, alg='threefry'))(
+            seed)
     variables = tf.global_variables()
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
@@ -269,8 +273,8 @@ def test_compiled_loop_stops_before_a_step_that_is_not_finite():
   for data, steps in ((blocks, 2), (poisoned, 4)):
     with tf.Graph().as_default():
       tf.set_random_seed(0)
-      loop = fast_step.compiled_training_loop(tf.constant(data), network,
-                                              training.make_optimizer(settings))
+      loop = fast_step.compiled_training_loop(
+          tf.constant(data), network, training.make_optimizer(settings))
       with tf.Session() as session:
         session.run(tf.global_variables_initializer())
         fetched = session.run(loop.fetches, {loop.steps_to_run: steps})
@@ -288,9 +292,11 @@ def _numpy_objective(weights, images, noise, iw_samples, bound):
   -mean_i log mean_k w_ik ('iwae') or the ELBO averaged over the K draws with
   its KL in closed form ('elbo'); noise [K * batch, latent] in
   repeat_for_draws' row order."""
+
   def dense(name, x):
     w, b = weights[name]
     return x @ w + b
+
   x = np.tile(images, (iw_samples, 1))
   h = np.tanh(dense('gaussian_encoder/fc2', np.tanh(dense('gaussian_encoder/fc1', x))))
   mean, log_stddev = dense('gaussian_encoder/mean', h), dense('gaussian_encoder/log_stddev', h)
@@ -320,16 +326,16 @@ def test_training_on_k_draws_takes_the_bound_and_its_gradient(bound):
   noise = rng.standard_normal([iw_samples * 4, 2]).astype(np.float32)
   with tf.Graph().as_default():
     tf.set_random_seed(1)
-    step = fast_step.compiled_training_step(tf.constant(images), network,
-                                            noise=tf.constant(noise),
-                                            iw_samples=iw_samples, bound=bound)
+    step = fast_step.compiled_training_step(
+        tf.constant(images), network, noise=tf.constant(noise), iw_samples=iw_samples, bound=bound)
     gradients = {var.op.name: grad for grad, var in step.grads_and_vars}
     variables = {var.op.name: var for _, var in step.grads_and_vars}
     objective, gradients, values = run_session([step.objective, gradients, variables])
-  weights = {name[:-len('/weights')]: (values[name].astype(np.float64),
-                                        values[name[:-len('weights')] + 'biases']
-                                        .astype(np.float64))
-             for name in values if name.endswith('weights')}
+  weights = {
+      name[:-len('/weights')]: (values[name].astype(np.float64),
+                                values[name[:-len('weights')] + 'biases'].astype(np.float64)
+                               ) for name in values if name.endswith('weights')
+  }
   expected = _numpy_objective(weights, images, noise, iw_samples, bound)
   assert objective == pytest.approx(expected, rel=1e-5)
   for name in ('gaussian_encoder/log_stddev', 'gaussian_encoder/fc1', 'bernoulli_decoder/fc2',
@@ -372,8 +378,8 @@ def test_more_draws_tighten_the_bound_being_trained():
   for iw_samples in (1, 50):
     with tf.Graph().as_default():
       tf.set_random_seed(0)
-      step = fast_step.compiled_training_step(tf.constant(images), network,
-                                              iw_samples=iw_samples, bound='iwae')
+      step = fast_step.compiled_training_step(
+          tf.constant(images), network, iw_samples=iw_samples, bound='iwae')
       with tf.Session() as session:
         session.run(tf.global_variables_initializer())
         objectives.append(np.mean([session.run(step.objective) for _ in range(5)]))

@@ -25,9 +25,14 @@ pytestmark = pytest.mark.large
 # A process still running after this long, without a traceback so far, runs.
 RUNS_FOR_SEC = 25
 
-ENTRY_POINTS = {'train': train, 'evaluate': evaluate, 'export': export,
-                'generate': generate, 'sample_quality': sample_quality,
-                'convert_to_records': convert_to_records}
+ENTRY_POINTS = {
+    'train': train,
+    'evaluate': evaluate,
+    'export': export,
+    'generate': generate,
+    'sample_quality': sample_quality,
+    'convert_to_records': convert_to_records
+}
 
 
 def _numeric_flags(module):
@@ -48,7 +53,8 @@ def _numeric_flags(module):
   return found
 
 
-CASES = [(entry, name, bound) for entry, module in sorted(ENTRY_POINTS.items())
+CASES = [(entry, name, bound)
+         for entry, module in sorted(ENTRY_POINTS.items())
          for name, bound in _numeric_flags(module)]
 
 
@@ -56,13 +62,17 @@ CASES = [(entry, name, bound) for entry, module in sorted(ENTRY_POINTS.items())
 def small_run(tmp_path_factory):
   """A tiny trained run and its data, for the programs that read one."""
   root = tmp_path_factory.mktemp('bounds')
-  idx_dir = write_idx_dir(root / 'idx', indexed_images(60), np.arange(60, dtype=np.uint8) % 10,
-                          indexed_images(20, offset=1000), np.arange(20, dtype=np.uint8) % 10)
+  idx_dir = write_idx_dir(root / 'idx', indexed_images(60),
+                          np.arange(60, dtype=np.uint8) % 10, indexed_images(20, offset=1000),
+                          np.arange(20, dtype=np.uint8) % 10)
   data_dir, train_dir = str(root / 'data'), str(root / 'train')
-  subprocess.run([sys.executable, 'train.py', '--mnist_dir', idx_dir, '--data_dir', data_dir,
-                  '--train_dir', train_dir, '--validation_size', '10', '--batch_size', '10',
-                  '--hidden_units', '8', '--latent_dim', '2', '--max_steps', '2'],
-                 check=True, capture_output=True,
+  subprocess.run([
+      sys.executable, 'train.py', '--mnist_dir', idx_dir, '--data_dir', data_dir, '--train_dir',
+      train_dir, '--validation_size', '10', '--batch_size', '10', '--hidden_units', '8',
+      '--latent_dim', '2', '--max_steps', '2'
+  ],
+                 check=True,
+                 capture_output=True,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return {'root': str(root), 'idx': idx_dir, 'data': data_dir, 'train': train_dir}
 
@@ -70,31 +80,39 @@ def small_run(tmp_path_factory):
 def _base_command(entry, run, work):
   """The program with the other flags it needs, all small."""
   if entry == 'train':
-    return ['train.py', '--mnist_dir', run['idx'], '--data_dir', os.path.join(work, 'data'),
-            '--train_dir', os.path.join(work, 'train'), '--validation_size', '10',
-            '--batch_size', '10', '--hidden_units', '8', '--latent_dim', '2',
-            '--max_steps', '2']
+    return [
+        'train.py', '--mnist_dir', run['idx'], '--data_dir',
+        os.path.join(work, 'data'), '--train_dir',
+        os.path.join(work, 'train'), '--validation_size', '10', '--batch_size', '10',
+        '--hidden_units', '8', '--latent_dim', '2', '--max_steps', '2'
+    ]
   if entry == 'evaluate':
-    return ['evaluate.py', '--train_dir', run['train'], '--iw_samples', '5',
-            '--output', os.path.join(work, 'eval.json')]
+    return [
+        'evaluate.py', '--train_dir', run['train'], '--iw_samples', '5', '--output',
+        os.path.join(work, 'eval.json')
+    ]
   if entry == 'export':
     return ['export.py', '--train_dir', run['train'], '--export_dir', os.path.join(work, 'e')]
   if entry == 'generate':
     return ['generate.py', '--train_dir', run['train'], '--output_dir', work]
   if entry == 'sample_quality':
-    return ['sample_quality.py', '--train_classifier', '--classifier_steps', '2',
-            '--classifier_dir', os.path.join(work, 'classifier'), '--data_dir', run['data']]
-  return ['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', run['idx'],
-          '--output_dir', os.path.join(work, 'records')]
+    return [
+        'sample_quality.py', '--train_classifier', '--classifier_steps', '2', '--classifier_dir',
+        os.path.join(work, 'classifier'), '--data_dir', run['data']
+    ]
+  return [
+      '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', run['idx'], '--output_dir',
+      os.path.join(work, 'records')
+  ]
 
 
-@pytest.mark.parametrize('entry, name, bound', CASES,
-                         ids=['%s --%s' % (entry, name) for entry, name, _ in CASES])
+@pytest.mark.parametrize(
+    'entry, name, bound', CASES, ids=['%s --%s' % (entry, name) for entry, name, _ in CASES])
 def test_a_numeric_flag_at_its_largest_value_runs_or_stops_in_one_line(
     entry, name, bound, small_run, tmp_path):
   value = bound if isinstance(bound, float) else int(bound)
-  command = [sys.executable] + _base_command(entry, small_run, str(tmp_path)) + [
-      '--%s=%s' % (name, value)]
+  command = [sys.executable] + _base_command(entry, small_run,
+                                             str(tmp_path)) + ['--%s=%s' % (name, value)]
   log_path = tmp_path / 'log'
   with open(log_path, 'w') as log:
     process = start_process(command, stdout=log, stderr=subprocess.STDOUT)

@@ -28,8 +28,9 @@ def test_round_trip_of_images_and_labels(tmp_path):
 def test_wrong_magic_is_named(tmp_path):
   data = idx.encode_labels(np.zeros(3, np.uint8))
   path = _write(tmp_path / 'images', data)
-  with pytest.raises(idx.IdxError, match=r'Invalid magic number 2049 in MNIST '
-                     r'file .*images \(expected 2051\)'):
+  with pytest.raises(
+      idx.IdxError, match=r'Invalid magic number 2049 in MNIST '
+      r'file .*images \(expected 2051\)'):
     idx.parse_images(idx.read_idx_bytes(path), path)
 
 
@@ -45,8 +46,9 @@ def test_byte_count_must_match_header(tmp_path, delta):
   data = idx.encode_images(np.zeros((3, 28, 28), np.uint8))
   data = data[:delta] if delta < 0 else data + bytes(delta)
   path = _write(tmp_path / 'images', data)
-  with pytest.raises(idx.IdxError, match=r'has %d bytes but its header 3x28x28 '
-                     r'promises 2368' % len(data)):
+  with pytest.raises(
+      idx.IdxError, match=r'has %d bytes but its header 3x28x28 '
+      r'promises 2368' % len(data)):
     idx.parse_images(idx.read_idx_bytes(path), path)
 
 
@@ -72,8 +74,10 @@ def test_image_and_label_counts_must_agree(tmp_path):
 def test_truncated_gzip(tmp_path):
   data = gzip.compress(idx.encode_images(np.zeros((50, 28, 28), np.uint8)))
   path = _write(tmp_path / 'train.gz', data[:len(data) // 2])
-  with pytest.raises(idx.IdxError, match=r'Invalid gzip data in MNIST file '
-                     r'.*train\.gz \(truncated or corrupt\)'):
+  with pytest.raises(
+      idx.IdxError,
+      match=r'Invalid gzip data in MNIST file '
+      r'.*train\.gz \(truncated or corrupt\)'):
     idx.read_idx_bytes(path)
 
 

@@ -1,6 +1,5 @@
 """tf.data pipeline: every example once per epoch, reshuffled, seeded; strict record checks."""
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,13 +14,11 @@ from mnist_vae.data_prep import records as record_files
 def records(small_idx_dir, tmp_path):
   out = str(tmp_path / 'records')
   convert_to_records.convert(small_idx_dir, out, validation_size=12)
-  return {split: record_files.split_path(out, split)
-          for split in record_files.SPLITS}
+  return {split: record_files.split_path(out, split) for split in record_files.SPLITS}
 
 
 def _train_indices(path, batch_size, seed, num_batches):
-  dataset = input_pipeline.train_dataset(path, batch_size, seed=seed,
-                                         shuffle_buffer_size=1000)
+  dataset = input_pipeline.train_dataset(path, batch_size, seed=seed, shuffle_buffer_size=1000)
   batches = [batch.numpy() for batch in dataset.take(num_batches)]
   assert all(b.shape == (batch_size, 784) and b.dtype == np.float32 for b in batches)
   return index_of(np.concatenate(batches))
@@ -50,13 +47,13 @@ def test_batches_are_those_of_a_shuffle_of_the_examples_themselves(records, buff
   # The pipeline shuffles indices and gathers each batch; the batches must be
   # exactly those of the example-level shuffle it replaced (same seed, same
   # buffer), so that runs of earlier versions are reproduced batch for batch.
-  examples = tf.data.TFRecordDataset(records['train']).map(
-      lambda serialized: input_pipeline.normalize(
+  examples = tf.data.TFRecordDataset(
+      records['train']).map(lambda serialized: input_pipeline.normalize(
           input_pipeline.parse_batch(serialized[None])[0][0]))
   expected = examples.cache().shuffle(buffer_size, seed=5, reshuffle_each_iteration=True)
   expected = expected.repeat().batch(8, drop_remainder=True).take(20)
-  actual = input_pipeline.train_dataset(records['train'], 8, seed=5,
-                                        shuffle_buffer_size=buffer_size).take(20)
+  actual = input_pipeline.train_dataset(
+      records['train'], 8, seed=5, shuffle_buffer_size=buffer_size).take(20)
   for want, got in zip(expected, actual):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
@@ -64,11 +61,9 @@ def test_batches_are_those_of_a_shuffle_of_the_examples_themselves(records, buff
 def test_sharding_splits_the_examples(records):
   shards = []
   for shard_index in range(2):
-    dataset = input_pipeline.train_dataset(records['train'], 4, seed=0,
-                                           shuffle_buffer_size=100, num_shards=2,
-                                           shard_index=shard_index)
-    shards.append(set(index_of(np.concatenate(
-        [b.numpy() for b in dataset.take(6)]))))
+    dataset = input_pipeline.train_dataset(
+        records['train'], 4, seed=0, shuffle_buffer_size=100, num_shards=2, shard_index=shard_index)
+    shards.append(set(index_of(np.concatenate([b.numpy() for b in dataset.take(6)]))))
   assert shards[0].isdisjoint(shards[1])
   assert shards[0] | shards[1] == set(range(12, 60))
 
@@ -95,8 +90,8 @@ def test_inspect_counts_records(records):
 def _write_examples(path, features_list):
   with tf.io.TFRecordWriter(path) as writer:
     for features in features_list:
-      writer.write(tf.train.Example(features=tf.train.Features(
-          feature=features)).SerializeToString())
+      writer.write(
+          tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
   return path
 
 
@@ -137,8 +132,8 @@ def test_inspect_rejects_bad_records(records, tmp_path, damage, message):
 
 
 def _epochs_by_index(path, binarize, batches):
-  dataset = input_pipeline.train_dataset(path, 8, seed=1, shuffle_buffer_size=1000,
-                                         binarize=binarize)
+  dataset = input_pipeline.train_dataset(
+      path, 8, seed=1, shuffle_buffer_size=1000, binarize=binarize)
   return np.concatenate([batch.numpy() for batch in dataset.take(batches)])
 
 
@@ -146,8 +141,8 @@ def test_static_binarization_is_one_fixed_sample_per_image(records):
   grey = input_pipeline.read_split_images(records['train'])[:48]
   first = input_pipeline.read_split_images(records['train'], 'static')[:48]
   assert set(np.unique(first)) <= {0.0, 1.0}
-  np.testing.assert_array_equal(first, input_pipeline.read_split_images(
-      records['train'], 'static')[:48])
+  np.testing.assert_array_equal(first,
+                                input_pipeline.read_split_images(records['train'], 'static')[:48])
   # Bernoulli(pixel): the mean of the sample follows the grey levels.
   assert abs(first.mean() - grey.mean()) < 0.01
   # In training, an image binarizes the same way in every epoch, whatever its
@@ -161,12 +156,12 @@ def test_static_binarization_is_one_fixed_sample_per_image(records):
 def test_dynamic_binarization_draws_anew(records):
   trained = _epochs_by_index(records['train'], 'dynamic', 12)
   assert set(np.unique(trained)) <= {0.0, 1.0}
-  static_rows = {row.tobytes() for row in
-                 input_pipeline.read_split_images(records['train'], 'static')[:48]}
+  static_rows = {
+      row.tobytes() for row in input_pipeline.read_split_images(records['train'], 'static')[:48]
+  }
   assert sum(row.tobytes() in static_rows for row in trained) < 3
 
 
 def test_unknown_binarize_mode_is_named():
   with pytest.raises(ValueError, match="binarize must be one of"):
-    input_pipeline.train_dataset('x', 8, seed=0, shuffle_buffer_size=10,
-                                 binarize='otsu')
+    input_pipeline.train_dataset('x', 8, seed=0, shuffle_buffer_size=10, binarize='otsu')

@@ -23,10 +23,11 @@ pytestmark = pytest.mark.large
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, small_mnist_records):
   train_dir = tmp_path_factory.mktemp('kl_study') / 'train'
-  result = run_python(['train.py', '--data_dir', small_mnist_records, '--train_dir',
-                       str(train_dir), '--max_steps', '40', '--hidden_units', '32',
-                       '--latent_dim', '3', '--batch_size', '32', '--optimizer', 'adam',
-                       '--kl_weight', '2'])
+  result = run_python([
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '40', '--hidden_units', '32', '--latent_dim', '3',
+      '--batch_size', '32', '--optimizer', 'adam', '--kl_weight', '2'
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   return small_mnist_records, train_dir
 
@@ -39,9 +40,12 @@ def test_aggregate_samples_come_from_a_fit_saved_beside_the_checkpoint(trained, 
   data_dir, train_dir = trained
   if os.path.exists(_fit_file(train_dir)):
     os.remove(_fit_file(train_dir))
-  command = ['generate.py', '--train_dir', str(train_dir), '--data_dir', data_dir,
-             '--mode', 'samples', '--sample_from', 'aggregate', '--num', '20',
-             '--output_dir', str(tmp_path / 'out')]
+  command = [
+      'generate.py', '--train_dir',
+      str(train_dir), '--data_dir', data_dir, '--mode', 'samples', '--sample_from', 'aggregate',
+      '--num', '20', '--output_dir',
+      str(tmp_path / 'out')
+  ]
   first = run_python(command)
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'Fitted the aggregate posterior to the 1800 training images' in first.stderr
@@ -66,9 +70,12 @@ def test_aggregate_samples_come_from_a_fit_saved_beside_the_checkpoint(trained, 
 
 def test_sample_from_is_only_for_samples(trained, tmp_path):
   data_dir, train_dir = trained
-  result = run_python(['generate.py', '--train_dir', str(train_dir), '--data_dir', data_dir,
-                       '--mode', 'traverse', '--sample_from', 'aggregate',
-                       '--output_dir', str(tmp_path)])
+  result = run_python([
+      'generate.py', '--train_dir',
+      str(train_dir), '--data_dir', data_dir, '--mode', 'traverse', '--sample_from', 'aggregate',
+      '--output_dir',
+      str(tmp_path)
+  ])
   assert result.returncode == 1
   assert '--sample_from is for --mode samples, not traverse' in result.stderr
 
@@ -76,32 +83,43 @@ def test_sample_from_is_only_for_samples(trained, tmp_path):
 def test_an_export_samples_the_aggregate_posterior_it_was_given(trained, tmp_path):
   data_dir, train_dir = trained
   # The first checkpoint has no fit (the other tests fit the latest).
-  without = run_python(['export.py', '--checkpoint', str(train_dir / 'model.ckpt-0'),
-                        '--export_dir', str(tmp_path / 'plain')])
+  without = run_python([
+      'export.py', '--checkpoint',
+      str(train_dir / 'model.ckpt-0'), '--export_dir',
+      str(tmp_path / 'plain')
+  ])
   assert without.returncode == 0, without.stderr[-3000:]
   assert 'No sample_aggregate signature' in without.stderr
-  refused = run_python(['generate.py', '--export_dir', str(tmp_path / 'plain'),
-                        '--sample_from', 'aggregate', '--output_dir', str(tmp_path / 'x')])
+  refused = run_python([
+      'generate.py', '--export_dir',
+      str(tmp_path / 'plain'), '--sample_from', 'aggregate', '--output_dir',
+      str(tmp_path / 'x')
+  ])
   assert refused.returncode == 1
   assert 'no sample_aggregate signature' in refused.stderr and 'export.py --data_dir' in (
       refused.stderr)
 
-  result = run_python(['export.py', '--train_dir', str(train_dir), '--data_dir', data_dir,
-                       '--export_dir', str(tmp_path / 'export')])
+  result = run_python([
+      'export.py', '--train_dir',
+      str(train_dir), '--data_dir', data_dir, '--export_dir',
+      str(tmp_path / 'export')
+  ])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'sample_aggregate' in result.stderr
   mean, covariance = aggregate_posterior.read_fit(_fit_file(train_dir), 3)
   # In plain TensorFlow 2, without this project: the draws have q(z)'s moments.
   loaded = tf.saved_model.load(str(tmp_path / 'export'))
   out = loaded.signatures['sample_aggregate'](
-      num_samples=tf.constant(20000), seed=tf.constant(7, tf.int64),
-      temperature=tf.constant(1.0))
+      num_samples=tf.constant(20000), seed=tf.constant(7, tf.int64), temperature=tf.constant(1.0))
   z = out['z'].numpy()
   assert out['probabilities'].shape == (20000, 784)
   np.testing.assert_allclose(z.mean(axis=0), mean, atol=0.05)
   np.testing.assert_allclose(np.cov(z, rowvar=False), covariance, atol=0.05)
-  generated = run_python(['generate.py', '--export_dir', str(tmp_path / 'export'),
-                          '--sample_from', 'aggregate', '--output_dir', str(tmp_path / 'g')])
+  generated = run_python([
+      'generate.py', '--export_dir',
+      str(tmp_path / 'export'), '--sample_from', 'aggregate', '--output_dir',
+      str(tmp_path / 'g')
+  ])
   assert generated.returncode == 0, generated.stderr[-3000:]
   assert (tmp_path / 'g' / 'samples_aggregate.png').exists()
 
@@ -109,25 +127,33 @@ def test_an_export_samples_the_aggregate_posterior_it_was_given(trained, tmp_pat
 def test_sample_quality_scores_prior_and_aggregate_samples(trained, tmp_path):
   data_dir, train_dir = trained
   classifier_dir = tmp_path / 'classifier'
-  missing = run_python(['sample_quality.py', '--classifier_dir', str(classifier_dir),
-                        '--train_dir', str(train_dir), '--data_dir', data_dir])
+  missing = run_python([
+      'sample_quality.py', '--classifier_dir',
+      str(classifier_dir), '--train_dir',
+      str(train_dir), '--data_dir', data_dir
+  ])
   assert missing.returncode == 1
   assert 'No classifier in %s' % classifier_dir in missing.stderr
   assert '--train_classifier' in missing.stderr
 
-  trained_classifier = run_python(['sample_quality.py', '--train_classifier',
-                                   '--classifier_dir', str(classifier_dir),
-                                   '--data_dir', data_dir, '--classifier_steps', '300'])
+  trained_classifier = run_python([
+      'sample_quality.py', '--train_classifier', '--classifier_dir',
+      str(classifier_dir), '--data_dir', data_dir, '--classifier_steps', '300'
+  ])
   assert trained_classifier.returncode == 0, trained_classifier.stderr[-3000:]
   info = json.loads((classifier_dir / 'classifier.json').read_text())
   assert 0.7 < info['test_accuracy'] <= 1.0  # 1,800 real training digits.
-  again = run_python(['sample_quality.py', '--train_classifier',
-                      '--classifier_dir', str(classifier_dir), '--data_dir', data_dir])
+  again = run_python([
+      'sample_quality.py', '--train_classifier', '--classifier_dir',
+      str(classifier_dir), '--data_dir', data_dir
+  ])
   assert again.returncode == 1 and 'already holds a classifier' in again.stderr
 
-  scored = run_python(['sample_quality.py', '--classifier_dir', str(classifier_dir),
-                       '--train_dir', str(train_dir), '--data_dir', data_dir,
-                       '--num_samples', '300'])
+  scored = run_python([
+      'sample_quality.py', '--classifier_dir',
+      str(classifier_dir), '--train_dir',
+      str(train_dir), '--data_dir', data_dir, '--num_samples', '300'
+  ])
   assert scored.returncode == 0, scored.stderr[-3000:]
   result = json.loads((train_dir / 'sample_quality_step_000040.json').read_text())
   assert result['classifier_test_accuracy'] == info['test_accuracy']
@@ -142,26 +168,31 @@ def test_sample_quality_scores_prior_and_aggregate_samples(trained, tmp_path):
 
 def test_unknown_sample_source_is_a_flag_error(trained, tmp_path):
   data_dir, train_dir = trained
-  result = run_python(['sample_quality.py', '--classifier_dir', str(tmp_path),
-                       '--train_dir', str(train_dir), '--sample_from', 'posterior'])
+  result = run_python([
+      'sample_quality.py', '--classifier_dir',
+      str(tmp_path), '--train_dir',
+      str(train_dir), '--sample_from', 'posterior'
+  ])
   assert result.returncode == 1
   assert "'posterior' is not one of prior, aggregate" in result.stderr
 
 
-def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_records,
-                                                                  tmp_path):
+def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_records, tmp_path):
   env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
-  command = ['bash', 'scripts/kl_study.sh', '--smoke', '--data_dir', small_mnist_records,
-             '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'report'),
-             '--jobs', '2']
-  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=800)
+  command = [
+      'bash', 'scripts/kl_study.sh', '--smoke', '--data_dir', small_mnist_records, '--runs_dir',
+      str(tmp_path / 'runs'), '--report_dir',
+      str(tmp_path / 'report'), '--jobs', '2'
+  ]
+  result = subprocess.run(
+      command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=800)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   report = (tmp_path / 'report' / 'kl_study.md').read_text()
   rows = [line for line in report.splitlines() if line.startswith('| beta')]
   assert [row.split(' | ')[0] for row in rows] == [
-      '| beta = 0', '| beta = 1', '| beta = 4', '| beta = 10',
-      '| beta = 0.5', '| beta = 1', '| beta = 1, warm-up 20 steps', '| beta = 2']
+      '| beta = 0', '| beta = 1', '| beta = 4', '| beta = 10', '| beta = 0.5', '| beta = 1',
+      '| beta = 1, warm-up 20 steps', '| beta = 2'
+  ]
   results = json.loads((tmp_path / 'report' / 'results.json').read_text())
   latent2 = {name: runs[0]['test'] for name, runs in results['latent2'].items()}
   # The weight does what it says: less KL as beta grows.
@@ -177,15 +208,18 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
     assert figure.width >= 4 * 300
   assert (tmp_path / 'runs' / 'classifier' / 'classifier.json').exists()
 
-  again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+  again = subprocess.run(
+      command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count('already trained and scored') == 8, again.stdout
   assert 'the digit classifier' not in again.stdout
 
 
 def test_kl_study_refuses_a_bad_seed_count(tmp_path):
-  result = subprocess.run(['bash', 'scripts/kl_study.sh', '--seeds', 'two'], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
+  result = subprocess.run(['bash', 'scripts/kl_study.sh', '--seeds', 'two'],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=60)
   assert result.returncode == 2
   assert "--seeds takes a number of seeds (1, 2, ...), not 'two'" in result.stderr

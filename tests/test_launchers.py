@@ -40,12 +40,12 @@ runpy.run_path('train.py', run_name='__main__')
 '''
 
 
-def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_dir,
-                                                                    tmp_path):
+def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_dir, tmp_path):
   archive = tmp_path / 'code.tar.gz'
   env = dict(os.environ, ARCHIVE=str(archive), PYTHON=sys.executable)
-  built = run_process(['bash', os.path.join(REPO_ROOT, 'scripts', 'cluster',
-                                            'pai_submit.sh'), '--dry_run'], env=env)
+  built = run_process(
+      ['bash', os.path.join(REPO_ROOT, 'scripts', 'cluster', 'pai_submit.sh'), '--dry_run'],
+      env=env)
   assert built.returncode == 0, built.stderr
   assert 'archive: %s' % archive in built.stdout
   assert re.search(r"odpscmd -e \"pai -name .*-DentryFile='train.py'", built.stdout, re.S)
@@ -61,21 +61,31 @@ def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_di
   data = str(tmp_path / 'data')
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
   ps_port, worker_port = free_ports(2)
-  common = ['--buckets', data, '--checkpointDir', str(tmp_path / 'ckpt'),
-            '--tables', 'odps://project/tables/x', '--outputs', 'odps://project/tables/y',
-            '--ps_hosts', '127.0.0.1:%d' % ps_port,
-            '--worker_hosts', '127.0.0.1:%d' % worker_port,
-            '--max_steps', '20', '--batch_size', '10', '--hidden_units', '16',
-            '--latent_dim', '2', '--log_every_n_steps', '5']
-  bare_env = {'PATH': os.environ['PATH'], 'TF_CPP_MIN_LOG_LEVEL': '2',
-              'HOME': os.environ.get('HOME', '/root')}
+  common = [
+      '--buckets', data, '--checkpointDir',
+      str(tmp_path / 'ckpt'), '--tables', 'odps://project/tables/x', '--outputs',
+      'odps://project/tables/y', '--ps_hosts',
+      '127.0.0.1:%d' % ps_port, '--worker_hosts',
+      '127.0.0.1:%d' % worker_port, '--max_steps', '20', '--batch_size', '10', '--hidden_units',
+      '16', '--latent_dim', '2', '--log_every_n_steps', '5'
+  ]
+  bare_env = {
+      'PATH': os.environ['PATH'],
+      'TF_CPP_MIN_LOG_LEVEL': '2',
+      'HOME': os.environ.get('HOME', '/root')
+  }
   site_packages = ':'.join(site.getsitepackages())
   processes = {
-      role: start_process([sys.executable, '-S', '-c', _WITHOUT_THE_PROJECT,
-                           site_packages] + common + ['--job_name', job, '--task_index', '0'],
-                          cwd=str(unpacked), env=bare_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-      for role, job in (('ps', 'ps'), ('worker', 'worker'))}
+      role:
+          start_process(
+              [sys.executable, '-S', '-c', _WITHOUT_THE_PROJECT, site_packages] + common
+              + ['--job_name', job, '--task_index', '0'],
+              cwd=str(unpacked),
+              env=bare_env,
+              stdout=subprocess.PIPE,
+              stderr=subprocess.STDOUT,
+              text=True) for role, job in (('ps', 'ps'), ('worker', 'worker'))
+  }
   worker_log = processes['worker'].communicate(timeout=300)[0]
   assert processes['worker'].returncode == 0, worker_log[-4000:]
   ps_log = processes['ps'].communicate(timeout=60)[0]
@@ -88,13 +98,21 @@ def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_di
 def _tf_configs(tfjob, hosts_of):
   """The TF_CONFIG the training operator gives each replica of `tfjob`:
   {(job, index): json text}; job names are the replica types, lower-cased."""
-  cluster = {replica_type.lower(): [hosts_of(replica_type.lower(), i)
-                                    for i in range(spec['replicas'])]
-             for replica_type, spec in tfjob['spec']['tfReplicaSpecs'].items()}
-  return {(job, index): json.dumps({'cluster': cluster,
-                                    'task': {'type': job, 'index': index},
-                                    'environment': 'cloud'})
-          for job, hosts in cluster.items() for index in range(len(hosts))}
+  cluster = {
+      replica_type.lower(): [hosts_of(replica_type.lower(), i) for i in range(spec['replicas'])]
+      for replica_type, spec in tfjob['spec']['tfReplicaSpecs'].items()
+  }
+  return {
+      (job, index):
+          json.dumps({
+              'cluster': cluster,
+              'task': {
+                  'type': job,
+                  'index': index
+              },
+              'environment': 'cloud'
+          }) for job, hosts in cluster.items() for index in range(len(hosts))
+  }
 
 
 def test_kubeflow_tfjob_replicas_run_to_the_end(small_mnist_records, tmp_path):
@@ -112,27 +130,31 @@ def test_kubeflow_tfjob_replicas_run_to_the_end(small_mnist_records, tmp_path):
   configs = _tf_configs(tfjob, lambda job, i: hosts.setdefault(
       (job, i), '127.0.0.1:%d' % next(ports)))
   train_dir = tmp_path / 'train'
-  rewrite = {'gs://BUCKET/mnist': small_mnist_records,
-             'gs://BUCKET/runs/vae-cluster': str(train_dir)}
+  rewrite = {
+      'gs://BUCKET/mnist': small_mnist_records,
+      'gs://BUCKET/runs/vae-cluster': str(train_dir)
+  }
   processes = {}
   for (job, index), tf_config in configs.items():
     replica_type = next(name for name in specs if name.lower() == job)
     container = specs[replica_type]['template']['spec']['containers'][0]
     assert container['image'].endswith('/tf1-mnist-vae:latest')
     command = container['command'] + [
-        arg.split('=', 1)[0] + '=' + rewrite.get(arg.split('=', 1)[1], arg.split('=', 1)[1])
-        if '=' in arg else arg for arg in container['args']]
+        arg.split('=', 1)[0] + '=' + rewrite.get(arg.split('=', 1)[1],
+                                                 arg.split('=', 1)[1]) if '=' in arg else arg
+        for arg in container['args']
+    ]
     assert command[:2] == ['python', 'train.py']
-    env = dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL='2',
-               PYTHONPATH=REPO_ROOT)
+    env = dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT)
     log = open(tmp_path / ('%s%d.log' % (job, index)), 'w')
-    processes[(job, index)] = start_process([sys.executable] + command[1:], env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+    processes[(job, index)] = start_process(
+        [sys.executable] + command[1:], env=env, stdout=log, stderr=subprocess.STDOUT)
   for key, process in processes.items():
-    assert process.wait(timeout=600) == 0, (
-        key, (tmp_path / ('%s%d.log' % key)).read_text()[-4000:])
-  max_steps = int(next(a for a in specs['Worker']['template']['spec']['containers'][0][
-      'args'] if a.startswith('--max_steps=')).split('=')[1])
+    assert process.wait(timeout=600) == 0, (key, (tmp_path /
+                                                  ('%s%d.log' % key)).read_text()[-4000:])
+  max_steps = int(
+      next(a for a in specs['Worker']['template']['spec']['containers'][0]['args']
+           if a.startswith('--max_steps=')).split('=')[1])
   with open(train_dir / 'metrics.json') as f:
     assert json.load(f)['step'] >= max_steps
   chief_log = (tmp_path / 'worker0.log').read_text()
@@ -163,7 +185,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
 MpiDefault=none
-NodeName=node[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{slurmd_ports}] CPUs=8 State=UNKNOWN
+NodeName=node[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{slurmd_ports}] CPUs=8 \
+State=UNKNOWN
 PartitionName=debug Nodes=node[1-3] Default=YES OverSubscribe=FORCE MaxTime=INFINITE State=UP
 '''
 _SLURM_DAEMONS = ('munged', 'slurmctld', 'slurmd')
@@ -208,38 +231,49 @@ def slurm(tmp_path_factory):
     (root / name).mkdir(parents=True)
   ctld_port = _consecutivefree_ports(4)
   conf = root / 'slurm.conf'
-  conf.write_text(_SLURM_CONF.format(root=root, ctld_port=ctld_port,
-                                     slurmd_ports='%d-%d' % (ctld_port + 1, ctld_port + 3)))
+  conf.write_text(
+      _SLURM_CONF.format(
+          root=root, ctld_port=ctld_port, slurmd_ports='%d-%d' % (ctld_port + 1, ctld_port + 3)))
   env = dict(os.environ, SLURM_CONF=str(conf))
-  subprocess.run(['mungekey', '-c', '-f', '-k', str(root / 'munge.key')], check=True,
-                 capture_output=True)
-  daemons = [subprocess.Popen(['munged', '--foreground', '--force',
-                               '--socket', str(root / 'munge.socket'),
-                               '--key-file', str(root / 'munge.key'),
-                               '--pid-file', str(root / 'munged.pid'),
-                               '--seed-file', str(root / 'munge.seed'),
-                               '--log-file', str(root / 'munged.log')],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+  subprocess.run(
+      ['mungekey', '-c', '-f', '-k', str(root / 'munge.key')], check=True, capture_output=True)
+  daemons = [
+      subprocess.Popen([
+          'munged', '--foreground', '--force', '--socket',
+          str(root / 'munge.socket'), '--key-file',
+          str(root / 'munge.key'), '--pid-file',
+          str(root / 'munged.pid'), '--seed-file',
+          str(root / 'munge.seed'), '--log-file',
+          str(root / 'munged.log')
+      ],
+                       stdout=subprocess.DEVNULL,
+                       stderr=subprocess.STDOUT)
+  ]
   try:
     wait_for(lambda: (root / 'munge.socket').exists(), 'munged socket', daemons, 30)
-    daemons.append(subprocess.Popen(['slurmctld', '-D', '-f', str(conf)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    daemons.append(
+        subprocess.Popen(['slurmctld', '-D', '-f', str(conf)],
+                         env=env,
+                         stdout=subprocess.DEVNULL,
+                         stderr=subprocess.STDOUT))
     for node in ('node1', 'node2', 'node3'):
-      daemons.append(subprocess.Popen(['slurmd', '-D', '-f', str(conf), '-N', node],
-                                      env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.STDOUT))
+      daemons.append(
+          subprocess.Popen(['slurmd', '-D', '-f', str(conf), '-N', node],
+                           env=env,
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT))
 
     def all_idle():
-      info = subprocess.run(['sinfo', '-h', '-o', '%T %D'], env=env,
-                            capture_output=True, text=True).stdout.split()
+      info = subprocess.run(['sinfo', '-h', '-o', '%T %D'], env=env, capture_output=True,
+                            text=True).stdout.split()
       return info == ['idle', '3']
+
     wait_for(all_idle, 'three idle Slurm nodes', daemons, 60)
     yield env, root
   finally:
     # Cancel what is left and let slurmd see it end: a daemon stopped under a
     # running job leaves its slurmstepd and tasks behind.
-    subprocess.run(['scancel', '--full', '--quiet', '-u', 'root'], env=env,
-                   capture_output=True)
+    subprocess.run(['scancel', '--full', '--quiet', '-u', 'root'], env=env, capture_output=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and subprocess.run(
         ['squeue', '-h', '-o', '%i'], env=env, capture_output=True, text=True).stdout.strip():
@@ -260,23 +294,33 @@ def _job_completion(root, job_id):
   return records[0] if records else None
 
 
-@pytest.mark.parametrize('layout', [[], ['--nodes=1', '--ntasks=3', '--ntasks-per-node=3']],
-                         ids=['three_nodes', 'one_node'])
+@pytest.mark.parametrize(
+    'layout', [[], ['--nodes=1', '--ntasks=3', '--ntasks-per-node=3']],
+    ids=['three_nodes', 'one_node'])
 def test_slurm_batch_script_completes(slurm, small_mnist_records, tmp_path, layout):
   env, root = slurm
-  env = dict(env, DATA_DIR=small_mnist_records, TRAIN_DIR=str(tmp_path / 'train'),
-             PORT_BASE=str(_consecutivefree_ports(3)), PYTHON=sys.executable,
-             TF_CPP_MIN_LOG_LEVEL='2', PATH=os.path.dirname(sys.executable) + ':' +
-             os.environ['PATH'], PYTHONPATH=REPO_ROOT)
+  env = dict(
+      env,
+      DATA_DIR=small_mnist_records,
+      TRAIN_DIR=str(tmp_path / 'train'),
+      PORT_BASE=str(_consecutivefree_ports(3)),
+      PYTHON=sys.executable,
+      TF_CPP_MIN_LOG_LEVEL='2',
+      PATH=os.path.dirname(sys.executable) + ':' + os.environ['PATH'],
+      PYTHONPATH=REPO_ROOT)
   submitted = subprocess.run(
-      ['sbatch', '--parsable', '--output', str(tmp_path / 'job-%j.log')] + layout +
-      [os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'),
-       '--max_steps=300', '--hidden_units=64', '--latent_dim=8', '--batch_size=32',
-       '--eval_batch_size=200'], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+      ['sbatch', '--parsable', '--output',
+       str(tmp_path / 'job-%j.log')] + layout + [
+           os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'), '--max_steps=300',
+           '--hidden_units=64', '--latent_dim=8', '--batch_size=32', '--eval_batch_size=200'
+       ],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True)
   assert submitted.returncode == 0, submitted.stderr
   job_id = submitted.stdout.strip().split(';')[0]
-  wait_for(lambda: _job_completion(root, job_id), 'the end of Slurm job %s' % job_id,
-           timeout=400)
+  wait_for(lambda: _job_completion(root, job_id), 'the end of Slurm job %s' % job_id, timeout=400)
   record = _job_completion(root, job_id)
   log = (tmp_path / ('job-%s.log' % job_id)).read_text()
   assert record['JobState'] == 'COMPLETED', log[-4000:]
@@ -301,49 +345,67 @@ def _job_records(root, job_id):
   return records
 
 
-def test_slurm_requeue_resumes_from_the_checkpoint_of_the_signal(slurm,
-                                                                 small_mnist_records,
+def test_slurm_requeue_resumes_from_the_checkpoint_of_the_signal(slurm, small_mnist_records,
                                                                  tmp_path):
   env, root = slurm
   train_dir = tmp_path / 'train'
-  env = dict(env, DATA_DIR=small_mnist_records, TRAIN_DIR=str(train_dir),
-             PORT_BASE=str(_consecutivefree_ports(3)), PYTHON=sys.executable,
-             TF_CPP_MIN_LOG_LEVEL='2', PATH=os.path.dirname(sys.executable) + ':' +
-             os.environ['PATH'], PYTHONPATH=REPO_ROOT)
+  env = dict(
+      env,
+      DATA_DIR=small_mnist_records,
+      TRAIN_DIR=str(train_dir),
+      PORT_BASE=str(_consecutivefree_ports(3)),
+      PYTHON=sys.executable,
+      TF_CPP_MIN_LOG_LEVEL='2',
+      PATH=os.path.dirname(sys.executable) + ':' + os.environ['PATH'],
+      PYTHONPATH=REPO_ROOT)
   max_steps = 800
-  submitted = subprocess.run(
-      ['sbatch', '--parsable', '--output', str(tmp_path / 'job-%j.log'),
-       '--nodes=1', '--ntasks=3', '--ntasks-per-node=3',
-       os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'),
-       '--max_steps=%d' % max_steps, '--hidden_units=64', '--latent_dim=8',
-       '--batch_size=32', '--eval_batch_size=200', '--save_checkpoint_steps=100000',
-       '--log_every_n_steps=20'],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+  submitted = subprocess.run([
+      'sbatch', '--parsable', '--output',
+      str(tmp_path / 'job-%j.log'), '--nodes=1', '--ntasks=3', '--ntasks-per-node=3',
+      os.path.join(REPO_ROOT, 'scripts', 'cluster', 'slurm_train.sbatch'),
+      '--max_steps=%d' % max_steps, '--hidden_units=64', '--latent_dim=8', '--batch_size=32',
+      '--eval_batch_size=200', '--save_checkpoint_steps=100000', '--log_every_n_steps=20'
+  ],
+                             cwd=REPO_ROOT,
+                             env=env,
+                             capture_output=True,
+                             text=True)
   assert submitted.returncode == 0, submitted.stderr
   job_id = submitted.stdout.strip().split(';')[0]
   log_path = tmp_path / ('job-%s.log' % job_id)
   # Checkpoints are saved only at the start and on the way out: the step
   # resumed from is the one the chief reached when SIGTERM came.
-  wait_for(lambda: re.search(r'step (2\d\d|[3-9]\d\d)[^:]*: neg_elbo',
-                             log_path.read_text() if log_path.exists() else ''),
-           'training past step 200', timeout=300)
-  requeued = subprocess.run(['scontrol', 'requeue', job_id], env=env,
-                            capture_output=True, text=True)
+  wait_for(
+      lambda: re.search(r'step (2\d\d|[3-9]\d\d)[^:]*: neg_elbo',
+                        log_path.read_text() if log_path.exists() else ''),
+      'training past step 200',
+      timeout=300)
+  requeued = subprocess.run(['scontrol', 'requeue', job_id],
+                            env=env,
+                            capture_output=True,
+                            text=True)
   assert requeued.returncode == 0, requeued.stderr
 
   def eligible_now():
     # Slurm holds a requeued job back for a while (its BeginTime); once it
     # is pending again, let it start at once.
-    state = subprocess.run(['squeue', '-h', '-j', job_id, '-o', '%T'], env=env,
-                           capture_output=True, text=True).stdout.strip()
+    state = subprocess.run(['squeue', '-h', '-j', job_id, '-o', '%T'],
+                           env=env,
+                           capture_output=True,
+                           text=True).stdout.strip()
     if state == 'PENDING':
       subprocess.run(['scontrol', 'update', 'JobId=' + job_id, 'StartTime=now'],
-                     env=env, capture_output=True, check=True)
+                     env=env,
+                     capture_output=True,
+                     check=True)
       return True
     return state == 'RUNNING' and 'run 2 of' in log_path.read_text()
+
   wait_for(eligible_now, 'the requeued job pending', timeout=120)
-  wait_for(lambda: any(r['JobState'] == 'COMPLETED' for r in _job_records(root, job_id)),
-           'the requeued job %s to complete' % job_id, timeout=600)
+  wait_for(
+      lambda: any(r['JobState'] == 'COMPLETED' for r in _job_records(root, job_id)),
+      'the requeued job %s to complete' % job_id,
+      timeout=600)
   log = log_path.read_text()
   assert 'run 1 of job %s' % job_id in log and 'run 2 of job %s' % job_id in log
   assert 'Received SIGTERM' in log

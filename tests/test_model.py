@@ -35,7 +35,8 @@ def test_shapes():
   assert (inference_outputs.z_stddev >= 1e-6).all()
   np.testing.assert_allclose(
       loss_terms.neg_elbo,
-      -np.mean(loss_terms.log_likelihood - loss_terms.kl_per_example), rtol=1e-6)
+      -np.mean(loss_terms.log_likelihood - loss_terms.kl_per_example),
+      rtol=1e-6)
   assert loss_terms.neg_elbo == pytest.approx(
       loss_terms.reconstruction + loss_terms.kl_divergence, rel=1e-6)
 
@@ -83,8 +84,11 @@ def test_kl_is_never_negative_and_equals_original():
   rng = np.random.RandomState(0)
   stddev = np.concatenate([
       np.ones((1, 20)), 1 + rng.uniform(-1e-3, 1e-3, (50, 20)),
-      rng.uniform(1e-6, 5, (200, 20)), np.full((1, 20), 1e-6)]).astype(np.float32)
-  mean = np.concatenate([np.zeros((51, 20)), rng.normal(0, 3, (200, 20)),
+      rng.uniform(1e-6, 5, (200, 20)),
+      np.full((1, 20), 1e-6)
+  ]).astype(np.float32)
+  mean = np.concatenate([np.zeros((51, 20)),
+                         rng.normal(0, 3, (200, 20)),
                          np.zeros((1, 20))]).astype(np.float32)
   mean[:51] = 0
   kl = run_in_new_graph(lambda m, s: model.gaussian_kl(m, s, ORIGINAL_NETWORK), mean, stddev)
@@ -102,8 +106,7 @@ def test_saturated_decoder_gives_nan_in_original_and_finite_here():
   assert np.isfinite(ours).all()
   # Exact: every pixel costs at most -log(2e-8) nats (clipped at 1e-8, plus 1e-8).
   assert ours[0] >= 7 * math.log(2e-8)
-  np.testing.assert_allclose(ours, original_log_likelihood(images, logits, np.float64),
-                             rtol=1e-6)
+  np.testing.assert_allclose(ours, original_log_likelihood(images, logits, np.float64), rtol=1e-6)
 
 
 def test_gradients_stay_finite_when_saturated():
@@ -132,8 +135,8 @@ def test_log_likelihood_equals_original_formula_where_finite():
   moderate = np.clip(logits, -5, 5)
   original_32 = original_log_likelihood(images, moderate, np.float32)
   assert np.isfinite(original_32).all()
-  np.testing.assert_allclose(run_in_new_graph(graph_log_likelihood, images, moderate),
-                             original_32, rtol=1e-5)
+  np.testing.assert_allclose(
+      run_in_new_graph(graph_log_likelihood, images, moderate), original_32, rtol=1e-5)
 
 
 def test_log_likelihood_broadcasts_draws_against_the_images():
@@ -143,8 +146,8 @@ def test_log_likelihood_broadcasts_draws_against_the_images():
   broadcast = run_in_new_graph(graph_log_likelihood, images, logits)
   assert broadcast.shape == (3, 5)
   for draw in range(3):
-    np.testing.assert_array_equal(
-        broadcast[draw], run_in_new_graph(graph_log_likelihood, images, logits[draw]))
+    np.testing.assert_array_equal(broadcast[draw],
+                                  run_in_new_graph(graph_log_likelihood, images, logits[draw]))
 
 
 def test_dropout_only_in_training_and_evaluation_deterministic():
@@ -168,8 +171,7 @@ def test_bfloat16_matmuls_keep_float32_variables_and_close_values():
     images = tf.constant(np.random.RandomState(0).rand(8, 784), tf.float32)
     noise = tf.zeros([8, 20])
     full = model.inference(images, ORIGINAL_NETWORK, noise=noise)
-    half = model.inference(images, ORIGINAL_NETWORK, noise=noise,
-                           matmul_dtype=tf.bfloat16)
+    half = model.inference(images, ORIGINAL_NETWORK, noise=noise, matmul_dtype=tf.bfloat16)
     assert {v.dtype.base_dtype for v in tf.global_variables()} == {tf.float32}
     assert half.logits.dtype == tf.float32
     full_logits, half_logits = run_session([full.logits, half.logits])

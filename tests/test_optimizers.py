@@ -21,8 +21,8 @@ def test_each_optimizer_steps_and_lowers_the_loss(optimizer):
     network = architectures.network('mlp', 32, 4)
     terms = model.loss(images, model.inference(images, network, noise=noise), network)
     learning_rate = {'sgd': 1e-3, 'momentum': 1e-3}.get(optimizer, 1e-2)
-    train_op, global_step = model.training(
-        terms.neg_elbo, training.make_optimizer(optimizer, learning_rate))
+    train_op, global_step = model.training(terms.neg_elbo,
+                                           training.make_optimizer(optimizer, learning_rate))
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       before = session.run(terms.neg_elbo)
@@ -33,10 +33,11 @@ def test_each_optimizer_steps_and_lowers_the_loss(optimizer):
   assert after < before
 
 
-@pytest.mark.parametrize('name, optimizer_class', [
-    ('sgd', tf.train.GradientDescentOptimizer), ('adam', tf.train.AdamOptimizer),
-    ('adagrad', tf.train.AdagradOptimizer), ('rmsprop', tf.train.RMSPropOptimizer),
-    ('momentum', tf.train.MomentumOptimizer)])
+@pytest.mark.parametrize('name, optimizer_class', [('sgd', tf.train.GradientDescentOptimizer),
+                                                   ('adam', tf.train.AdamOptimizer),
+                                                   ('adagrad', tf.train.AdagradOptimizer),
+                                                   ('rmsprop', tf.train.RMSPropOptimizer),
+                                                   ('momentum', tf.train.MomentumOptimizer)])
 def test_each_optimizer_name_gives_its_class(name, optimizer_class):
   optimizer = training.make_optimizer(name, 0.25)
   assert type(optimizer) is optimizer_class
@@ -57,11 +58,13 @@ def test_a_schedule_parses_into_stages_and_their_ends():
   assert learning_rates.stage_ends(stages, 'steps', 2980) == [1, 4, 13]
 
 
-@pytest.mark.parametrize('text, message', [
-    ('', "'' is not LENGTH:RATE"), ('3', "'3' is not LENGTH:RATE"),
-    ('3:x', "'3:x' is not LENGTH:RATE"), ('0:1e-3', 'stage 1 has length 0'),
-    ('2:1e-3,4:-1', 'stage 2 has rate -1.0'), ('2:nan', 'stage 1 has rate nan'),
-    ('2:inf', 'stage 1 has rate inf')])
+@pytest.mark.parametrize('text, message', [('', "'' is not LENGTH:RATE"),
+                                           ('3', "'3' is not LENGTH:RATE"),
+                                           ('3:x', "'3:x' is not LENGTH:RATE"),
+                                           ('0:1e-3', 'stage 1 has length 0'),
+                                           ('2:1e-3,4:-1', 'stage 2 has rate -1.0'),
+                                           ('2:nan', 'stage 1 has rate nan'),
+                                           ('2:inf', 'stage 1 has rate inf')])
 def test_a_schedule_that_does_not_parse_is_named(text, message):
   with pytest.raises(learning_rates.ScheduleError, match=re.escape(message)):
     learning_rates.parse(text)

@@ -20,10 +20,11 @@ from mnist_vae import checkpoints
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
 
-FAST = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
-        '--optimizer', 'adam', '--validation_size', '200', '--log_every_n_steps', '25',
-        '--save_checkpoint_steps', '25', '--image_every_n_steps', '0',
-        '--eval_every_n_steps', '0', '--eval_batch_size', '200']
+FAST = [
+    '--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64', '--optimizer', 'adam',
+    '--validation_size', '200', '--log_every_n_steps', '25', '--save_checkpoint_steps', '25',
+    '--image_every_n_steps', '0', '--eval_every_n_steps', '0', '--eval_batch_size', '200'
+]
 
 
 @pytest.fixture
@@ -36,8 +37,8 @@ def _train_args(data_dir, train_dir, *extra):
 
 
 def _logged_losses(log):
-  return {int(step): float(loss) for step, loss in
-          re.findall(r'step (\d+)[^:]*: neg_elbo ([\d.]+)', log)}
+  pattern = r'step (\d+)[^:]*: neg_elbo ([\d.]+)'
+  return {int(step): float(loss) for step, loss in re.findall(pattern, log)}
 
 
 def _checkpoint_step(train_dir):
@@ -46,18 +47,18 @@ def _checkpoint_step(train_dir):
 
 
 def _all_finite(checkpoint):
-  return all(np.isfinite(tf.train.load_variable(checkpoint, name)).all()
-             for name, _ in tf.train.list_variables(checkpoint))
+  return all(
+      np.isfinite(tf.train.load_variable(checkpoint, name)).all()
+      for name, _ in tf.train.list_variables(checkpoint))
 
 
 @pytest.mark.large
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_checkpoint_and_metrics_then_exits(data_dir, tmp_path, signum):
   log_path = str(tmp_path / 'log')
-  process = start_python(_train_args(data_dir, tmp_path / 'train', '--max_steps',
-                                     '100000'), log_path)
-  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= 75, 'checkpoint at step 75',
-           [process])
+  process = start_python(
+      _train_args(data_dir, tmp_path / 'train', '--max_steps', '100000'), log_path)
+  wait_for(lambda: checkpoint_step(tmp_path / 'train') >= 75, 'checkpoint at step 75', [process])
   process.send_signal(signum)
   assert process.wait(timeout=60) == 128 + signum
   log = open(log_path).read()
@@ -100,8 +101,9 @@ def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
     if rng.rand() < 0.25:  # Anywhere in start-up: flags, data, graph, restore.
       time.sleep(rng.uniform(0.2, 6.0))
     else:  # Once it trains: most of the time goes into saves.
-      wait_for(lambda path=log_path: 'Create CheckpointSaverHook' in path.read_text(),
-               'the session starting', [process])
+      wait_for(
+          lambda path=log_path: 'Create CheckpointSaverHook' in path.read_text(),
+          'the session starting', [process])
       time.sleep(rng.uniform(0.1, 1.5))
     if process.poll() is not None:
       break  # It finished first.
@@ -116,8 +118,8 @@ def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
   assert _checkpoint_step(train_dir) == KILLED_RUN_STEPS
   assert 'Traceback' not in final.stderr
   assert not glob.glob(str(train_dir / '*tempstate*'))  # Cleared on resuming.
-  uninterrupted = run_python(_train_args(data_dir, tmp_path / 'uninterrupted',
-                                         '--max_steps', str(KILLED_RUN_STEPS)))
+  uninterrupted = run_python(
+      _train_args(data_dir, tmp_path / 'uninterrupted', '--max_steps', str(KILLED_RUN_STEPS)))
   assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
   killed_loss = _test_neg_elbo(train_dir)
   reference = _test_neg_elbo(tmp_path / 'uninterrupted')
@@ -131,13 +133,14 @@ def test_kill_9_at_20_random_moments_then_resume(data_dir, tmp_path):
 @pytest.mark.large
 def test_divergence_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
   train_dir = tmp_path / 'train'
-  result = run_python(_train_args(data_dir, train_dir, '--max_steps', '500',
-                                  '--optimizer', 'sgd', '--learning_rate', '1e4',
-                                  '--save_checkpoint_steps', '1'))
+  result = run_python(
+      _train_args(data_dir, train_dir, '--max_steps', '500', '--optimizer', 'sgd',
+                  '--learning_rate', '1e4', '--save_checkpoint_steps', '1'))
   assert result.returncode == 1
-  match = re.search(r'The (loss|gradients) became (NaN|Inf) at step (\d+); the '
-                    r'update was not applied. Likely cause: the learning rate '
-                    r'\(10000\) is too high', result.stderr)
+  match = re.search(
+      r'The (loss|gradients) became (NaN|Inf) at step (\d+); the '
+      r'update was not applied. Likely cause: the learning rate '
+      r'\(10000\) is too high', result.stderr)
   assert match, result.stderr
   failed_step = int(match.group(3))
   assert 'Traceback' not in result.stderr
@@ -149,8 +152,11 @@ def test_divergence_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
 
 @pytest.mark.large
 def test_verbosity_shows_the_traceback(tmp_path):
-  result = run_python(['train.py', '--data_dir', str(tmp_path / 'none'),
-                       '--train_dir', str(tmp_path / 't'), '--verbosity=1'])
+  result = run_python([
+      'train.py', '--data_dir',
+      str(tmp_path / 'none'), '--train_dir',
+      str(tmp_path / 't'), '--verbosity=1'
+  ])
   assert result.returncode == 1 and 'Traceback' in result.stderr
 
 
@@ -179,14 +185,16 @@ def _corrupt_idx(directory, damage):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize('damage', ['truncated gzip', 'wrong magic',
-                                    'count mismatch', 'swapped files'])
+@pytest.mark.parametrize('damage',
+                         ['truncated gzip', 'wrong magic', 'count mismatch', 'swapped files'])
 def test_bad_idx_files(small_idx_dir, tmp_path, damage):
   message = _corrupt_idx(small_idx_dir, damage)
   data = tmp_path / 'data'
-  result = run_python(['train.py', '--mnist_dir', small_idx_dir, '--data_dir',
-                       str(data), '--train_dir', str(tmp_path / 't'),
-                       '--validation_size', '10'])
+  result = run_python([
+      'train.py', '--mnist_dir', small_idx_dir, '--data_dir',
+      str(data), '--train_dir',
+      str(tmp_path / 't'), '--validation_size', '10'
+  ])
   assert result.returncode == 1
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
@@ -205,16 +213,24 @@ def _damage_records(data, damage):
     return 'holds no records'
   if damage == 'other schema':
     with tf.io.TFRecordWriter(train) as writer:
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-          'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'png'])),
-      })).SerializeToString())
+      writer.write(
+          tf.train.Example(
+              features=tf.train.Features(feature={
+                  'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'png'])),
+              })).SerializeToString())
     return 'is not in the MNIST schema'
   if damage == 'other image size':
     with tf.io.TFRecordWriter(train) as writer:
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-          'image_raw': tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(32 * 32 * 3)])),
-          'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
-      })).SerializeToString())
+      writer.write(
+          tf.train.Example(
+              features=tf.train.Features(
+                  feature={
+                      'image_raw':
+                          tf.train.Feature(
+                              bytes_list=tf.train.BytesList(value=[bytes(32 * 32 * 3)])),
+                      'label':
+                          tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
+                  })).SerializeToString())
     return 'holds images of 3072 bytes; this model needs 28x28x1 = 784'
   if damage == 'missing':
     os.remove(os.path.join(data, 'test.tfrecords'))
@@ -224,14 +240,12 @@ def _damage_records(data, damage):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize('damage', ['crc', 'empty', 'other schema',
-                                    'other image size', 'missing'])
+@pytest.mark.parametrize('damage', ['crc', 'empty', 'other schema', 'other image size', 'missing'])
 def test_bad_tfrecords(small_idx_dir, tmp_path, damage):
   data = str(tmp_path / 'data')
   convert_to_records.convert(small_idx_dir, data, validation_size=10)
   message = _damage_records(data, damage)
-  result = run_python(['train.py', '--data_dir', data,
-                       '--train_dir', str(tmp_path / 't')])
+  result = run_python(['train.py', '--data_dir', data, '--train_dir', str(tmp_path / 't')])
   assert result.returncode == 1
   assert message in result.stderr and 'tfrecords' in result.stderr
   assert 'Traceback' not in result.stderr
@@ -247,9 +261,11 @@ def test_bad_tfrecords(small_idx_dir, tmp_path, damage):
 ])
 @pytest.mark.large
 def test_out_of_range_flags(small_idx_dir, tmp_path, flags, message):
-  result = run_python(['train.py', '--mnist_dir', small_idx_dir,
-                       '--data_dir', str(tmp_path / 'data'), '--validation_size', '10',
-                       '--train_dir', str(tmp_path / 't')] + flags)
+  result = run_python([
+      'train.py', '--mnist_dir', small_idx_dir, '--data_dir',
+      str(tmp_path / 'data'), '--validation_size', '10', '--train_dir',
+      str(tmp_path / 't')
+  ] + flags)
   assert result.returncode == 1
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
@@ -259,9 +275,11 @@ def test_out_of_range_flags(small_idx_dir, tmp_path, flags, message):
 def test_unwritable_train_dir(small_idx_dir, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
-  result = run_python(['train.py', '--mnist_dir', small_idx_dir, '--data_dir',
-                       str(tmp_path / 'data'), '--validation_size', '10',
-                       '--batch_size', '10', '--train_dir', str(blocker / 'train')])
+  result = run_python([
+      'train.py', '--mnist_dir', small_idx_dir, '--data_dir',
+      str(tmp_path / 'data'), '--validation_size', '10', '--batch_size', '10', '--train_dir',
+      str(blocker / 'train')
+  ])
   assert result.returncode == 1
   assert 'Cannot create --train_dir %s' % (blocker / 'train') in result.stderr
   assert 'Traceback' not in result.stderr
@@ -273,21 +291,24 @@ def test_kill_9_during_conversion_leaves_nothing_that_looks_complete(mnist_dir, 
   rng = np.random.RandomState(7)
   for attempt, delay in enumerate(rng.uniform(2.5, 5.0, 3)):
     log_path = str(tmp_path / ('log%d' % attempt))
-    process = start_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
-                            mnist_dir, '--output_dir', str(out), '--overwrite'], log_path)
+    process = start_python([
+        '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir',
+        str(out), '--overwrite'
+    ], log_path)
     # Somewhere in start-up, reading or writing (TensorFlow's import takes ~3 s).
     time.sleep(delay)
     process.kill()
     process.wait()
-    expected = {'train.tfrecords': 55000, 'validation.tfrecords': 5000,
-                'test.tfrecords': 10000}
+    expected = {'train.tfrecords': 55000, 'validation.tfrecords': 5000, 'test.tfrecords': 10000}
     for name, count in expected.items():
       if (out / name).exists():
         assert sum(1 for _ in tf.data.TFRecordDataset(str(out / name))) == count
     if (out / 'dataset_info.json').exists():
       assert all((out / name).exists() for name in expected)
-  result = run_python(['-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir',
-                       mnist_dir, '--output_dir', str(out)])
+  result = run_python([
+      '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir',
+      str(out)
+  ])
   assert result.returncode == 0, result.stderr
   info = json.loads((out / 'dataset_info.json').read_text())
   assert info['num_examples'] == {'train': 55000, 'validation': 5000, 'test': 10000}

@@ -20,15 +20,19 @@ from mnist_vae import checkpoints
 from mnist_vae import files
 from mnist_vae import run_dir
 
-SMALL = ['--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64',
-         '--validation_size', '200', '--eval_batch_size', '200',
-         '--log_every_n_steps', '25', '--save_checkpoint_steps', '50',
-         '--image_every_n_steps', '0', '--eval_every_n_steps', '0']
+SMALL = [
+    '--hidden_units', '64', '--latent_dim', '8', '--batch_size', '64', '--validation_size', '200',
+    '--eval_batch_size', '200', '--log_every_n_steps', '25', '--save_checkpoint_steps', '50',
+    '--image_every_n_steps', '0', '--eval_every_n_steps', '0'
+]
 
 
 def _train(data_dir, train_dir, max_steps, *extra):
-  return ['train.py', '--data_dir', data_dir, '--train_dir', str(train_dir),
-          '--max_steps', str(max_steps)] + SMALL + list(extra)
+  return [
+      'train.py', '--data_dir', data_dir, '--train_dir',
+      str(train_dir), '--max_steps',
+      str(max_steps)
+  ] + SMALL + list(extra)
 
 
 def _one_line_error(result, pattern):
@@ -46,8 +50,7 @@ def _one_line_error(result, pattern):
 def _partial_files(root):
   """Files under root that a write cut short leaves behind."""
   found = []
-  for pattern in ('*.tmp', '*.tmp[0-9a-f]*', '*tempstate*', '*.partial*', '*_temp',
-                  '.staging'):
+  for pattern in ('*.tmp', '*.tmp[0-9a-f]*', '*tempstate*', '*.partial*', '*_temp', '.staging'):
     found += glob.glob(os.path.join(root, '**', pattern), recursive=True)
   return found
 
@@ -86,23 +89,30 @@ def test_moved_run_is_evaluated_exported_generated_and_resumed(trained_run, tmp_
   shutil.move(str(train_dir), str(moved))
   assert not train_dir.exists()
 
-  evaluated = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
-                          str(moved), '--iw_samples', '5'])
+  evaluated = run_python(
+      ['evaluate.py', '--data_dir', data_dir, '--train_dir',
+       str(moved), '--iw_samples', '5'])
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert evaluated.stderr.count('(the run was moved or copied)') == 1
   assert json.loads(evaluated.stdout.splitlines()[-1])['checkpoint'] == \
       str(moved / 'model.ckpt-150')
-  watched = run_python(['evaluate.py', '--data_dir', data_dir, '--train_dir',
-                        str(moved), '--iw_samples', '0', '--watch',
-                        '--watch_timeout_sec', '2'])
+  watched = run_python([
+      'evaluate.py', '--data_dir', data_dir, '--train_dir',
+      str(moved), '--iw_samples', '0', '--watch', '--watch_timeout_sec', '2'
+  ])
   assert watched.returncode == 0, watched.stderr[-3000:]
   assert [json.loads(line)['step'] for line in watched.stdout.splitlines()] == [150]
-  exported = run_python(['export.py', '--train_dir', str(moved), '--export_dir',
-                         str(tmp_path / 'export')])
+  exported = run_python(
+      ['export.py', '--train_dir',
+       str(moved), '--export_dir',
+       str(tmp_path / 'export')])
   assert exported.returncode == 0, exported.stderr[-3000:]
   assert (tmp_path / 'export' / 'saved_model.pb').exists()
-  generated = run_python(['generate.py', '--train_dir', str(moved), '--output_dir',
-                          str(tmp_path / 'out'), '--num', '10'])
+  generated = run_python([
+      'generate.py', '--train_dir',
+      str(moved), '--output_dir',
+      str(tmp_path / 'out'), '--num', '10'
+  ])
   assert generated.returncode == 0, generated.stderr[-3000:]
   assert (tmp_path / 'out' / 'samples.png').exists()
   resumed = run_python(_train(data_dir, moved, 200))
@@ -130,23 +140,26 @@ def test_damaged_checkpoints_are_skipped_loudly_and_kept(trained_run, tmp_path):
   assert 'global_step' in dict(tf.train.list_variables(damaged))
   assert 'Read less bytes' in checkpoints.unreadable_reason(damaged)
 
-  for program, extra in (
-      ('evaluate.py', ['--iw_samples', '0', '--data_dir', data_dir]),
-      ('export.py', ['--export_dir', str(tmp_path / 'export')]),
-      ('generate.py', ['--output_dir', str(tmp_path / 'out'), '--data_dir', data_dir])):
+  for program, extra in (('evaluate.py', ['--iw_samples', '0', '--data_dir', data_dir]),
+                         ('export.py', ['--export_dir', str(tmp_path / 'export')]),
+                         ('generate.py',
+                          ['--output_dir',
+                           str(tmp_path / 'out'), '--data_dir', data_dir])):
     result = run_python([program, '--train_dir', str(train_dir)] + extra)
     assert result.returncode == 0, (program, result.stderr[-3000:])
-    assert re.search(r'Skipped checkpoint %s, which does not read completely '
-                     r'\(Read less bytes than requested\)' % re.escape(damaged),
-                     result.stderr), (program, result.stderr[-3000:])
+    assert re.search(
+        r'Skipped checkpoint %s, which does not read completely '
+        r'\(Read less bytes than requested\)' % re.escape(damaged),
+        result.stderr), (program, result.stderr[-3000:])
     assert 'model.ckpt-100' in result.stderr, program
     # Readers leave the damaged files where they are.
     assert open(damaged + '.' + data_name.split('.', 2)[-1], 'rb').read() == damaged_bytes
   # Every reader takes an explicit --checkpoint through checkpoints.readable.
-  result = run_python(['evaluate.py', '--checkpoint', damaged, '--train_dir',
-                       str(train_dir), '--data_dir', data_dir])
-  _one_line_error(result, r'Cannot read checkpoint %s: Read less bytes'
-                  % re.escape(damaged))
+  result = run_python([
+      'evaluate.py', '--checkpoint', damaged, '--train_dir',
+      str(train_dir), '--data_dir', data_dir
+  ])
+  _one_line_error(result, r'Cannot read checkpoint %s: Read less bytes' % re.escape(damaged))
 
   resumed = run_python(_train(data_dir, train_dir, 200))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -162,10 +175,9 @@ def test_damaged_checkpoints_are_skipped_loudly_and_kept(trained_run, tmp_path):
   for checkpoint in checkpoints.in_directory(str(train_dir)):
     _truncate(checkpoint)
   for program, extra in (('evaluate.py', []), ('train.py', SMALL)):
-    result = run_python([program, '--train_dir', str(train_dir), '--data_dir',
-                         data_dir] + extra)
-    match = _one_line_error(result, r'No readable checkpoint in %s; tried (.*)'
-                            % re.escape(str(train_dir)))
+    result = run_python([program, '--train_dir', str(train_dir), '--data_dir', data_dir] + extra)
+    match = _one_line_error(result,
+                            r'No readable checkpoint in %s; tried (.*)' % re.escape(str(train_dir)))
     assert match.group(1).count('Read less bytes than requested') == 5
 
 
@@ -184,24 +196,23 @@ def test_corrupted_bytes_fail_the_checksum(trained_run):
 
 
 @pytest.mark.large
-def test_second_writer_is_refused_and_kill_9_leaves_no_lock(small_mnist_records,
-                                                           tmp_path):
+def test_second_writer_is_refused_and_kill_9_leaves_no_lock(small_mnist_records, tmp_path):
   train_dir = tmp_path / 'run'
-  first = start_python(_train(small_mnist_records, train_dir, 10**6),
-                       str(tmp_path / 'first.log'))
+  first = start_python(_train(small_mnist_records, train_dir, 10**6), str(tmp_path / 'first.log'))
   wait_for(lambda: checkpoint_step(train_dir) >= 50, 'a checkpoint', [first])
   second = run_python(_train(small_mnist_records, train_dir, 10**6))
   match = _one_line_error(
       second, r'--train_dir %s is being written by another training process: '
       r'pid (\d+) on host (\S+) \(since ([\d-]+ [\d:]+ UTC)\), which holds the '
-      r'lock on %s' % (re.escape(str(train_dir)),
-                       re.escape(str(train_dir / run_dir.LOCK_FILE))))
+      r'lock on %s' % (re.escape(str(train_dir)), re.escape(str(train_dir / run_dir.LOCK_FILE))))
   assert int(match.group(1)) == first.pid
   assert 'pass another --train_dir' in second.stderr
   # A reader beside the writer takes no lock.
-  reader = run_python(['evaluate.py', '--data_dir', small_mnist_records,
-                       '--train_dir', str(train_dir), '--iw_samples', '0',
-                       '--output', str(tmp_path / 'eval.json')])
+  reader = run_python([
+      'evaluate.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--iw_samples', '0', '--output',
+      str(tmp_path / 'eval.json')
+  ])
   assert reader.returncode == 0, reader.stderr[-3000:]
   first.send_signal(signal.SIGKILL)
   first.wait()
@@ -231,8 +242,8 @@ def test_lease_on_a_filesystem_without_locks():
   with pytest.raises(run_dir.RunDirBusyError):
     run_dir.WriterLock(train_dir, lease_stale_sec=600).__enter__()
   with run_dir.WriterLock(train_dir, lease_stale_sec=0.4) as holder:
-    files.write_json(lease_path, dict(stale, token='intruder',
-                                      heartbeat=lease['heartbeat'] + 10**6))
+    files.write_json(lease_path,
+                     dict(stale, token='intruder', heartbeat=lease['heartbeat'] + 10**6))
     wait_for(lambda: holder.lost_to is not None, 'the lost lease noticed', timeout=10)
     with pytest.raises(run_dir.RunDirBusyError, match='took over this run'):
       holder.check()
@@ -253,23 +264,26 @@ def small_tmpfs(tmp_path):
     directory = tmp_path / name
     directory.mkdir()
     subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=' + size, 'tmpfs',
-                    str(directory)], check=True)
+                    str(directory)],
+                   check=True)
     mounted.append(directory)
     return directory
+
   yield mount_tmpfs
   for directory in mounted:
     subprocess.run(['umount', '-l', str(directory)], check=False)
 
 
 @pytest.mark.large
-def test_disk_full_while_training_is_one_line_then_resumes(small_mnist_records,
-                                                          small_tmpfs):
+def test_disk_full_while_training_is_one_line_then_resumes(small_mnist_records, small_tmpfs):
   disk = small_tmpfs('18m')
   train_dir = disk / 'run'
   # The default model in SGD: 5.3 MB a checkpoint, so the fourth one fails.
-  command = ['train.py', '--data_dir', small_mnist_records, '--train_dir',
-             str(train_dir), '--max_steps', '400', '--save_checkpoint_steps', '100',
-             '--eval_every_n_steps', '0', '--image_every_n_steps', '0']
+  command = [
+      'train.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--max_steps', '400', '--save_checkpoint_steps', '100',
+      '--eval_every_n_steps', '0', '--image_every_n_steps', '0'
+  ]
   result = run_python(command)
   match = _one_line_error(
       result, r'No space left on device writing (\S+)/model\.ckpt-(\d+); the last '
@@ -309,8 +323,8 @@ def small_run(small_mnist_records, tmp_path_factory):
 
 
 @pytest.mark.large
-def test_every_writer_on_a_full_disk_is_one_line(small_mnist_records, small_run,
-                                                small_tmpfs, mnist_dir):
+def test_every_writer_on_a_full_disk_is_one_line(small_mnist_records, small_run, small_tmpfs,
+                                                 mnist_dir):
   disk = small_tmpfs('8m')
   # A run copied onto the disk: evaluate.py writes its events there.
   copied = disk / 'run'
@@ -318,21 +332,29 @@ def test_every_writer_on_a_full_disk_is_one_line(small_mnist_records, small_run,
   _fill(disk)
   data = ['--data_dir', small_mnist_records]
   cases = {
-      'train.py': (_train(small_mnist_records, disk / 'new_run', 100),
-                   disk / 'new_run'),
-      'generate.py PNG': (['generate.py', '--train_dir', str(small_run),
-                           '--output_dir', str(disk / 'out')] + data, disk / 'out'),
-      'export.py': (['export.py', '--train_dir', str(small_run), '--export_dir',
-                     str(disk / 'export')], disk / 'export'),
-      'evaluate.py events': (['evaluate.py', '--train_dir', str(copied),
-                              '--iw_samples', '0', '--output', str(disk.parent / 'e.json')]
-                             + data, copied / 'eval_test'),
-      'evaluate.py JSON': (['evaluate.py', '--train_dir', str(small_run),
-                            '--iw_samples', '0', '--output', str(disk / 'eval.json')]
-                           + data, disk / 'eval.json'),
-      'TFRecord conversion': (['-m', 'mnist_vae.data_prep.convert_to_records',
-                               '--mnist_dir', mnist_dir, '--output_dir',
-                               str(disk / 'records')], disk / 'records'),
+      'train.py': (_train(small_mnist_records, disk / 'new_run', 100), disk / 'new_run'),
+      'generate.py PNG':
+          (['generate.py', '--train_dir',
+            str(small_run), '--output_dir',
+            str(disk / 'out')] + data, disk / 'out'),
+      'export.py':
+          (['export.py', '--train_dir',
+            str(small_run), '--export_dir',
+            str(disk / 'export')], disk / 'export'),
+      'evaluate.py events': ([
+          'evaluate.py', '--train_dir',
+          str(copied), '--iw_samples', '0', '--output',
+          str(disk.parent / 'e.json')
+      ] + data, copied / 'eval_test'),
+      'evaluate.py JSON': ([
+          'evaluate.py', '--train_dir',
+          str(small_run), '--iw_samples', '0', '--output',
+          str(disk / 'eval.json')
+      ] + data, disk / 'eval.json'),
+      'TFRecord conversion': ([
+          '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir',
+          str(disk / 'records')
+      ], disk / 'records'),
   }
   for name, (command, written) in cases.items():
     result = run_python(command)

@@ -20,10 +20,9 @@ ENTRY_POINTS = {
     'evaluate': (evaluate.define_flags, evaluate.SETTINGS_TYPES, {}),
     'export': (export.define_flags, (export.ExportSettings,), {}),
     'generate': (generate.define_flags, (generate.GenerateSettings,), {}),
-    'sample_quality': (sample_quality.define_flags,
-                       (sample_quality.SampleQualitySettings,), {}),
-    'convert_to_records': (convert_to_records.define_flags,
-                           (convert_to_records.ConversionSettings,), {}),
+    'sample_quality': (sample_quality.define_flags, (sample_quality.SampleQualitySettings,), {}),
+    'convert_to_records':
+        (convert_to_records.define_flags, (convert_to_records.ConversionSettings,), {}),
 }
 
 

@@ -21,23 +21,27 @@ from mnist_vae import model
 from mnist_vae import quiet_start
 from mnist_vae import training
 
-SMALL_MODEL = ['--hidden_units', '32', '--latent_dim', '4', '--batch_size', '16',
-               '--validation_size', '10', '--log_every_n_steps', '5',
-               '--image_every_n_steps', '10', '--eval_every_n_steps', '10',
-               '--save_checkpoint_steps', '10', '--optimizer', 'adam']
+SMALL_MODEL = [
+    '--hidden_units', '32', '--latent_dim', '4', '--batch_size', '16', '--validation_size', '10',
+    '--log_every_n_steps', '5', '--image_every_n_steps', '10', '--eval_every_n_steps', '10',
+    '--save_checkpoint_steps', '10', '--optimizer', 'adam'
+]
 
 
 @pytest.fixture(scope='module')
 def idx_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp('idx')
   labels = np.arange(200, dtype=np.uint8) % 10
-  return write_idx_dir(directory, indexed_images(200), labels,
-                       indexed_images(120, offset=500), labels[:120])
+  return write_idx_dir(directory, indexed_images(200), labels, indexed_images(120, offset=500),
+                       labels[:120])
 
 
 def _train(idx_dir, data_dir, train_dir, *extra):
-  return run_python(['train.py', '--mnist_dir', idx_dir, '--data_dir', str(data_dir),
-                     '--train_dir', str(train_dir)] + SMALL_MODEL + list(extra))
+  return run_python([
+      'train.py', '--mnist_dir', idx_dir, '--data_dir',
+      str(data_dir), '--train_dir',
+      str(train_dir)
+  ] + SMALL_MODEL + list(extra))
 
 
 def _metrics(train_dir):
@@ -73,9 +77,9 @@ def test_writes_pngs_checkpoint_events_and_metrics(first_run):
   train_dir = str(root / 'train')
   images = os.path.join(train_dir, 'images')
   assert sorted(os.listdir(images)) == [
-      'inputs.png', 'reconstructions_step_000010.png',
-      'reconstructions_step_000020.png', 'samples_step_000010.png',
-      'samples_step_000020.png']
+      'inputs.png', 'reconstructions_step_000010.png', 'reconstructions_step_000020.png',
+      'samples_step_000010.png', 'samples_step_000020.png'
+  ]
   assert _png_size(os.path.join(images, 'reconstructions_step_000020.png')) == ('L', (606, 316))
   assert _png_size(os.path.join(images, 'samples_step_000020.png')) == ('L', (298, 298))
   assert _png_size(os.path.join(images, 'inputs.png')) == ('L', (298, 298))
@@ -88,9 +92,10 @@ def test_writes_pngs_checkpoint_events_and_metrics(first_run):
   assert tf.train.load_variable(checkpoint, 'global_step') == 20
 
   tags = _summary_tags(train_dir)
-  assert {'train/neg_elbo', 'train/reconstruction', 'train/kl_divergence',
-          'validation/neg_elbo', 'test/neg_elbo', 'images/reconstructions',
-          'images/samples'} <= tags
+  assert {
+      'train/neg_elbo', 'train/reconstruction', 'train/kl_divergence', 'validation/neg_elbo',
+      'test/neg_elbo', 'images/reconstructions', 'images/samples'
+  } <= tags
 
   metrics = _metrics(train_dir)
   assert metrics['step'] == 20
@@ -147,8 +152,12 @@ def test_finished_run_is_evaluated_not_trained_further(first_run, idx_dir, tmp_p
 def _loss_lines(log):
   """The 'step N ...: neg_elbo ...' parts of a log, without the timing (the
   time left and the examples/s)."""
-  return [re.sub(r', about .* left', '', line.split('] ', 1)[1].split('), ')[0])
-          for line in log.splitlines() if '] step ' in line]
+  return [
+      re.sub(r', about .* left', '',
+             line.split('] ', 1)[1].split('), ')[0])
+      for line in log.splitlines()
+      if '] step ' in line
+  ]
 
 
 @pytest.mark.large
@@ -158,16 +167,14 @@ def test_same_seed_gives_identical_results(first_run, idx_dir):
   assert again.returncode == 0, again.stderr
   assert len(_loss_lines(first.stderr)) >= 6
   assert _loss_lines(first.stderr) == _loss_lines(again.stderr)
-  other_seed = _train(idx_dir, root / 'data', root / 'other', '--max_steps', '20',
-                      '--seed', '1')
+  other_seed = _train(idx_dir, root / 'data', root / 'other', '--max_steps', '20', '--seed', '1')
   assert _loss_lines(other_seed.stderr) != _loss_lines(first.stderr)
 
 
 @pytest.mark.large
 def test_checkpoint_of_another_model_size_is_refused(first_run, idx_dir):
   root, _ = first_run
-  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40',
-                  '--latent_dim', '5')
+  result = _train(idx_dir, root / 'data', root / 'train', '--max_steps', '40', '--latent_dim', '5')
   assert result.returncode == 1
   assert "--latent_dim=5 (the checkpoint's: 4)" in result.stderr
   assert 'Traceback' not in result.stderr
@@ -176,24 +183,21 @@ def test_checkpoint_of_another_model_size_is_refused(first_run, idx_dir):
 
 
 @pytest.mark.large
-def test_weighted_kl_trains_the_objective_and_reports_the_true_bound(first_run, idx_dir,
-                                                                   tmp_path):
+def test_weighted_kl_trains_the_objective_and_reports_the_true_bound(first_run, idx_dir, tmp_path):
   root, first = first_run
-  result = _train(idx_dir, root / 'data', tmp_path / 'beta2', '--max_steps', '20',
-                  '--kl_weight', '2', '--kl_warmup_steps', '10')
+  result = _train(idx_dir, root / 'data', tmp_path / 'beta2', '--max_steps', '20', '--kl_weight',
+                  '2', '--kl_warmup_steps', '10')
   assert result.returncode == 0, result.stderr
   assert 'objective' in result.stderr and '(KL weight 2)' in result.stderr
   metrics = _metrics(tmp_path / 'beta2')
   last = metrics['last_minibatch']
   assert last['kl_weight'] == 2.0  # The warm-up of 10 steps is over at step 20.
-  assert last['objective'] == pytest.approx(last['reconstruction'] + 2 * last['kl_divergence'],
-                                            rel=1e-5)
-  assert last['neg_elbo'] == pytest.approx(last['reconstruction'] + last['kl_divergence'],
-                                           rel=1e-5)
+  assert last['objective'] == pytest.approx(
+      last['reconstruction'] + 2 * last['kl_divergence'], rel=1e-5)
+  assert last['neg_elbo'] == pytest.approx(last['reconstruction'] + last['kl_divergence'], rel=1e-5)
   # The final evaluation is the true bound, and the configuration is recorded.
   test = metrics['test']
-  assert test['neg_elbo'] == pytest.approx(test['reconstruction'] + test['kl_divergence'],
-                                           rel=1e-5)
+  assert test['neg_elbo'] == pytest.approx(test['reconstruction'] + test['kl_divergence'], rel=1e-5)
   assert metrics['config']['kl_weight'] == 2.0 and metrics['config']['kl_warmup_steps'] == 10
   assert {'train/objective', 'train/kl_weight'} <= _summary_tags(tmp_path / 'beta2')
   # Another beta trains another model from the same seed; the default run has
@@ -230,8 +234,10 @@ def test_out_of_range_flags(flag, message, tmp_path):
 
 @pytest.mark.large
 def test_missing_data_says_how_to_supply_it(tmp_path):
-  result = run_python(['train.py', '--data_dir', str(tmp_path / 'nothing'),
-                       '--train_dir', str(tmp_path / 'train')])
+  result = run_python(
+      ['train.py', '--data_dir',
+       str(tmp_path / 'nothing'), '--train_dir',
+       str(tmp_path / 'train')])
   assert result.returncode == 1
   assert 'pass --mnist_dir DIR' in result.stderr and '--download' in result.stderr
   assert 'Traceback' not in result.stderr
@@ -248,16 +254,19 @@ def test_unknown_flag_is_an_error_naming_the_closest(command):
   assert result.returncode == 1
   typo = command[-1].split('=')[0][2:]
   assert "Unknown command line flag '%s'" % typo in result.stderr
-  assert 'Did you mean: %s' % {'learnig_rate': 'learning_rate', 'iw_sample': 'iw_samples',
-                               'validation_sise': 'validation_size'}[typo] in result.stderr
+  assert 'Did you mean: %s' % {
+      'learnig_rate': 'learning_rate',
+      'iw_sample': 'iw_samples',
+      'validation_sise': 'validation_size'
+  }[typo] in result.stderr
 
 
 @pytest.mark.large
 def test_unknown_flag_in_a_flag_file_is_an_error(idx_dir, tmp_path):
   flag_file = tmp_path / 'run.flags'
   flag_file.write_text('--optimizer=adam\n--learnig_rate=0.5\n')
-  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--flagfile',
-                  str(flag_file), '--max_steps', '5')
+  result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', '--flagfile', str(flag_file),
+                  '--max_steps', '5')
   assert result.returncode == 1
   assert "Unknown command line flag 'learnig_rate'" in result.stderr
   assert 'Did you mean: learning_rate' in result.stderr
@@ -272,8 +281,11 @@ def test_no_validation_split_trains_and_evaluation_says_why(idx_dir, tmp_path):
   metrics = _metrics(tmp_path / 'train')
   assert 'validation' not in metrics and metrics['test']['num_examples'] == 120
   assert metrics['last_validation'] is None and metrics['step'] == 20
-  evaluated = run_python(['evaluate.py', '--data_dir', str(tmp_path / 'data'),
-                          '--train_dir', str(tmp_path / 'train'), '--split', 'validation'])
+  evaluated = run_python([
+      'evaluate.py', '--data_dir',
+      str(tmp_path / 'data'), '--train_dir',
+      str(tmp_path / 'train'), '--split', 'validation'
+  ])
   assert evaluated.returncode == 1
   assert 'validation.tfrecords holds no examples' in evaluated.stderr
   assert '--validation_size=0' in evaluated.stderr and 'Traceback' not in evaluated.stderr
@@ -291,13 +303,12 @@ def test_records_made_with_other_settings_are_refused(first_run, idx_dir, tmp_pa
 
 
 @pytest.mark.large
-def test_resuming_with_other_settings_names_every_difference_at_once(first_run, idx_dir,
-                                                                   tmp_path):
+def test_resuming_with_other_settings_names_every_difference_at_once(first_run, idx_dir, tmp_path):
   root, _ = first_run  # Trained with adam, hidden_units 32, latent_dim 4.
   train_dir = _copy_of_first_run(first_run, tmp_path)
   config_before = (train_dir / 'config.json').read_text()
-  result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '40',
-                  '--optimizer', 'momentum', '--latent_dim', '6', '--hidden_units', '16')
+  result = _train(idx_dir, root / 'data', train_dir, '--max_steps', '40', '--optimizer', 'momentum',
+                  '--latent_dim', '6', '--hidden_units', '16')
   assert result.returncode == 1
   errors = [line for line in result.stderr.splitlines() if 'other settings' in line]
   assert len(errors) == 1, result.stderr[-3000:]
@@ -324,11 +335,10 @@ def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run,
   """TensorFlow's start-up notices (oneDNN forced on, so that they appear on
   every CPU) stay off the terminal unless the user asked for them."""
   root, _ = first_run
-  env = {key: value for key, value in os.environ.items()
-         if key != 'TF_CPP_MIN_LOG_LEVEL'}
+  env = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
   env.update(TF_ENABLE_ONEDNN_OPTS='1', PYTHONPATH=REPO_ROOT)
-  command = [sys.executable, 'train.py', '--data_dir', str(root / 'data'),
-             '--max_steps', '20'] + SMALL_MODEL
+  command = [sys.executable, 'train.py', '--data_dir',
+             str(root / 'data'), '--max_steps', '20'] + SMALL_MODEL
   quiet = run_process(command + ['--train_dir', str(tmp_path / 'quiet')], env=env)
   assert quiet.returncode == 0, quiet.stderr
   assert 'oneDNN' not in quiet.stderr and 'InitializeLog' not in quiet.stderr
@@ -336,8 +346,8 @@ def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run,
   assert re.search(r'\] step 10 of 20 \(50%\), about \d+ s left: neg_elbo', quiet.stderr)
   assert re.search(r'\] step 20 of 20 \(100%\): neg_elbo', quiet.stderr)
 
-  asked = run_process(command + ['--train_dir', str(tmp_path / 'asked')],
-                      env=dict(env, TF_CPP_MIN_LOG_LEVEL='0'))
+  asked = run_process(
+      command + ['--train_dir', str(tmp_path / 'asked')], env=dict(env, TF_CPP_MIN_LOG_LEVEL='0'))
   assert asked.returncode == 0, asked.stderr
   assert 'oneDNN custom operations are on' in asked.stderr
 
@@ -346,13 +356,15 @@ def test_the_first_lines_are_the_programs_own_and_progress_has_an_end(first_run,
 def test_tensorflow_starts_without_the_optional_packages_keras_would_import():
   """JAX, pyplot and IPython (installed here by the bench and test extras) are
   not imported with TensorFlow, and import as usual afterwards."""
-  code = ('import sys\n'
-          'from mnist_vae import quiet_start\n'
-          'quiet_start.import_tensorflow()\n'
-          'import tensorflow as tf\n'
-          'print(sorted(name for name in ("jax", "matplotlib", "IPython") if name in sys.modules))\n'
-          'import jax, matplotlib.pyplot, keras\n'
-          'print(tf.constant(2.0).numpy() * 2, jax.numpy.ones(2).sum(), keras.optimizers.Adam.__name__)\n')
+  code = (
+      'import sys\n'
+      'from mnist_vae import quiet_start\n'
+      'quiet_start.import_tensorflow()\n'
+      'import tensorflow as tf\n'
+      'print(sorted(name for name in ("jax", "matplotlib", "IPython") if name in sys.modules))\n'
+      'import jax, matplotlib.pyplot, keras\n'
+      'print(tf.constant(2.0).numpy() * 2, jax.numpy.ones(2).sum(),\n'
+      '      keras.optimizers.Adam.__name__)\n')
   result = run_process([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=REPO_ROOT))
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split('\n')[:2] == ['[]', '4.0 2.0 Adam'], result.stdout
@@ -375,7 +387,8 @@ def test_start_up_notices_are_told_from_warnings():
 
 def test_progress_gives_the_time_left_at_the_pace_so_far():
   assert training.progress(300, 8580, 300, 6.0) == 'step 300 of 8580 (3%), about 2 min 46 s left'
-  assert training.progress(100, 200000, 100, 36.0) == 'step 100 of 200000 (0%), about 19 h 59 min left'
+  assert training.progress(100, 200000, 100,
+                           36.0) == 'step 100 of 200000 (0%), about 19 h 59 min left'
   assert training.progress(8580, 8580, 10, 1.0) == 'step 8580 of 8580 (100%)'
   assert training.progress(5, 10, 0, 0.0) == 'step 5 of 10 (50%)'
 
@@ -383,9 +396,11 @@ def test_progress_gives_the_time_left_at_the_pace_so_far():
 @pytest.mark.large
 def test_a_missing_mnist_dir_is_an_error_even_with_tfrecords(first_run, idx_dir, tmp_path):
   root, _ = first_run  # Its TFRecords exist in root / 'data'.
-  result = run_python(['train.py', '--mnist_dir', idx_dir + 't', '--data_dir',
-                       str(root / 'data'), '--train_dir', str(tmp_path / 'train')]
-                      + SMALL_MODEL)
+  result = run_python([
+      'train.py', '--mnist_dir', idx_dir + 't', '--data_dir',
+      str(root / 'data'), '--train_dir',
+      str(tmp_path / 'train')
+  ] + SMALL_MODEL)
   assert result.returncode == 1
   errors = [line for line in result.stderr.splitlines() if line.startswith('E')]
   assert len(errors) == 1 and '--mnist_dir=%st does not exist' % idx_dir in errors[0]
@@ -409,10 +424,11 @@ def test_a_learning_rate_schedule_resumes_where_it_was(idx_dir, tmp_path):
   """Stages of 2 and 3 epochs (11 steps each: 190 images in batches of 16)
   at 0.01 and 0.001; without --max_steps the run ends with the last stage;
   killed and resumed, it takes each rate at the same steps."""
-  schedule = ['--learning_rate_schedule', '2:0.01,3:0.001', '--log_every_n_steps', '11',
-              '--save_checkpoint_steps', '11']
-  first = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *schedule,
-                 '--max_steps', '22')
+  schedule = [
+      '--learning_rate_schedule', '2:0.01,3:0.001', '--log_every_n_steps', '11',
+      '--save_checkpoint_steps', '11'
+  ]
+  first = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *schedule, '--max_steps', '22')
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'step 22 of 22 (100%)' in first.stderr and 'learning rate 0.01' in first.stderr
   rest = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *schedule)
@@ -420,28 +436,28 @@ def test_a_learning_rate_schedule_resumes_where_it_was(idx_dir, tmp_path):
   assert 'step 33 of 55' in rest.stderr and 'learning rate 0.001' in rest.stderr
   assert _metrics(tmp_path / 'train')['step'] == 55
   kept = sorted(os.listdir(tmp_path / 'train' / 'kept'))
-  assert [name for name in kept if name.endswith('.index')] == [
-      'model.ckpt-22.index', 'model.ckpt-55.index']
+  assert [name for name in kept if name.endswith('.index')
+         ] == ['model.ckpt-22.index', 'model.ckpt-55.index']
 
 
 @pytest.mark.large
 @pytest.mark.parametrize('flags, message', [
     (['--learning_rate_schedule', '3:1e-3,x'], "'x' is not LENGTH:RATE"),
     (['--learning_rate_schedule', '3:1e-3,0:1e-4'], 'stage 2 has length 0'),
-    (['--learning_rate_schedule', '3:1e-3', '--learning_rate', '0.1'],
-     'both set the learning rate'),
-    (['--learning_rate_schedule', '1:1e-3', '--max_steps', '1000'],
-     '--max_steps=1000 runs past the end of --learning_rate_schedule'),
+    (['--learning_rate_schedule', '3:1e-3', '--learning_rate', '0.1'
+     ], 'both set the learning rate'),
+    (['--learning_rate_schedule', '1:1e-3', '--max_steps', '1000'
+     ], '--max_steps=1000 runs past the end of --learning_rate_schedule'),
     (['--train_iw_samples', '5', '--kl_weight', '2'], 'has no KL term to weigh'),
     (['--train_iw_samples', '100000', '--batch_size', '128'], 'needs about'),
     (['--adam_beta1', '0.5', '--optimizer', 'sgd'], 'apply to --optimizer=adam'),
     (['--steps_per_call', '10', '--optimizer', 'rmsprop'], 'works with --optimizer=adam or sgd'),
     (['--architecture', 'cvae_tutorial', '--hidden_units', '64'], 'does not apply to'),
-    (['--architecture', 'cvae_tutorial', '--keep_prob', '0.5', '--hidden_units', '16'],
-     'does not apply to'),
+    (['--architecture', 'cvae_tutorial', '--keep_prob', '0.5', '--hidden_units', '16'
+     ], 'does not apply to'),
 ])
 def test_settings_that_cannot_work_are_one_line_and_nothing_written(idx_dir, tmp_path, flags,
-                                                                     message):
+                                                                    message):
   result = _train(idx_dir, tmp_path / 'data', tmp_path / 'train', *flags)
   assert result.returncode == 1, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith('E')]

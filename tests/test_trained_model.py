@@ -16,9 +16,14 @@ from mnist_vae import export
 from mnist_vae import model
 from mnist_vae import trained_model
 
-NETWORKS = {name: architectures.network(name, latent_dim=2 if 'cvae' in name else 3,
-                                        hidden_units=None if name == 'cvae_tutorial' else 16)
-            for name in architectures.ARCHITECTURES}
+NETWORKS = {
+    name:
+        architectures.network(
+            name,
+            latent_dim=2 if 'cvae' in name else 3,
+            hidden_units=None if name == 'cvae_tutorial' else 16)
+    for name in architectures.ARCHITECTURES
+}
 
 
 def _saved_run(network, directory, seed=0):
@@ -30,8 +35,7 @@ def _saved_run(network, directory, seed=0):
     with tf.Session() as session:
       session.run(tf.global_variables_initializer())
       session.run(global_step.assign(7))
-      tf.train.Saver().save(session, os.path.join(directory, checkpoints.BASENAME),
-                            global_step=7)
+      tf.train.Saver().save(session, os.path.join(directory, checkpoints.BASENAME), global_step=7)
   return directory
 
 
@@ -49,14 +53,17 @@ def _digits(count=3, seed=0):
 
 def test_a_run_a_checkpoint_and_its_export_give_the_same_answers(run_and_export):
   run, export_dir = run_and_export
-  models = [mnist_vae.load(run), mnist_vae.load(os.path.join(run, 'model.ckpt-7')),
-            mnist_vae.load(export_dir)]
-  assert [type(vae).__name__ for vae in models] == ['CheckpointModel', 'CheckpointModel',
-                                                     'ExportedModel']
+  models = [
+      mnist_vae.load(run),
+      mnist_vae.load(os.path.join(run, 'model.ckpt-7')),
+      mnist_vae.load(export_dir)
+  ]
+  assert [type(vae).__name__ for vae in models
+         ] == ['CheckpointModel', 'CheckpointModel', 'ExportedModel']
   digits = _digits()
-  reference, *others = [(vae.encode(digits), vae.decode(np.ones([2, 3])),
-                         vae.reconstruct(digits), vae.sample(4, seed=5),
-                         vae.log_likelihood(digits, k=20, seed=1)) for vae in models]
+  reference, *others = [(vae.encode(digits), vae.decode(np.ones([2, 3])), vae.reconstruct(digits),
+                         vae.sample(4, seed=5), vae.log_likelihood(digits, k=20, seed=1))
+                        for vae in models]
   (z_mean, z_stddev), decoded, reconstructed, sampled, log_px = reference
   assert z_mean.shape == z_stddev.shape == (3, 3) and z_mean.dtype == np.float32
   assert decoded.shape == (2, 784) and reconstructed.shape == (3, 784)
@@ -87,8 +94,7 @@ def test_every_accepted_form_of_the_images_gives_the_same_codes(run_and_export):
     (np.full([2, 784], 255.0), r'float values must lie in \[0, 1\]; these lie in \[255.0'),
     (np.full([1, 784], np.nan), r'must lie in \[0, 1\]'),
 ])
-def test_images_it_cannot_take_are_a_value_error_that_says_why(run_and_export, images,
-                                                                message):
+def test_images_it_cannot_take_are_a_value_error_that_says_why(run_and_export, images, message):
   vae = mnist_vae.load(run_and_export[0])
   for method in (vae.encode, vae.reconstruct, vae.log_likelihood):
     with pytest.raises(ValueError, match=message):

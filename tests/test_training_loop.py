@@ -37,13 +37,17 @@ def _counting_graph(max_steps_per_call):
   with graph.as_default():
     global_step = tf.train.get_or_create_global_step()
     steps_to_run = tf.placeholder_with_default(tf.constant(1), [])
-    with tf.control_dependencies([tf.debugging.assert_less_equal(
-        steps_to_run, max_steps_per_call)]):
+    with tf.control_dependencies([tf.debugging.assert_less_equal(steps_to_run,
+                                                                 max_steps_per_call)]):
       update = global_step.assign_add(tf.cast(steps_to_run, tf.int64))
     with tf.control_dependencies([update]):
       step = global_step.read_value()
-    fetches = {'step': step, 'neg_elbo': tf.cast(step, tf.float32),
-               'reconstruction': tf.constant(0.0), 'kl_divergence': tf.constant(0.0)}
+    fetches = {
+        'step': step,
+        'neg_elbo': tf.cast(step, tf.float32),
+        'reconstruction': tf.constant(0.0),
+        'kl_divergence': tf.constant(0.0)
+    }
   return graph, fetches, steps_to_run
 
 
@@ -53,10 +57,10 @@ def test_the_loop_hands_each_piece_its_exact_steps(steps_per_call, tmp_path):
   schedule = training.Schedule(max_steps=95, save_checkpoint_steps=40)
   pieces = [_Recorder(10), _Recorder(25)]
   with graph.as_default():
-    with tf.train.MonitoredSession(hooks=[
-        tf.train.StopAtStepHook(last_step=schedule.max_steps)]) as session:
-      runner = training.StepRunner(session, fetches, schedule, through_hooks_always=False,
-                                   steps_to_run=steps_to_run)
+    with tf.train.MonitoredSession(hooks=[tf.train.StopAtStepHook(
+        last_step=schedule.max_steps)]) as session:
+      runner = training.StepRunner(
+          session, fetches, schedule, through_hooks_always=False, steps_to_run=steps_to_run)
       caller = training_loop.StepCaller(runner, 0, steps_per_call=steps_per_call)
       with training.StopSignals() as stop_signals:
         step = training_loop.run_loop(session, caller, pieces, schedule, stop_signals)
@@ -70,28 +74,32 @@ def test_a_call_never_runs_past_a_pieces_step_or_a_checkpoint():
   pieces[1].every, pieces[1]._steps = None, [44, 100]  # A stage's ends.
   until = lambda step: training_loop.steps_until_next_event(  # noqa: E731
       step, 120, 50, [40], pieces)
-  assert until(0) == 30      # The recorder at 30.
-  assert until(30) == 10     # The checkpoint saver at 40.
-  assert until(40) == 4      # The stage's end at 44.
-  assert until(44) == 16     # The recorder at 60.
-  assert until(100) == 20    # max_steps.
+  assert until(0) == 30  # The recorder at 30.
+  assert until(30) == 10  # The checkpoint saver at 40.
+  assert until(40) == 4  # The stage's end at 44.
+  assert until(44) == 16  # The recorder at 60.
+  assert until(100) == 20  # max_steps.
   assert until(119) == 1
 
 
 def test_progress_log_leaves_the_side_work_out_and_renews_the_lease(caplog):
+
   class Lease(object):
     checks = 0
 
     def check(self):
       Lease.checks += 1
 
-  log = training_loop.ProgressLog(100, 1000, batch_size=10, first_step=0,
-                                  writer_lock=Lease())
+  log = training_loop.ProgressLog(100, 1000, batch_size=10, first_step=0, writer_lock=Lease())
   log._last_time -= 2.0  # Two seconds ago, one of them side work.
   log.add_side_work(1.0)
   with caplog.at_level('INFO'):
-    log(None, 100, {'neg_elbo': 1.0, 'reconstruction': 0.5, 'kl_divergence': 0.5,
-                    'learning_rate': 1e-4})
+    log(None, 100, {
+        'neg_elbo': 1.0,
+        'reconstruction': 0.5,
+        'kl_divergence': 0.5,
+        'learning_rate': 1e-4
+    })
   lines = [record.getMessage() for record in caplog.records]
   assert Lease.checks == 1
   assert 900 < log.throughputs[0] < 1100  # 1,000 examples in about a second.
@@ -106,8 +114,10 @@ def test_train_summaries_come_at_the_first_step_then_every_n(tmp_path):
     summaries(None, 1, {'neg_elbo': 3.0, 'reconstruction': 2.0, 'kl_divergence': 1.0})
     assert not summaries.due(1, 2) and summaries.due(49, 50)
     writer.close()
-  events = [event for path in tf.io.gfile.glob(str(tmp_path / 'events.*'))
-            for event in tf.train.summary_iterator(path)]
+  events = [
+      event for path in tf.io.gfile.glob(str(tmp_path / 'events.*'))
+      for event in tf.train.summary_iterator(path)
+  ]
   tags = {value.tag for event in events for value in event.summary.value}
   assert tags == {'train/neg_elbo', 'train/reconstruction', 'train/kl_divergence'}
 
@@ -116,8 +126,8 @@ def test_validation_runs_only_with_images_and_keeps_the_last(tmp_path):
   network = architectures.network('mlp', 8, 2)
   images = (np.random.RandomState(0).rand(30, 784) < 0.3).astype(np.float32)
   with tf.Graph().as_default():
-    evaluator = training_loop.training.evaluation.Evaluator(network, batch_size=10,
-                                                            aggregate_draws=0)
+    evaluator = training_loop.training.evaluation.Evaluator(
+        network, batch_size=10, aggregate_draws=0)
     writer = tf.summary.FileWriter(str(tmp_path))
     empty = training_loop.Validation(10, evaluator, np.zeros([0, 784]), writer)
     validation = training_loop.Validation(10, evaluator, images, writer)
@@ -154,9 +164,12 @@ def test_the_caller_turns_a_non_finite_step_into_one_error():
     loop = fast_step.compiled_training_loop(
         tf.constant(blocks), network, training.make_optimizer('adam', 1e-3))
     with tf.train.MonitoredSession() as session:
-      runner = training.StepRunner(session, loop.fetches, training.Schedule(),
-                                   through_hooks_always=False,
-                                   steps_to_run=loop.steps_to_run)
+      runner = training.StepRunner(
+          session,
+          loop.fetches,
+          training.Schedule(),
+          through_hooks_always=False,
+          steps_to_run=loop.steps_to_run)
       caller = training_loop.StepCaller(runner, 0, steps_per_call=3)
       with pytest.raises(training_loop.NonFiniteStep) as raised:
         caller.run(0, 3)
@@ -169,8 +182,7 @@ def test_losses_are_described_with_what_the_run_has():
       'neg_elbo 100.000 (reconstruction 90.000, kl 10.000)')
   assert ', objective 95.000 (KL weight 0.5)' in training_loop.describe_losses(
       dict(losses, objective=95.0, kl_weight=0.5))
-  assert training_loop.describe_losses(dict(losses, objective=99.0)).endswith(
-      ', objective 99.000')
+  assert training_loop.describe_losses(dict(losses, objective=99.0)).endswith(', objective 99.000')
 
 
 def test_a_runs_config_tells_its_settings(tmp_path):

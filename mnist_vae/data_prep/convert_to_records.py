@@ -77,8 +77,8 @@ def tfrecords_exist(output_dir):
   interrupted half-way (its in-progress marker). Files of TensorFlow's classic
   script, which writes no dataset_info.json, count as complete.
   """
-  return (records.splits_exist(output_dir) and not tf.io.gfile.exists(
-      os.path.join(output_dir, IN_PROGRESS_FILE)))
+  return (records.splits_exist(output_dir)
+          and not tf.io.gfile.exists(os.path.join(output_dir, IN_PROGRESS_FILE)))
 
 
 def check_made_with(data_dir, dataset, validation_size=None, validation_from=None):
@@ -90,17 +90,16 @@ def check_made_with(data_dir, dataset, validation_size=None, validation_from=Non
   if info is None:
     return None
   made_with = dict(info, validation_from=info.get('validation_from', 'first'))
-  mismatches = ['--%s=%s, asked for %s' % (name, made_with.get(name), wanted)
-                for name, wanted in (('dataset', dataset),
-                                     ('validation_size', validation_size),
-                                     ('validation_from', validation_from))
-                if wanted is not None and made_with.get(name) != wanted]
+  mismatches = [
+      '--%s=%s, asked for %s' % (name, made_with.get(name), wanted)
+      for name, wanted in (('dataset', dataset), ('validation_size', validation_size),
+                           ('validation_from', validation_from))
+      if wanted is not None and made_with.get(name) != wanted
+  ]
   if mismatches:
-    raise ConversionError(
-        'The TFRecords in %s were made with %s. Pass the settings they were '
-        'made with, use another data directory, or remake them '
-        '(vae-convert-mnist --overwrite).'
-        % (data_dir, '; '.join(mismatches)))
+    raise ConversionError('The TFRecords in %s were made with %s. Pass the settings they were '
+                          'made with, use another data directory, or remake them '
+                          '(vae-convert-mnist --overwrite).' % (data_dir, '; '.join(mismatches)))
   return info
 
 
@@ -120,16 +119,19 @@ def _commit(staging_dir, output_dir):
   info_path = os.path.join(output_dir, records.INFO_FILE)
   if tf.io.gfile.exists(info_path):
     tf.io.gfile.remove(info_path)
-  for name in [os.path.basename(records.split_path('', split))
-               for split in records.SPLITS] + [records.INFO_FILE]:
-    _move_into_place(os.path.join(staging_dir, name),
-                     os.path.join(output_dir, name))
+  for name in [os.path.basename(records.split_path('', split)) for split in records.SPLITS
+              ] + [records.INFO_FILE]:
+    _move_into_place(os.path.join(staging_dir, name), os.path.join(output_dir, name))
   tf.io.gfile.remove(marker)
   tf.io.gfile.rmtree(staging_dir)
 
 
-def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
-            overwrite=False, validation_from=None):
+def convert(mnist_dir,
+            output_dir,
+            validation_size=None,
+            dataset='mnist',
+            overwrite=False,
+            validation_from=None):
   """Converts the four IDX files in `mnist_dir` into TFRecords.
 
   Args:
@@ -152,33 +154,32 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
   """
   if tfrecords_exist(output_dir) and not overwrite:
     info = check_made_with(output_dir, dataset, validation_size, validation_from)
-    logging.info('The TFRecords in %s exist already and were made with these '
-                 'settings: using them as they are (--overwrite remakes them).',
-                 output_dir)
+    logging.info(
+        'The TFRecords in %s exist already and were made with these '
+        'settings: using them as they are (--overwrite remakes them).', output_dir)
     return info
   if validation_size is None:
     validation_size = DEFAULT_VALIDATION_SIZE
   if validation_from is None:
     validation_from = 'first'
   if validation_from not in VALIDATION_FROM:
-    raise ConversionError('--validation_from=%s: expected one of %s'
-                          % (validation_from, ', '.join(VALIDATION_FROM)))
+    raise ConversionError('--validation_from=%s: expected one of %s' %
+                          (validation_from, ', '.join(VALIDATION_FROM)))
   start = time.time()
-  paths = {name: idx.find_idx_file(mnist_dir, name)
-           for name in idx.STANDARD_FILES}
-  train_images, train_labels = idx.read_split(paths[idx.TRAIN_IMAGES],
-                                              paths[idx.TRAIN_LABELS])
-  test_images, test_labels = idx.read_split(paths[idx.TEST_IMAGES],
-                                            paths[idx.TEST_LABELS])
+  paths = {name: idx.find_idx_file(mnist_dir, name) for name in idx.STANDARD_FILES}
+  train_images, train_labels = idx.read_split(paths[idx.TRAIN_IMAGES], paths[idx.TRAIN_LABELS])
+  test_images, test_labels = idx.read_split(paths[idx.TEST_IMAGES], paths[idx.TEST_LABELS])
   if not 0 <= validation_size < len(train_images):
-    raise ConversionError(
-        '--validation_size=%d must be in [0, %d), the number of training '
-        'images in %s' % (validation_size, len(train_images), mnist_dir))
+    raise ConversionError('--validation_size=%d must be in [0, %d), the number of training '
+                          'images in %s' % (validation_size, len(train_images), mnist_dir))
 
-  held_out = (slice(0, validation_size) if validation_from == 'first'
-              else slice(len(train_images) - validation_size, len(train_images)))
-  kept = (slice(validation_size, None) if validation_from == 'first'
-          else slice(0, len(train_images) - validation_size))
+  held_out = (
+      slice(0, validation_size) if validation_from == 'first' else slice(
+          len(train_images) - validation_size, len(train_images)))
+  kept = (
+      slice(validation_size, None) if validation_from == 'first' else slice(
+          0,
+          len(train_images) - validation_size))
   splits = {
       'train': (train_images[kept], train_labels[kept]),
       'validation': (train_images[held_out], train_labels[held_out]),
@@ -194,17 +195,18 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
     for split in records.SPLITS:
       images, labels = splits[split]
       _write_records(images, labels, records.split_path(staging_dir, split))
-      logging.info('Wrote %d examples of %s', len(images),
-                   records.split_path(output_dir, split))
+      logging.info('Wrote %d examples of %s', len(images), records.split_path(output_dir, split))
     info = {
         'dataset': dataset,
         'validation_size': validation_size,
         'validation_from': validation_from,
-        'num_examples': {split: len(images)
-                         for split, (images, _) in splits.items()},
+        'num_examples': {
+            split: len(images) for split, (images, _) in splits.items()
+        },
         'image_shape': [records.IMAGE_SIDE, records.IMAGE_SIDE, 1],
-        'source_files': {name: os.path.basename(path)
-                         for name, path in paths.items()},
+        'source_files': {
+            name: os.path.basename(path) for name, path in paths.items()
+        },
     }
     files.write_json(os.path.join(staging_dir, records.INFO_FILE), info)
   except BaseException:
@@ -215,8 +217,13 @@ def convert(mnist_dir, output_dir, validation_size=None, dataset='mnist',
   return info
 
 
-def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
-            validation_size=None, overwrite=False, mirrors=None,
+def prepare(output_dir,
+            mnist_dir=None,
+            download_idx=False,
+            dataset='mnist',
+            validation_size=None,
+            overwrite=False,
+            mirrors=None,
             validation_from=None):
   """Makes sure `output_dir` holds the TFRecords, converting or downloading.
 
@@ -236,29 +243,27 @@ def prepare(output_dir, mnist_dir=None, download_idx=False, dataset='mnist',
       if the TFRecords do (a misspelled directory is never ignored).
   """
   if mnist_dir and not download_idx and not tf.io.gfile.isdir(mnist_dir):
-    raise ConversionError('--mnist_dir=%s does not exist (or is not a directory)'
-                          % mnist_dir)
+    raise ConversionError('--mnist_dir=%s does not exist (or is not a directory)' % mnist_dir)
   if tfrecords_exist(output_dir) and not overwrite:
-    return convert(mnist_dir, output_dir, validation_size, dataset, overwrite,
-                   validation_from)
+    return convert(mnist_dir, output_dir, validation_size, dataset, overwrite, validation_from)
   if download_idx:
-    mnist_dir = download.download_dataset(
-        dataset, mnist_dir or os.path.join(output_dir, 'raw'), mirrors)
+    mnist_dir = download.download_dataset(dataset, mnist_dir or os.path.join(output_dir, 'raw'),
+                                          mirrors)
   if mnist_dir is None:
-    raise ConversionError(
-        'No TFRecords in %s and no IDX files to make them from: pass '
-        '--mnist_dir DIR (a directory with the four %s files) or --download.'
-        % (output_dir, ', '.join(idx.STANDARD_FILES)))
-  return convert(mnist_dir, output_dir, validation_size, dataset, overwrite,
-                 validation_from)
+    raise ConversionError('No TFRecords in %s and no IDX files to make them from: pass '
+                          '--mnist_dir DIR (a directory with the four %s files) or --download.' %
+                          (output_dir, ', '.join(idx.STANDARD_FILES)))
+  return convert(mnist_dir, output_dir, validation_size, dataset, overwrite, validation_from)
 
 
 FLAGS = flags.FLAGS
 # The converter's flags, these their defaults.
-ConversionSettings = collections.namedtuple('ConversionSettings', [
-    'mnist_dir', 'output_dir', 'dataset', 'download', 'validation_size', 'validation_from',
-    'overwrite'], defaults=(None, 'data/mnist', 'mnist', False, DEFAULT_VALIDATION_SIZE,
-                            'first', False))
+ConversionSettings = collections.namedtuple(
+    'ConversionSettings', [
+        'mnist_dir', 'output_dir', 'dataset', 'download', 'validation_size', 'validation_from',
+        'overwrite'
+    ],
+    defaults=(None, 'data/mnist', 'mnist', False, DEFAULT_VALIDATION_SIZE, 'first', False))
 
 
 def _default(name):
@@ -267,43 +272,68 @@ def _default(name):
 
 def define_flags(flag_values=FLAGS):
   flags.DEFINE_string(
-      'mnist_dir', _default('mnist_dir'), flag_values=flag_values,
+      'mnist_dir',
+      _default('mnist_dir'),
+      flag_values=flag_values,
       help='Directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte, '
       't10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each gzip or not).')
-  flags.DEFINE_string('output_dir', _default('output_dir'), flag_values=flag_values,
-                      help='Directory the TFRecords are written to.')
-  flags.DEFINE_enum('dataset', _default('dataset'), DATASETS, flag_values=flag_values,
-                    help='Which dataset the IDX files hold; picks the download '
-                    'mirrors and checksums.')
+  flags.DEFINE_string(
+      'output_dir',
+      _default('output_dir'),
+      flag_values=flag_values,
+      help='Directory the TFRecords are written to.')
+  flags.DEFINE_enum(
+      'dataset',
+      _default('dataset'),
+      DATASETS,
+      flag_values=flag_values,
+      help='Which dataset the IDX files hold; picks the download '
+      'mirrors and checksums.')
   flags.DEFINE_boolean(
-      'download', _default('download'), flag_values=flag_values,
+      'download',
+      _default('download'),
+      flag_values=flag_values,
       help='Download the IDX files (into --mnist_dir, or OUTPUT_DIR/raw) from '
       'the public mirrors, verifying their SHA256, if they are not there.')
-  flags.DEFINE_integer('validation_size', _default('validation_size'), lower_bound=0, upper_bound=10**6,
-                       flag_values=flag_values,
-                       help='Number of training images that form the '
-                       'validation split.')
-  flags.DEFINE_enum('validation_from', _default('validation_from'), VALIDATION_FROM,
-                    flag_values=flag_values,
-                    help='Whether the validation split is the first or the '
-                    'last --validation_size training images.')
-  flags.DEFINE_boolean('overwrite', _default('overwrite'), flag_values=flag_values,
-                       help='Rewrite TFRecords that already exist.')
+  flags.DEFINE_integer(
+      'validation_size',
+      _default('validation_size'),
+      lower_bound=0,
+      upper_bound=10**6,
+      flag_values=flag_values,
+      help='Number of training images that form the '
+      'validation split.')
+  flags.DEFINE_enum(
+      'validation_from',
+      _default('validation_from'),
+      VALIDATION_FROM,
+      flag_values=flag_values,
+      help='Whether the validation split is the first or the '
+      'last --validation_size training images.')
+  flags.DEFINE_boolean(
+      'overwrite',
+      _default('overwrite'),
+      flag_values=flag_values,
+      help='Rewrite TFRecords that already exist.')
 
 
 def main():
   conversion = settings.fill(ConversionSettings, FLAGS)
-  prepare(conversion.output_dir, mnist_dir=conversion.mnist_dir,
-          download_idx=conversion.download, dataset=conversion.dataset,
-          validation_size=conversion.validation_size, overwrite=conversion.overwrite,
-          validation_from=conversion.validation_from)
+  prepare(
+      conversion.output_dir,
+      mnist_dir=conversion.mnist_dir,
+      download_idx=conversion.download,
+      dataset=conversion.dataset,
+      validation_size=conversion.validation_size,
+      overwrite=conversion.overwrite,
+      validation_from=conversion.validation_from)
   return 0
 
 
 def run():
   """Console-script entry point (vae-convert-mnist)."""
-  cli.run(main, define_flags, __name__,
-          (idx.IdxError, ConversionError, download.DownloadError), (ConversionSettings,), {})
+  cli.run(main, define_flags, __name__, (idx.IdxError, ConversionError, download.DownloadError),
+          (ConversionSettings,), {})
 
 
 if __name__ == '__main__':

@@ -71,8 +71,7 @@ def _fetch(url, destination, timeout_sec):
       out.write(chunk)
       received += len(chunk)
   if announced is not None and received != int(announced):
-    raise ValueError('connection closed after %d of %s bytes'
-                     % (received, announced))
+    raise ValueError('connection closed after %d of %s bytes' % (received, announced))
   return digest.hexdigest()
 
 
@@ -104,13 +103,11 @@ def download_file(filename, sha256, directory, mirrors, timeout_sec=60):
     logging.info('Downloading %s', url)
     try:
       got = _fetch(url, partial_path, timeout_sec)
-    except (urllib.error.URLError, http.client.HTTPException, OSError,
-            ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
       failures.append('%s: %s' % (url, e))
       continue
     if got != sha256:
-      failures.append('%s: checksum mismatch (got sha256 %s, expected %s)'
-                      % (url, got, sha256))
+      failures.append('%s: checksum mismatch (got sha256 %s, expected %s)' % (url, got, sha256))
       continue
     tf.io.gfile.rename(partial_path, path, overwrite=True)
     return path
@@ -118,9 +115,8 @@ def download_file(filename, sha256, directory, mirrors, timeout_sec=60):
     tf.io.gfile.remove(partial_path)
   raise DownloadError(
       'Could not download %s from any mirror:\n  %s\nOffline? Copy the four '
-      'files (%s, gzip or not) into a directory and pass it as --mnist_dir.'
-      % (filename, '\n  '.join(failures),
-         ', '.join(n + '.gz' for n in idx.STANDARD_FILES)))
+      'files (%s, gzip or not) into a directory and pass it as --mnist_dir.' %
+      (filename, '\n  '.join(failures), ', '.join(n + '.gz' for n in idx.STANDARD_FILES)))
 
 
 def download_dataset(dataset, directory, mirrors=None, timeout_sec=60):
@@ -134,6 +130,6 @@ def download_dataset(dataset, directory, mirrors=None, timeout_sec=60):
   """
   checksums = CHECKSUMS[dataset]
   for name in idx.STANDARD_FILES:
-    download_file(name + '.gz', checksums[name], directory,
-                  mirrors or MIRRORS[dataset], timeout_sec)
+    download_file(name + '.gz', checksums[name], directory, mirrors or MIRRORS[dataset],
+                  timeout_sec)
   return directory

@@ -42,8 +42,7 @@ def find_idx_file(directory, name):
     if tf.io.gfile.exists(path):
       return path
   raise IdxError('%s/%s(.gz) not found: the directory must hold the four '
-                 'standard MNIST files %s' % (directory, name,
-                                              ', '.join(STANDARD_FILES)))
+                 'standard MNIST files %s' % (directory, name, ', '.join(STANDARD_FILES)))
 
 
 def read_idx_bytes(path):
@@ -64,11 +63,11 @@ def _parse_header(data, path, expected_magic, num_dims):
   if len(data) >= 4:
     magic = int(np.frombuffer(data, dtype='>i4', count=1)[0])
     if magic != expected_magic:
-      raise IdxError('Invalid magic number %d in MNIST file %s (expected %d)'
-                     % (magic, path, expected_magic))
+      raise IdxError('Invalid magic number %d in MNIST file %s (expected %d)' %
+                     (magic, path, expected_magic))
   if len(data) < header_size:
-    raise IdxError('MNIST file %s is too short (%d bytes) to hold an IDX header'
-                   % (path, len(data)))
+    raise IdxError('MNIST file %s is too short (%d bytes) to hold an IDX header' %
+                   (path, len(data)))
   dims = np.frombuffer(data, dtype='>i4', count=num_dims, offset=4)
   return [int(d) for d in dims], header_size
 
@@ -76,16 +75,16 @@ def _parse_header(data, path, expected_magic, num_dims):
 def _check_payload_size(data, path, header_size, dims):
   expected = header_size + int(np.prod(dims))
   if len(data) != expected:
-    raise IdxError('MNIST file %s has %d bytes but its header %s promises %d'
-                   % (path, len(data), 'x'.join(map(str, dims)), expected))
+    raise IdxError('MNIST file %s has %d bytes but its header %s promises %d' %
+                   (path, len(data), 'x'.join(map(str, dims)), expected))
 
 
 def parse_images(data, path):
   """Parses IDX image bytes into uint8 [num_images, 28, 28]."""
   dims, header_size = _parse_header(data, path, IMAGES_MAGIC, num_dims=3)
   if dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
-    raise IdxError('MNIST file %s holds %dx%d images, expected %dx%d'
-                   % (path, dims[1], dims[2], IMAGE_SIDE, IMAGE_SIDE))
+    raise IdxError('MNIST file %s holds %dx%d images, expected %dx%d' %
+                   (path, dims[1], dims[2], IMAGE_SIDE, IMAGE_SIDE))
   _check_payload_size(data, path, header_size, dims)
   return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
 
@@ -96,8 +95,8 @@ def parse_labels(data, path):
   _check_payload_size(data, path, header_size, dims)
   labels = np.frombuffer(data, dtype=np.uint8, offset=header_size)
   if labels.size and labels.max() >= NUM_CLASSES:
-    raise IdxError('MNIST file %s has label %d, outside [0, %d)'
-                   % (path, labels.max(), NUM_CLASSES))
+    raise IdxError('MNIST file %s has label %d, outside [0, %d)' %
+                   (path, labels.max(), NUM_CLASSES))
   return labels
 
 
@@ -111,8 +110,8 @@ def read_split(images_path, labels_path):
   images = parse_images(read_idx_bytes(images_path), images_path)
   labels = parse_labels(read_idx_bytes(labels_path), labels_path)
   if len(images) != len(labels):
-    raise IdxError('MNIST files disagree: %s has %d images but %s has %d labels'
-                   % (images_path, len(images), labels_path, len(labels)))
+    raise IdxError('MNIST files disagree: %s has %d images but %s has %d labels' %
+                   (images_path, len(images), labels_path, len(labels)))
   return images, labels
 
 

@@ -33,8 +33,7 @@ INFO_FILE = 'dataset_info.json'
 def split_path(data_dir, split):
   """The TFRecord file of `split` (one of SPLITS) in `data_dir`."""
   if split not in SPLITS:
-    raise ValueError('Unknown split %r; expected one of %s'
-                     % (split, ', '.join(SPLITS)))
+    raise ValueError('Unknown split %r; expected one of %s' % (split, ', '.join(SPLITS)))
   return os.path.join(data_dir, split + '.tfrecords')
 
 
@@ -48,8 +47,7 @@ def read_info(data_dir):
 
 def splits_exist(data_dir):
   """True when all three split files are in `data_dir`."""
-  return all(tf.io.gfile.exists(split_path(data_dir, split))
-             for split in SPLITS)
+  return all(tf.io.gfile.exists(split_path(data_dir, split)) for split in SPLITS)
 
 
 def parse_features():
