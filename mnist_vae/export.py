@@ -45,6 +45,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from mnist_vae import aggregate_posterior
 from mnist_vae import checkpoints
@@ -115,11 +116,19 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def _tensor_info(tensors):
-  return {name: tf.saved_model.utils.build_tensor_info(tensor) for name, tensor in tensors.items()}
+  """{name: TensorInfo} of graph tensors (what the deprecated
+  build_tensor_info made, written out)."""
+  return {
+      name:
+          meta_graph_pb2.TensorInfo(
+              name=tensor.name,
+              dtype=tensor.dtype.as_datatype_enum,
+              tensor_shape=tensor.shape.as_proto()) for name, tensor in tensors.items()
+  }
 
 
 def _signature(inputs, outputs):
-  return tf.saved_model.signature_def_utils.build_signature_def(
+  return meta_graph_pb2.SignatureDef(
       inputs=_tensor_info(inputs),
       outputs=_tensor_info(outputs),
       method_name=tf.saved_model.signature_constants.PREDICT_METHOD_NAME)

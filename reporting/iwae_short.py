@@ -1,6 +1,6 @@
 """The table of scripts/iwae_short.sh: the VAE and the k = 5 IWAE trained on
 the same shortened schedule, their test NLL (importance-weighted, the
-evaluation's k) and -ELBO, active units and training time.
+evaluation's k) and -ELBO, and active units.
 
   python -m reporting.iwae_short --runs_dir runs/iwae_short --report_dir reproduction/iwae
 """
@@ -36,7 +36,6 @@ def summarize(runs_dir):
         'active_units': evaluation['active_units'],
         'steps': metrics['step'],
         'train_iw_samples': metrics['config']['train_iw_samples'],
-        'wall_time_sec': metrics['wall_time_sec']
     }
   return rows
 
@@ -45,15 +44,14 @@ def markdown(rows, schedule):
   lines = [
       'The VAE and the IWAE (k = 5) on the same shortened schedule '
       '(`--learning_rate_schedule=%s`), test set, nats per image:' % schedule, '',
-      '| model | test NLL | test -ELBO | active units | steps | training time |',
-      '|---|---|---|---|---|---|'
+      '| model | test NLL | test -ELBO | active units | steps |', '|---|---|---|---|---|'
   ]
   for model, label in MODELS:
     if model in rows:
       row = rows[model]
-      lines.append('| %s | %.2f (k = %d) | %.2f | %d | %d | %.0f min |' %
+      lines.append('| %s | %.2f (k = %d) | %.2f | %d | %d |' %
                    (label, row['test_nll'], row['iw_samples'], row['test_neg_elbo'],
-                    row['active_units'], row['steps'], row['wall_time_sec'] / 60))
+                    row['active_units'], row['steps']))
   if len(rows) == 2:
     gap = rows['vae']['test_nll'] - rows['iwae_k5']['test_nll']
     lines += [

@@ -152,6 +152,7 @@ def test_existing_export_is_kept_unless_overwrite(trained, exported, tmp_path):
   target = tmp_path / 'model'
   first = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir', str(target)])
   assert first.returncode == 0, first.stderr[-3000:]
+  assert 'deprecated' not in first.stderr  # The project's own calls are current ones.
   before = (target / 'saved_model.pb').read_bytes()
   again = run_python(['export.py', '--train_dir', str(train_dir), '--export_dir', str(target)])
   assert again.returncode == 1 and 'already exists: pass --overwrite' in again.stderr
