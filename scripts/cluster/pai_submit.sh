@@ -14,10 +14,10 @@
 #   vae-convert-mnist --mnist_dir DIR --output_dir DIR
 # and uploaded there.
 #
-# WHICH RUNNER: this code needs TensorFlow >= 2.16. PAI-TF's MaxCompute
+# WHICH RUNNER: this code needs TensorFlow >= 2.19. PAI-TF's MaxCompute
 # runners (`pai -name tensorflow1120_ext`, `tensorflow1150`, ...) ship
 # TensorFlow 1.x, which cannot run it, so this script names no runner: set
-# PAI_TF_RUNNER to one whose TensorFlow is >= 2.16 if your region offers one.
+# PAI_TF_RUNNER to one whose TensorFlow is >= 2.19 if your region offers one.
 # Otherwise submit through PAI-DLC with the project's Docker image (Dockerfile
 # at the top of the repository; DLC sets TF_CONFIG, which train.py reads).
 #
@@ -47,7 +47,7 @@ tar -czf "$archive" -C "$HERE" "${code[@]}"
 echo "archive: $archive (${#code[@]} files)"
 
 runner=${PAI_TF_RUNNER:-}
-command="pai -name ${runner:-<a PAI-TF runner with TensorFlow >= 2.16>}
+command="pai -name ${runner:-<a PAI-TF runner with TensorFlow >= 2.19>}
   -Dscript='file://$archive'
   -DentryFile='train.py'
   -Dbuckets='${BUCKET}/mnist/?role_arn=${ROLE_ARN}'
@@ -60,8 +60,8 @@ if ((dry_run)); then
 fi
 if [[ -z $runner ]]; then
   echo "pai_submit.sh: PAI-TF's MaxCompute runners ship TensorFlow 1.x, which cannot" \
-    "run this code (it needs >= 2.16). Set PAI_TF_RUNNER to a runner with" \
-    "TensorFlow >= 2.16, or submit through PAI-DLC with the Docker image." >&2
+    "run this code (it needs >= 2.19). Set PAI_TF_RUNNER to a runner with" \
+    "TensorFlow >= 2.19, or submit through PAI-DLC with the Docker image." >&2
   exit 1
 fi
 odpscmd -e "$command"
