@@ -49,7 +49,7 @@ def test_pai_archive_runs_train_py_as_a_cluster_without_the_project(small_idx_di
   assert built.returncode == 0, built.stderr
   assert 'archive: %s' % archive in built.stdout
   assert re.search(r"odpscmd -e \"pai -name .*-DentryFile='train.py'", built.stdout, re.S)
-  assert 'TensorFlow >= 2.16' in built.stdout  # No runner named that cannot run it.
+  assert 'TensorFlow >= 2.19' in built.stdout  # No runner named that cannot run it.
   unpacked = tmp_path / 'unpacked'
   unpacked.mkdir()
   with tarfile.open(archive) as tar:
