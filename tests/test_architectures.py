@@ -204,3 +204,72 @@ def test_the_original_mlp_gives_the_numbers_it_gave_before_the_move(preset, mnis
   for key in ('neg_elbo', 'reconstruction', 'kl_divergence'):
     assert now[key] == reference[key], key
   assert math.isfinite(now['neg_elbo'])
+
+
+def _run(args, cwd=REPO_ROOT):
+  result = run_process([sys.executable] + args, cwd=cwd)
+  assert result.returncode == 0, (args, result.stderr[-3000:])
+  return result
+
+
+@pytest.mark.large
+@pytest.mark.parametrize('name', ['iwae_mlp', 'cvae_tutorial', 'keras_cvae'])
+def test_every_architecture_runs_through_every_program(name, tmp_path):
+  """Train, resume, evaluate, export (every signature, from TensorFlow
+  alone), generate every picture, score samples: the network rebuilt from
+  each checkpoint, and a resume naming another network stopped in one line."""
+  from helpers import indexed_images
+  from helpers import write_idx_dir
+  labels = np.arange(120, dtype=np.uint8) % 10
+  idx_dir = write_idx_dir(tmp_path / 'idx', indexed_images(120), labels,
+                          indexed_images(40, offset=500), labels[:40])
+  data_dir, train_dir = str(tmp_path / 'data'), str(tmp_path / 'train')
+  network_flags = ['--architecture', name, '--latent_dim', '2', '--keep_prob', '1']
+  common = [
+      'train.py', '--mnist_dir', idx_dir, '--data_dir', data_dir, '--train_dir', train_dir,
+      '--validation_size', '20', '--batch_size', '10', '--save_checkpoint_steps', '3',
+      '--log_every_n_steps', '3'
+  ] + network_flags
+  _run(common + ['--max_steps', '3'])
+  resumed = _run(common + ['--max_steps', '6'])
+  assert 'Resuming from' in resumed.stderr
+  with open(os.path.join(train_dir, 'config.json')) as f:
+    assert json.load(f)['architecture'] == name
+  other = run_process([sys.executable] + common[:-len(network_flags)]
+                      + ['--architecture', 'mlp', '--latent_dim', '2', '--max_steps', '9'])
+  assert other.returncode == 1
+  assert "--architecture=mlp (the checkpoint's: %s)" % name in other.stderr
+  evaluated = _run([
+      'evaluate.py', '--train_dir', train_dir, '--iw_samples', '3', '--output',
+      str(tmp_path / 'eval.json')
+  ])
+  with open(tmp_path / 'eval.json') as f:
+    assert np.isfinite(json.load(f)['iw_nll'])
+  assert 'Traceback' not in evaluated.stderr
+  export_dir = str(tmp_path / 'export')
+  _run(['export.py', '--train_dir', train_dir, '--export_dir', export_dir])
+  signatures = _run([
+      '-c',
+      ('import tensorflow as tf; s = tf.saved_model.load(%r).signatures; '
+       'x = tf.zeros([2, 784]); '
+       'print(s["encode"](images=x)["z_mean"].shape, s["decode"](z=tf.zeros([2, 2]))'
+       '["probabilities"].shape, s["reconstruct"](images=x)["probabilities"].shape, '
+       's["sample"](num_samples=tf.constant(3), seed=tf.constant(0, tf.int64))["z"].shape, '
+       's["log_likelihood"](images=x, num_samples=tf.constant(2), '
+       'seed=tf.constant(0, tf.int64))["nll"].shape)') % export_dir
+  ],
+                    cwd=str(tmp_path))
+  assert signatures.stdout.split() == [
+      '(2,', '2)', '(2,', '784)', '(2,', '784)', '(3,', '2)', '(2,)'
+  ]
+  for mode in ('samples', 'interpolate', 'traverse', 'reconstruct'):
+    _run([
+        'generate.py', '--train_dir', train_dir, '--mode', mode, '--output_dir',
+        str(tmp_path / 'out' / mode)
+    ])
+  _run([
+      'sample_quality.py', '--train_classifier', '--classifier_steps', '5', '--classifier_dir',
+      str(tmp_path / 'classifier'), '--data_dir', data_dir, '--train_dir', train_dir,
+      '--num_samples', '20'
+  ])
+  assert [n for n in os.listdir(train_dir) if n.startswith('sample_quality_step_')]

@@ -403,3 +403,20 @@ def test_simulated_staleness_is_refused_in_a_cluster(tmp_path):
   assert result.returncode == 1
   assert '--simulated_staleness models a cluster in one process' in result.stderr
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.large
+@pytest.mark.parametrize('architecture', ['iwae_mlp', 'keras_cvae'])
+def test_every_architecture_trains_on_a_synchronous_cluster(data_dir, tmp_path, architecture):
+  """1 parameter server, 2 synchronous workers: the network described once
+  is placed on the servers and trained like the original one."""
+  result = _launch(data_dir, tmp_path / 'train', [
+      '--architecture', architecture, '--latent_dim', '2', '--keep_prob', '1', '--max_steps', '20'
+  ])
+  log = result.stdout + result.stderr
+  assert result.returncode == 0, log[-5000:]
+  with open(tmp_path / 'train' / 'metrics.json') as f:
+    metrics = json.load(f)
+  assert metrics['config']['architecture'] == architecture and metrics['step'] >= 20
+  assert metrics['config']['sync_replicas'] is True
+  assert metrics['test']['neg_elbo'] < 1e4  # A finite figure (JSON has no NaN here).
