@@ -97,6 +97,12 @@ def main():
   parser.add_argument('--epochs', type=int, default=10)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--json', help='Write the per-epoch figures here.')
+  parser.add_argument(
+      '--steps',
+      type=int,
+      default=0,
+      help='Train this many steps and stop (no test ELBO): the '
+      'bench times the program as a whole process.')
   args = parser.parse_args()
   tf.keras.utils.set_random_seed(args.seed)
   train = binarized(read_idx_images(args.mnist_dir, 'train-images-idx3-ubyte'))
@@ -113,6 +119,10 @@ def main():
     gradients = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
+  if args.steps:
+    for x in train_batches.repeat().take(args.steps):
+      train_step(x)
+    return
   evaluate = tf.function(lambda x: monte_carlo_loss(model, x))
   epochs = []
   start = time.time()

@@ -693,6 +693,91 @@ def compiled_loop_steps_per_sec(network, data_dir, iw_samples, smoke, steps_per_
   return float(np.median(rates))
 
 
+# The CVAE tutorial's preset as a whole process against the tutorial's own
+# program, each at two lengths (in steps of 32 images).
+CVAE_PROCESS = 'train.py --flagfile=configs/cvae_tutorial.flags'
+CVAE_PROGRAM = "the tutorial's program (Keras layers, tf.function)"
+CVAE_PROCESS_STEPS = (300, 1500)
+
+
+def cvae_tutorial(mnist_dir, work, rounds, smoke):
+  """The convolutional preset: whole processes in their steady state
+  (examples/s, alternating, medians), the step's FLOPs and the share of the
+  convolutions' own throughput the training reaches."""
+  short, long = (20, 60) if smoke else CVAE_PROCESS_STEPS
+  data_dir = os.path.join(work, 'cvae_data')
+
+  def command(name, steps, index):
+    if name == CVAE_PROCESS:
+      return [
+          sys.executable, 'train.py', '--flagfile=configs/cvae_tutorial.flags',
+          '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir,
+          '--train_dir=' + os.path.join(work, 'cvae_%d' % index),
+          '--max_steps=%d' % steps
+      ]
+    return [
+        sys.executable,
+        os.path.join(BENCH_DIR, 'cvae_tutorial_program.py'), '--mnist_dir=' + mnist_dir,
+        '--steps=%d' % steps
+    ]
+
+  samples = {CVAE_PROCESS: [], CVAE_PROGRAM: []}
+  index = 0
+  for _ in range(rounds):
+    for name in samples:
+      seconds = []
+      for steps in (short, long):
+        index += 1
+        seconds.append(_process_seconds(command(name, steps, index)))
+      samples[name].append((long - short) * 32 / max(seconds[1] - seconds[0], 1e-3))
+  rates = {name: float(np.median(values)) for name, values in samples.items()}
+  network = architectures.network('cvae_tutorial', latent_dim=2)
+  flops = architectures.training_flops_per_example(network)
+  return {
+      'process_examples_per_sec': rates,
+      'process_samples': samples,
+      'training_flops_per_example': flops,
+      'training_gflops': rates[CVAE_PROCESS] * flops / 1e9,
+      'convolution_gflops': convolution_ceiling_gflops(network, 32, 20 if smoke else 200)
+  }
+
+
+def convolution_ceiling_gflops(network, batch_size, steps):
+  """GFLOP/s of the network's convolutions alone, forward and both backward
+  products of each (TensorFlow's kernels, as the training step runs them)."""
+  graph = tf.Graph()
+  flops = 0
+  with graph.as_default():
+    products = []
+    for layer in architectures.parameter_layers(network):
+      if isinstance(layer.layer, architectures.Dense):
+        continue
+      conv = layer.layer
+      inputs = tf.Variable(tf.random.normal([batch_size] + list(layer.input_shape)))
+      weights = tf.Variable(tf.random.normal(list(layer.weights_shape)) * 0.1)
+      strides = [1, conv.stride, conv.stride, 1]
+      if conv.transpose:
+        side = architectures._conv_output_side(layer.input_shape[0], conv)
+        outputs = tf.nn.conv2d_transpose(inputs, weights, [batch_size, side, side, conv.filters],
+                                         strides, conv.padding)
+        positions = layer.input_shape[0] * layer.input_shape[1]
+      else:
+        outputs = tf.nn.conv2d(inputs, weights, strides, conv.padding)
+        positions = int(outputs.shape[1]) * int(outputs.shape[2])
+      flops += 3 * 2 * batch_size * positions * int(np.prod(layer.weights_shape))
+      products += [outputs] + tf.gradients(tf.reduce_sum(outputs), [inputs, weights])
+    step = tf.add_n([tf.reduce_sum(product) for product in products])
+    init = tf.global_variables_initializer()
+  with tf.Session(graph=graph) as session:
+    session.run(init)
+    for _ in range(5):
+      session.run(step)
+    start = time.perf_counter()
+    for _ in range(steps):
+      session.run(step)
+    return flops * steps / (time.perf_counter() - start) / 1e9
+
+
 def _train_images(path):
   batches = [
       images for images in tf.data.TFRecordDataset(path).batch(10000).map(
@@ -853,9 +938,13 @@ def run_benchmarks(*,
   print('whole processes done', file=sys.stderr)
   iwae = iwae_preset(mnist_dir, work, max(process_rounds, 1), smoke, iw_samples)
   print('IWAE preset done', file=sys.stderr)
+  cvae = cvae_tutorial(mnist_dir, work, max(process_rounds, 1), smoke)
+  print('CVAE tutorial preset done', file=sys.stderr)
   results = {
       'iwae':
           iwae,
+      'cvae_tutorial':
+          cvae,
       'examples_per_sec':
           medians,
       'process_examples_per_sec':
@@ -961,6 +1050,12 @@ def targets(results):
     ratio = iwae['nll']['seconds'] / iwae['nll']['floor_seconds']
     checks.append(('IWAE k=%d NLL seconds / its multiply floor <= 1.25' % iwae['nll']['iw_samples'],
                    ratio, ratio <= 1.25))
+  cvae = results.get('cvae_tutorial')
+  if cvae:
+    rates = cvae['process_examples_per_sec']
+    ratio = rates[CVAE_PROCESS] / rates[CVAE_PROGRAM]
+    checks.append(("CVAE tutorial preset, whole process / the tutorial's program >= 1", ratio, ratio
+                   >= 1))
   if 'original_script' in results:
     times = results['original_script']
     ratio = times['train_py_sec'] / times['original_sec']
@@ -1019,6 +1114,23 @@ def format_report(results):
         '(%.2fx); mean NLL %.3f' %
         (iwae['nll']['iw_samples'], iwae['nll']['seconds'], iwae['nll']['floor_seconds'],
          iwae['nll']['seconds'] / iwae['nll']['floor_seconds'], iwae['nll']['iw_nll'])
+    ]
+  cvae = results.get('cvae_tutorial')
+  if cvae:
+    rates = cvae['process_examples_per_sec']
+    lines += [
+        '',
+        '| CVAE tutorial preset (batch 32), whole process, steady state (%d minus %d '
+        'steps) | examples/s | vs. train.py |' % CVAE_PROCESS_STEPS[::-1], '|---|---|---|'
+    ]
+    for name, value in rates.items():
+      lines.append('| %s | %.0f | %.2fx |' % (name, value, value / rates[CVAE_PROCESS]))
+    lines += [
+        '',
+        'CVAE tutorial preset: %.1f MFLOP a training example; train.py reaches %.1f '
+        'GFLOP/s, %.0f%% of its convolutions\' own %.1f GFLOP/s' %
+        (cvae['training_flops_per_example'] / 1e6, cvae['training_gflops'],
+         100 * cvae['training_gflops'] / cvae['convolution_gflops'], cvae['convolution_gflops'])
     ]
   parts = results['nll']['float32']['parts_seconds']
   lines += [

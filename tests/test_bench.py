@@ -56,6 +56,10 @@ def test_smoke_run_measures_everything(tmp_path):
   assert set(iwae['step_ms']) == {'1', '5'} and iwae['step_ms']['5'] > iwae['step_ms']['1'] > 0
   assert iwae['nll']['seconds'] > 0 and iwae['nll']['floor_seconds'] > 0
   assert 'IWAE preset (batch 20), whole process' in result.stdout
+  cvae = results['cvae_tutorial']
+  assert all(rate > 0 for rate in cvae['process_examples_per_sec'].values())
+  assert cvae['training_flops_per_example'] > 1e6 and cvae['convolution_gflops'] > 0
+  assert 'CVAE tutorial preset: ' in result.stdout
   for precision in ('float32', 'bfloat16'):
     nll = results['nll'][precision]
     assert nll['seconds'] > 0 and nll['floor_seconds'] > 0 and nll['iw_nll'] > 0
