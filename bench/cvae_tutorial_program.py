@@ -98,6 +98,8 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--json', help='Write the per-epoch figures here.')
   parser.add_argument(
+      '--threads', type=int, default=0, help='Threads in and between ops (0: TensorFlow picks).')
+  parser.add_argument(
       '--steps',
       type=int,
       default=0,
@@ -105,6 +107,9 @@ def main():
       'bench times the program as a whole process.')
   args = parser.parse_args()
   tf.keras.utils.set_random_seed(args.seed)
+  if args.threads:
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   train = binarized(read_idx_images(args.mnist_dir, 'train-images-idx3-ubyte'))
   test = binarized(read_idx_images(args.mnist_dir, 't10k-images-idx3-ubyte'))
   train_batches = tf.data.Dataset.from_tensor_slices(train).shuffle(60000).batch(32)

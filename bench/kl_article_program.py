@@ -125,8 +125,13 @@ def main():
       action='store_true',
       help='Train on the test images too, as the article does.')
   parser.add_argument('--json', help='Write the figures here.')
+  parser.add_argument(
+      '--threads', type=int, default=0, help='Threads in and between ops (0: TensorFlow picks).')
   args = parser.parse_args()
   tf.keras.utils.set_random_seed(args.seed)
+  if args.threads:
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   scale = lambda images: np.expand_dims(images, -1).astype('float32') / 255  # noqa: E731
   train = scale(read_idx_images(args.mnist_dir, 'train-images-idx3-ubyte'))
   test = scale(read_idx_images(args.mnist_dir, 't10k-images-idx3-ubyte'))
