@@ -21,6 +21,7 @@ import threading
 
 from absl import logging
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from mnist_vae import architectures
 from mnist_vae import checkpoints
@@ -90,9 +91,15 @@ RunSettings = collections.namedtuple(
 
 def session_config(threads):
   """The ConfigProto of a settings.Threads."""
-  return tf.ConfigProto(
+  config = tf.ConfigProto(
       intra_op_parallelism_threads=threads.intra_op_threads,
       inter_op_parallelism_threads=threads.inter_op_threads)
+  # Grappler's memory optimizer rewrites a large gradient AddN into a
+  # TemporaryVariable accumulation, which XLA cannot compile: the compiled step
+  # of a wide network (e.g. --hidden_units 8000) would fail to build.
+  config.graph_options.rewrite_options.memory_optimization = (
+      rewriter_config_pb2.RewriterConfig.NO_MEM_OPT)
+  return config
 
 
 TrainingGraph = collections.namedtuple(

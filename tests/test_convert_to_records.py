@@ -208,7 +208,7 @@ def test_command_line_converts_and_reruns(mnist_dir, tmp_path):
       '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir, '--output_dir', out
   ])
   assert second.returncode == 0
-  assert 'already exist' in second.stderr
+  assert 'exist already and were made with these settings: using them as they are' in second.stderr
 
 
 @pytest.mark.large

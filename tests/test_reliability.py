@@ -254,10 +254,10 @@ def test_bad_tfrecords(small_idx_dir, tmp_path, damage):
 
 @pytest.mark.parametrize('flags, message', [
     (['--latent_dim=0'], 'flag --latent_dim=0: 0 is not an integer in the range [1, 1000]'),
-    (['--max_steps=-5'], 'flag --max_steps=-5: -5 is not a non-negative integer'),
+    (['--max_steps=-5'], 'flag --max_steps=-5: -5 is not an integer in the range [0, '),
     (['--keep_prob=0'], '--keep_prob must be in (0, 1]'),
     (['--batch_size=500'], '--batch_size=500 is larger than the 50 examples of'),
-    (['--learning_rate=-1'], 'flag --learning_rate=-1: -1.0 is not a non-negative number'),
+    (['--learning_rate=-1'], 'flag --learning_rate=-1: -1.0 is not a number in the range [0.0, '),
 ])
 @pytest.mark.large
 def test_out_of_range_flags(small_idx_dir, tmp_path, flags, message):

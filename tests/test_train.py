@@ -219,9 +219,9 @@ def test_kl_weight_rises_linearly_over_the_warm_up():
 
 
 @pytest.mark.parametrize('flag, message', [
-    ('--kl_weight=-1', 'flag --kl_weight=-1: -1.0 is not a non-negative number'),
-    ('--kl_warmup_steps=-5', 'flag --kl_warmup_steps=-5: -5 is not a non-negative integer'),
-    ('--batch_size=0', 'flag --batch_size=0: 0 is not a positive integer'),
+    ('--kl_weight=-1', 'flag --kl_weight=-1: -1.0 is not a number in the range [0.0, '),
+    ('--kl_warmup_steps=-5', 'flag --kl_warmup_steps=-5: -5 is not an integer in the range [0, '),
+    ('--batch_size=0', 'flag --batch_size=0: 0 is not an integer in the range [1, '),
     ('--keep_prob=1.5', '--keep_prob must be in (0, 1]'),
     ('--optimizer=lbfgs', 'flag --optimizer=lbfgs: value should be one of'),
 ])
