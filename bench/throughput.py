@@ -41,6 +41,7 @@ Usage:
   python bench/throughput.py --original_script ../shared/reference/original_vae_tf1.py \
       --end_to_end --baseline_repo /tmp/main_checkout --json bench.json
   python bench/throughput.py --smoke                         # seconds, synthetic data
+  python bench/throughput.py --sections=iwae                 # the IWAE preset alone
 """
 
 import os
@@ -118,6 +119,16 @@ flags.DEFINE_boolean(
     help='Tiny synthetic data, 1 round of 3 steps: checks that '
     'every measurement runs, in seconds.')
 flags.DEFINE_string('json', None, help='Also write the results to this file.')
+SECTIONS = ('core', 'iwae', 'cvae')
+flags.DEFINE_list(
+    'sections',
+    list(SECTIONS),
+    help='What to measure: core (the default MLP: 1-5 and 8), iwae (the IWAE preset at batch '
+    '20), cvae (the CVAE tutorial preset); e.g. --sections=iwae alone.')
+flags.register_validator(
+    'sections',
+    lambda sections: sections and set(sections) <= set(SECTIONS),
+    message='--sections takes one or more of %s' % ','.join(SECTIONS))
 FLAGS = flags.FLAGS
 
 TRAIN = 'train.py loop, TFRecords, adam'
@@ -833,33 +844,9 @@ def has_native_bfloat16(cpu_flags):
   return bool({'avx512_bf16', 'amx_bf16'} & set(cpu_flags))
 
 
-def run_benchmarks(*,
-                   mnist_dir,
-                   rounds,
-                   steps,
-                   batch_size,
-                   smoke,
-                   iw_samples,
-                   process_rounds=3,
-                   original_script=None,
-                   run_end_to_end=False,
-                   baseline_repo=None):
-  """Runs every measurement; returns a dict of results."""
-  work = tempfile.mkdtemp(prefix='vae_bench_')
-  if smoke or not os.path.exists(os.path.join(mnist_dir, idx.TRAIN_IMAGES + '.gz')):
-    mnist_dir = _synthetic_idx_dir(os.path.join(work, 'idx'))
-    validation_size = 100
-  else:
-    validation_size = 5000
-  data_dir = os.path.join(work, 'data')
-  start = time.perf_counter()
-  info = convert_to_records.convert(mnist_dir, data_dir, validation_size=validation_size)
-  conversion_sec = time.perf_counter() - start
-  num_records = sum(info['num_examples'].values())
-  splits = {
-      split: (records.split_path(data_dir, split), info['num_examples'][split])
-      for split in records.SPLITS
-  }
+def core_benchmarks(mnist_dir, data_dir, validation_size, splits, work, rounds, steps, batch_size,
+                    smoke, iw_samples, process_rounds):
+  """Measurements 1-5 and 8 of the default MLP; returns their results."""
   train_images = _train_images(splits['train'][0])
   network = _train_defaults()['network']
 
@@ -936,15 +923,7 @@ def run_benchmarks(*,
   process_rates, process_samples = whole_processes(data_dir, mnist_dir, work, process_rounds,
                                                    batch_size, smoke)
   print('whole processes done', file=sys.stderr)
-  iwae = iwae_preset(mnist_dir, work, max(process_rounds, 1), smoke, iw_samples)
-  print('IWAE preset done', file=sys.stderr)
-  cvae = cvae_tutorial(mnist_dir, work, max(process_rounds, 1), smoke)
-  print('CVAE tutorial preset done', file=sys.stderr)
-  results = {
-      'iwae':
-          iwae,
-      'cvae_tutorial':
-          cvae,
+  return {
       'examples_per_sec':
           medians,
       'process_examples_per_sec':
@@ -963,16 +942,57 @@ def run_benchmarks(*,
           iw_samples,
       'onednn_kernels':
           onednn_matmul_kernels(),
-      'conversion_sec':
-          conversion_sec,
-      'conversion_records_per_sec':
-          num_records / conversion_sec,
       'evaluation_examples_per_sec':
           evaluation_rate,
       'train_peak_rss_mib':
           _peak_rss_of_training(
               data_dir, validation_size, os.path.join(work, 'rss'), steps=5 if smoke else 300),
   }
+
+
+def run_benchmarks(*,
+                   mnist_dir,
+                   rounds,
+                   steps,
+                   batch_size,
+                   smoke,
+                   iw_samples,
+                   process_rounds=3,
+                   original_script=None,
+                   run_end_to_end=False,
+                   baseline_repo=None,
+                   sections=SECTIONS):
+  """Runs the measurements of `sections` (and the optional ones asked for);
+  returns a dict of results."""
+  work = tempfile.mkdtemp(prefix='vae_bench_')
+  if smoke or not os.path.exists(os.path.join(mnist_dir, idx.TRAIN_IMAGES + '.gz')):
+    mnist_dir = _synthetic_idx_dir(os.path.join(work, 'idx'))
+    validation_size = 100
+  else:
+    validation_size = 5000
+  data_dir = os.path.join(work, 'data')
+  start = time.perf_counter()
+  info = convert_to_records.convert(mnist_dir, data_dir, validation_size=validation_size)
+  conversion_sec = time.perf_counter() - start
+  num_records = sum(info['num_examples'].values())
+  splits = {
+      split: (records.split_path(data_dir, split), info['num_examples'][split])
+      for split in records.SPLITS
+  }
+  results = {
+      'conversion_sec': conversion_sec,
+      'conversion_records_per_sec': num_records / conversion_sec,
+  }
+  if 'core' in sections:
+    results.update(
+        core_benchmarks(mnist_dir, data_dir, validation_size, splits, work, rounds, steps,
+                        batch_size, smoke, iw_samples, process_rounds))
+  if 'iwae' in sections:
+    results['iwae'] = iwae_preset(mnist_dir, work, max(process_rounds, 1), smoke, iw_samples)
+    print('IWAE preset done', file=sys.stderr)
+  if 'cvae' in sections:
+    results['cvae_tutorial'] = cvae_tutorial(mnist_dir, work, max(process_rounds, 1), smoke)
+    print('CVAE tutorial preset done', file=sys.stderr)
   if original_script:
     results['original_script'] = original_script_vs_train_py(original_script, data_dir, work, smoke)
     print('original script done', file=sys.stderr)
@@ -1007,33 +1027,36 @@ def run_benchmarks(*,
 def targets(results):
   """[(label, value, met)] of every performance target measurable here;
   met is None where the target does not apply to this CPU."""
-  rate = results['examples_per_sec']
-  train_rate = rate[TRAIN]
-  best_peer = max((name for name in PEERS if name in rate), key=lambda name: rate[name])
-  nll = results['nll']
-  native_bf16 = has_native_bfloat16(results['machine']['cpu_flags'])
-  checks = [
-      ('training loop (adam, TFRecords) / best peer (%s) >= 1' % best_peer,
-       train_rate / rate[best_peer], train_rate / rate[best_peer] >= 1),
-      ('training / matmul ceiling >= 0.65', train_rate / rate['matmul ceiling'],
-       train_rate / rate['matmul ceiling'] >= 0.65),
-      ('k=%d NLL seconds / its multiply floor <= 1.25' % results['iw_samples'],
-       nll['float32']['seconds'] / nll['float32']['floor_seconds'],
-       nll['float32']['seconds'] / nll['float32']['floor_seconds'] <= 1.25),
-      ('bfloat16 training / float32 training >= 1.5',
-       rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate,
-       rate['train.py loop, TFRecords, adam, bfloat16']
-       / train_rate >= 1.5 if native_bf16 else None),
-      ('bfloat16 NLL speed / float32 NLL speed >= 2',
-       nll['float32']['seconds'] / nll['bfloat16']['seconds'],
-       nll['float32']['seconds'] / nll['bfloat16']['seconds'] >= 2 if native_bf16 else None),
-      ('TFRecord loop / memory loop >= 0.97', train_rate / rate['train.py loop, memory, adam'],
-       train_rate / rate['train.py loop, memory, adam'] >= 0.97),
-      ('pipeline alone / training >= 10', rate['input pipeline alone'] / train_rate,
-       rate['input pipeline alone'] / train_rate >= 10),
-      ('conversion seconds < 2', results['conversion_sec'], results['conversion_sec'] < 2),
-      ('peak RSS MiB < 1536', results['train_peak_rss_mib'], results['train_peak_rss_mib'] < 1536),
-  ]
+  checks = []
+  if 'examples_per_sec' in results:
+    rate = results['examples_per_sec']
+    train_rate = rate[TRAIN]
+    best_peer = max((name for name in PEERS if name in rate), key=lambda name: rate[name])
+    nll = results['nll']
+    native_bf16 = has_native_bfloat16(results['machine']['cpu_flags'])
+    checks += [
+        ('training loop (adam, TFRecords) / best peer (%s) >= 1' % best_peer,
+         train_rate / rate[best_peer], train_rate / rate[best_peer] >= 1),
+        ('training / matmul ceiling >= 0.65', train_rate / rate['matmul ceiling'],
+         train_rate / rate['matmul ceiling'] >= 0.65),
+        ('k=%d NLL seconds / its multiply floor <= 1.25' % results['iw_samples'],
+         nll['float32']['seconds'] / nll['float32']['floor_seconds'],
+         nll['float32']['seconds'] / nll['float32']['floor_seconds'] <= 1.25),
+        ('bfloat16 training / float32 training >= 1.5',
+         rate['train.py loop, TFRecords, adam, bfloat16'] / train_rate,
+         rate['train.py loop, TFRecords, adam, bfloat16']
+         / train_rate >= 1.5 if native_bf16 else None),
+        ('bfloat16 NLL speed / float32 NLL speed >= 2',
+         nll['float32']['seconds'] / nll['bfloat16']['seconds'],
+         nll['float32']['seconds'] / nll['bfloat16']['seconds'] >= 2 if native_bf16 else None),
+        ('TFRecord loop / memory loop >= 0.97', train_rate / rate['train.py loop, memory, adam'],
+         train_rate / rate['train.py loop, memory, adam'] >= 0.97),
+        ('pipeline alone / training >= 10', rate['input pipeline alone'] / train_rate,
+         rate['input pipeline alone'] / train_rate >= 10),
+        ('conversion seconds < 2', results['conversion_sec'], results['conversion_sec'] < 2),
+        ('peak RSS MiB < 1536', results['train_peak_rss_mib'], results['train_peak_rss_mib']
+         < 1536),
+    ]
   processes = results.get('process_examples_per_sec')
   if processes:
     best_process = max((name for name in processes if name != TRAIN_PROCESS),
@@ -1067,7 +1090,8 @@ def targets(results):
   return checks
 
 
-def format_report(results):
+def core_report_lines(results):
+  """The report of measurements 1-4."""
   rate = results['examples_per_sec']
   train_rate = rate[TRAIN]
   lines = ['| measurement | examples/s | vs. %s |' % TRAIN, '|---|---|---|']
@@ -1094,6 +1118,13 @@ def format_report(results):
     lines.append('| %s | %.1f | %.1f s | %.2fx | %.3f |' %
                  (precision, nll['seconds'], nll['floor_seconds'],
                   nll['seconds'] / nll['floor_seconds'], nll['iw_nll']))
+  return lines
+
+
+def format_report(results):
+  lines = []
+  if 'examples_per_sec' in results:
+    lines += core_report_lines(results)
   iwae = results.get('iwae')
   if iwae:
     rates = iwae['process_examples_per_sec']
@@ -1132,29 +1163,32 @@ def format_report(results):
         (cvae['training_flops_per_example'] / 1e6, cvae['training_gflops'],
          100 * cvae['training_gflops'] / cvae['convolution_gflops'], cvae['convolution_gflops'])
     ]
-  parts = results['nll']['float32']['parts_seconds']
-  lines += [
-      '',
-      'float32 NLL, its parts timed alone: decoder with biases and '
-      'activations %.1f s (its bare multiplies %.1f s), likelihood of '
-      'every pixel %.1f s, draws of z %.1f s; together %.1f s of the %.1f s '
-      'measured' %
-      (parts['decoder'], results['nll']['float32']['floor_seconds'], parts['likelihood'],
-       parts['draws'], sum(parts.values()), results['nll']['float32']['seconds'])
-  ]
+  if 'nll' in results:
+    parts = results['nll']['float32']['parts_seconds']
+    lines += [
+        '',
+        'float32 NLL, its parts timed alone: decoder with biases and '
+        'activations %.1f s (its bare multiplies %.1f s), likelihood of '
+        'every pixel %.1f s, draws of z %.1f s; together %.1f s of the %.1f s '
+        'measured' %
+        (parts['decoder'], results['nll']['float32']['floor_seconds'], parts['likelihood'],
+         parts['draws'], sum(parts.values()), results['nll']['float32']['seconds'])
+    ]
   machine = results['machine']
-  lines += [
-      '',
-      'matmul ceiling: %.0f GFLOP/s' % results['matmul_gflops'],
-      'oneDNN matmul kernels: %s' %
-      ('; '.join('%s: %s' % (k, ', '.join(v)) for k, v in sorted(results['onednn_kernels'].items()))
-       or 'none (oneDNN is off)'),
-      'MNIST -> TFRecords: %.2f s (%.0f records/s)' %
-      (results['conversion_sec'], results['conversion_records_per_sec']),
-      'evaluation (negative ELBO, test set): %.0f examples/s'
-      % results['evaluation_examples_per_sec'],
-      'peak RSS of train.py: %.0f MiB' % results['train_peak_rss_mib'],
-  ]
+  if 'matmul_gflops' in results:
+    lines += [
+        '',
+        'matmul ceiling: %.0f GFLOP/s' % results['matmul_gflops'],
+        'oneDNN matmul kernels: %s' %
+        ('; '.join('%s: %s' % (k, ', '.join(v))
+                   for k, v in sorted(results['onednn_kernels'].items()))
+         or 'none (oneDNN is off)'),
+        'evaluation (negative ELBO, test set): %.0f examples/s'
+        % results['evaluation_examples_per_sec'],
+        'peak RSS of train.py: %.0f MiB' % results['train_peak_rss_mib'],
+    ]
+  lines.append('MNIST -> TFRecords: %.2f s (%.0f records/s)' %
+               (results['conversion_sec'], results['conversion_records_per_sec']))
   if 'original_script' in results:
     lines.append(
         'original preset, whole process: train.py %.0f s, original '
@@ -1197,7 +1231,8 @@ def main(argv):
       iw_samples=5 if FLAGS.smoke else FLAGS.iw_samples,
       original_script=FLAGS.original_script,
       run_end_to_end=FLAGS.end_to_end,
-      baseline_repo=FLAGS.baseline_repo)
+      baseline_repo=FLAGS.baseline_repo,
+      sections=FLAGS.sections)
   print(format_report(results))
   if FLAGS.json:
     files.write_json(FLAGS.json, results)
