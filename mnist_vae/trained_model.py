@@ -97,7 +97,7 @@ class _Model(object):
   def encode(self, images):
     """The posterior q(z | x) of each image: (z_mean, z_stddev), float32
     [n, latent_dim] each."""
-    return self._encode(as_images(images))
+    return tuple(self._encode(as_images(images)))
 
   def decode(self, z):
     """The decoder's Bernoulli means p(x | z) (clipped to [1e-8, 1 - 1e-8]):

@@ -123,8 +123,10 @@ def test_every_architecture_loads_and_answers(name, tmp_path):
   network = NETWORKS[name]
   vae = mnist_vae.load(_saved_run(network, str(tmp_path)))
   assert vae.network == network
-  z_mean, _ = vae.encode(_digits(2))
-  assert z_mean.shape == (2, network.latent_dim)
+  posterior = vae.encode(_digits(2))
+  assert isinstance(posterior, tuple) and len(posterior) == 2  # (z_mean, z_stddev)
+  assert posterior[0].shape == posterior[1].shape == (2, network.latent_dim)
+  assert (posterior[1] > 0).all()
   assert vae.reconstruct(_digits(2)).shape == (2, 784)
   assert np.isfinite(vae.log_likelihood(_digits(2), k=3)).all()
 
