@@ -1122,8 +1122,9 @@ def core_report_lines(results):
 
 
 def format_report(results):
+  ran_core = 'examples_per_sec' in results  # --sections included core.
   lines = []
-  if 'examples_per_sec' in results:
+  if ran_core:
     lines += core_report_lines(results)
   iwae = results.get('iwae')
   if iwae:
@@ -1163,7 +1164,7 @@ def format_report(results):
         (cvae['training_flops_per_example'] / 1e6, cvae['training_gflops'],
          100 * cvae['training_gflops'] / cvae['convolution_gflops'], cvae['convolution_gflops'])
     ]
-  if 'nll' in results:
+  if ran_core:
     parts = results['nll']['float32']['parts_seconds']
     lines += [
         '',
@@ -1175,7 +1176,7 @@ def format_report(results):
          parts['draws'], sum(parts.values()), results['nll']['float32']['seconds'])
     ]
   machine = results['machine']
-  if 'matmul_gflops' in results:
+  if ran_core:
     lines += [
         '',
         'matmul ceiling: %.0f GFLOP/s' % results['matmul_gflops'],
