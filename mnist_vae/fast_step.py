@@ -126,7 +126,8 @@ def compiled_training_step(images,
                            noise=None,
                            output_bias=None,
                            iw_samples=1,
-                           bound='iwae'):
+                           bound='iwae',
+                           train_kl='closed_form'):
   """A training step's loss and gradients as one function, compiled by XLA
   where the network's description says so (network.xla_step).
 
@@ -159,6 +160,7 @@ def compiled_training_step(images,
       step maximizes `bound` (one of model.BOUNDS) over the K draws.
     bound: 'iwae' or 'elbo' (see model.BOUNDS); with K = 1 both are the ELBO
       of one draw, the objective as it always was.
+    train_kl: how the ELBO's KL term is estimated, one of model.KL_ESTIMATES.
 
   Returns:
     A TrainingStep over the variables of model.create_variables (created here
@@ -167,7 +169,6 @@ def compiled_training_step(images,
   check_keep_prob(keep_prob)
   layers = model.create_variables(network, output_bias)
   images = model.repeat_for_draws(images, iw_samples)
-  iwae = iw_samples > 1 and bound == 'iwae'
   batch = tf.shape(images)[0]
   dropout_sizes = [math.prod(shape) for shape in architectures.dropout_shapes(network)]
   uses_dropout = keep_prob != 1.0 and bool(dropout_sizes)
@@ -205,12 +206,9 @@ def compiled_training_step(images,
                                    model.LayerOps(model.DECODER_SCOPE, weights, matmul_dtype),
                                    dropout_of)
     terms = model.loss(images, model.Inference(z_mean, z_stddev, z, logits), network)
-    objective = (
-        terms.reconstruction + kl_weight * terms.kl_divergence if weighted else terms.neg_elbo)
-    if iwae:
-      objective = -tf.reduce_mean(
-          model.importance_weighted_bound(terms.log_likelihood, z_mean, z_stddev, noise,
-                                          iw_samples))
+    objective = model.training_objective(terms, z_mean, z_stddev, noise,
+                                         kl_weight if weighted else None, iw_samples, bound,
+                                         train_kl)
     gradients = tf.gradients(objective, tf.nest.flatten(weights))
     gradient_sum = tf.add_n([tf.reduce_sum(gradient) for gradient in gradients])
     return terms, objective, gradients, gradient_sum
@@ -224,10 +222,11 @@ def compiled_training_step(images,
           name: tf.identity(getattr(terms, name), name=name)
           for name in ('reconstruction', 'kl_divergence', 'neg_elbo')
       })
-  return TrainingStep(
-      terms,
-      tf.identity(objective, name='objective') if weighted or iwae else terms.neg_elbo,
-      list(zip(gradients, tf.nest.flatten(layers))), gradient_sum)
+  if model.objective_is_neg_elbo(weighted, iw_samples, bound, train_kl):
+    objective = terms.neg_elbo
+  else:
+    objective = tf.identity(objective, name='objective')
+  return TrainingStep(terms, objective, list(zip(gradients, tf.nest.flatten(layers))), gradient_sum)
 
 
 # (1 + u) <= 2, so a product of this many factors stays below float32's
@@ -324,6 +323,7 @@ def compiled_training_loop(blocks,
                            output_bias=None,
                            iw_samples=1,
                            bound='iwae',
+                           train_kl='closed_form',
                            pixels=None,
                            binarize='none'):
   """Several training steps, updates included, as one XLA computation.
@@ -358,7 +358,7 @@ def compiled_training_loop(blocks,
     kl_weight_at: int64 [] global step -> float32 [] KL weight, or None to
       minimize the negative ELBO itself.
     output_bias: see model.create_variables.
-    iw_samples, bound: as for compiled_training_step.
+    iw_samples, bound, train_kl: as for compiled_training_step.
     pixels: None, or uint8 [num_examples, 784]: the training split as
       input_pipeline.read_split_pixels reads it, from which the loop gathers
       each batch and makes its images (`binarize`: a dynamic binarization's
@@ -369,7 +369,6 @@ def compiled_training_loop(blocks,
   Returns:
     A TrainingLoop.
   """
-  iwae = iw_samples > 1 and bound == 'iwae'
   check_keep_prob(keep_prob)
   name = {
       tf.train.AdamOptimizer: 'adam',
@@ -433,13 +432,8 @@ def compiled_training_loop(blocks,
                                    dropout_of)
     terms = model.loss(images, model.Inference(z_mean, z_stddev, z, logits), network)
     kl_weight = None if kl_weight_at is None else kl_weight_at(step)
-    objective = (
-        terms.neg_elbo if kl_weight is None else terms.reconstruction
-        + kl_weight * terms.kl_divergence)
-    if iwae:
-      objective = -tf.reduce_mean(
-          model.importance_weighted_bound(terms.log_likelihood, z_mean, z_stddev, noise,
-                                          iw_samples))
+    objective = model.training_objective(terms, z_mean, z_stddev, noise, kl_weight, iw_samples,
+                                         bound, train_kl)
     gradients = tf.gradients(objective, weights_list)
     return terms, objective, gradients, kl_weight
 
@@ -518,7 +512,7 @@ def compiled_training_loop(blocks,
     fetches.update({name: tf.identity(value, name=name) for name, value in zip(names, summary)})
   if kl_weight_at is None:
     del fetches['kl_weight']
-    if not iwae:
+    if model.objective_is_neg_elbo(False, iw_samples, bound, train_kl):
       del fetches['objective']
   if learning_rate_at is None:
     del fetches['learning_rate']

@@ -505,6 +505,58 @@ def log_importance_weights(images,
   return log_likelihood + log_prior - log_posterior
 
 
+# --train_kl: how a training step's ELBO estimates its KL term.
+#   closed_form  KL(q(z | x) || p(z)) of the two Gaussians, exactly: the
+#                expectation itself, so its gradient has no noise of its own
+#   sampled      log q(z | x) - log p(z) at the step's draw of z, as Burda et
+#                al.'s code trains its VAE (the same expectation, noisier)
+KL_ESTIMATES = ('closed_form', 'sampled')
+
+
+def sampled_kl(z_mean, z_stddev, noise):
+  """log q(z | x) - log p(z) at z = z_mean + z_stddev * noise, whose
+  expectation over the noise is the closed-form KL: float32 [rows] from
+  [rows, latent_dim] each."""
+  log_prior, log_posterior = log_prior_and_posterior(z_mean, z_stddev, noise[None])
+  return log_posterior[0] - log_prior[0]
+
+
+def objective_is_neg_elbo(weighted, iw_samples, bound, train_kl):
+  """Whether `training_objective` is the negative ELBO itself (`weighted`:
+  whether it has a KL weight), so that a step need not report both."""
+  return not weighted and not (iw_samples > 1 and bound == 'iwae') and train_kl == 'closed_form'
+
+
+def training_objective(terms, z_mean, z_stddev, noise, kl_weight, iw_samples, bound, train_kl):
+  """The scalar a training step minimizes.
+
+  Args:
+    terms: the LossTerms of the step's rows (the batch repeated K times by
+      `repeat_for_draws` when iw_samples K > 1).
+    z_mean, z_stddev, noise: float32 [rows, latent_dim], each row's posterior
+      and the standard normal draw that made its z.
+    kl_weight: float32 [] weight of the KL term, or None for the ELBO itself.
+    iw_samples, bound: K and one of BOUNDS; with K > 1 and 'iwae', minus the
+      importance-weighted bound (which has no KL term to weigh or estimate).
+    train_kl: one of KL_ESTIMATES.
+
+  Returns:
+    float32 []; `terms.neg_elbo` itself for the closed-form KL unweighted.
+  """
+  if iw_samples > 1 and bound == 'iwae':
+    return -tf.reduce_mean(
+        importance_weighted_bound(terms.log_likelihood, z_mean, z_stddev, noise, iw_samples))
+  if train_kl == 'closed_form':
+    kl_divergence = terms.kl_divergence
+    if kl_weight is None:
+      return terms.neg_elbo
+  else:
+    kl_divergence = tf.reduce_mean(sampled_kl(z_mean, z_stddev, noise))
+  if kl_weight is None:
+    return terms.reconstruction + kl_divergence
+  return terms.reconstruction + kl_weight * kl_divergence
+
+
 def log_prior_and_posterior(z_mean, z_stddev, noise):
   """log p(z_k) and log q(z_k | x) for z_k = z_mean + z_stddev * noise_k:
   float32 [K, batch] each, from [batch, latent_dim] and noise [K, batch,

@@ -286,6 +286,16 @@ def define_flags(flag_values=flags.FLAGS):
       'importance-weighted bound log mean_k w_k (Burda et al. '
       '2015, the IWAE); elbo the ELBO averaged over the K draws '
       '(their "VAE with k samples").')
+  flags.DEFINE_enum(
+      'train_kl',
+      _default('train_kl'),
+      model.KL_ESTIMATES,
+      flag_values=flag_values,
+      help='How training estimates the ELBO\'s KL term: closed_form, '
+      'the exact KL of the two Gaussians; sampled, log q(z|x) - '
+      'log p(z) at the drawn z, as Burda et al.\'s code trains its '
+      'VAE (the same expectation, a noisier gradient). Evaluation '
+      'always reports the closed form.')
   flags.DEFINE_integer(
       'log_every_n_steps',
       _default('log_every_n_steps'),
@@ -825,10 +835,14 @@ MAX_STEP_MEMORY_FRACTION = 0.5
 def _check_iw_samples(step_settings, optimizer_settings, network):
   """TrainingError unless --train_iw_samples fits the objective and memory."""
   samples = step_settings.train_iw_samples
+  iwae = samples > 1 and step_settings.train_bound == 'iwae'
+  if iwae and step_settings.train_kl != 'closed_form':
+    raise TrainingError('--train_kl=%s: --train_bound=iwae with --train_iw_samples=%d has no KL '
+                        'term to estimate; drop --train_kl, or use --train_bound=elbo' %
+                        (step_settings.train_kl, samples))
   if samples == 1:
     return
-  if step_settings.train_bound == 'iwae' and (optimizer_settings.kl_weight != 1.0
-                                              or optimizer_settings.kl_warmup_steps):
+  if iwae and (optimizer_settings.kl_weight != 1.0 or optimizer_settings.kl_warmup_steps):
     raise TrainingError('--train_bound=iwae with --train_iw_samples=%d has no KL term '
                         'to weigh: drop --kl_weight/--kl_warmup_steps, or use '
                         '--train_bound=elbo' % samples)

@@ -77,13 +77,14 @@ OptimizerSettings = collections.namedtuple(
 # `steps_per_call` > 1 runs that many steps, updates included, inside one
 # compiled loop per session call (fast_step.compiled_training_loop).
 # `train_iw_samples` K > 1 draws K z per image and maximizes `train_bound`
-# (model.BOUNDS) over them.
+# (model.BOUNDS) over them; `train_kl` is how the ELBO's KL term is estimated
+# (model.KL_ESTIMATES).
 StepSettings = collections.namedtuple(
     'StepSettings', [
         'batch_size', 'keep_prob', 'seed', 'shuffle_buffer_size', 'binarize', 'matmul_precision',
-        'steps_per_call', 'train_iw_samples', 'train_bound'
+        'steps_per_call', 'train_iw_samples', 'train_bound', 'train_kl'
     ],
-    defaults=(128, 0.9, 0, 0, 'none', 'float32', 1, 1, 'iwae'))
+    defaults=(128, 0.9, 0, 0, 'none', 'float32', 1, 1, 'iwae', 'closed_form'))
 # Where the run writes, and the batch size of its evaluations.
 RunSettings = collections.namedtuple(
     'RunSettings', ['train_dir', 'eval_batch_size'], defaults=('runs/vae', 1000))
@@ -239,7 +240,8 @@ def _single_step(train_images, network, optimizer_settings, step_settings, stage
         kl_weight,
         output_bias=output_bias,
         iw_samples=step_settings.train_iw_samples,
-        bound=step_settings.train_bound)
+        bound=step_settings.train_bound,
+        train_kl=step_settings.train_kl)
   learning_rate = optimizer_settings.learning_rate
   if stages:
     learning_rate = learning_rates.rate_at(tf.train.get_global_step(), stages, ends)
@@ -293,6 +295,7 @@ def _compiled_loop(train_blocks, network, optimizer_settings, step_settings, sta
         output_bias=output_bias,
         iw_samples=step_settings.train_iw_samples,
         bound=step_settings.train_bound,
+        train_kl=step_settings.train_kl,
         pixels=pixels,
         binarize=step_settings.binarize)
   return loop.fetches, loop.steps_to_run

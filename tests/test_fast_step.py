@@ -287,11 +287,11 @@ def test_compiled_loop_stops_before_a_step_that_is_not_finite():
     np.testing.assert_array_equal(stopped_variables[name], value, err_msg=name)
 
 
-def _numpy_objective(weights, images, noise, iw_samples, bound):
+def _numpy_objective(weights, images, noise, iw_samples, bound, train_kl='closed_form'):
   """The IWAE network's training objective written out in float64 NumPy:
   -mean_i log mean_k w_ik ('iwae') or the ELBO averaged over the K draws with
-  its KL in closed form ('elbo'); noise [K * batch, latent] in
-  repeat_for_draws' row order."""
+  its KL in closed form or sampled, log q(z|x) - log p(z) at each draw
+  ('elbo'); noise [K * batch, latent] in repeat_for_draws' row order."""
 
   def dense(name, x):
     w, b = weights[name]
@@ -304,30 +304,41 @@ def _numpy_objective(weights, images, noise, iw_samples, bound):
   h = np.tanh(dense('bernoulli_decoder/fc2', np.tanh(dense('bernoulli_decoder/fc1', z))))
   logits = dense('bernoulli_decoder/output', h)
   log_likelihood = np.sum(x * logits - np.logaddexp(0.0, logits), axis=1)
+  # q's density at z written from z itself, not from the noise that made it.
+  log_posterior = -0.5 * np.sum(
+      ((z - mean) / np.exp(log_stddev))**2 + np.log(2 * np.pi) + 2 * log_stddev, axis=1)
+  log_prior = -0.5 * np.sum(z**2 + np.log(2 * np.pi), axis=1)
+  if bound == 'elbo' and train_kl == 'sampled':
+    return -np.mean(log_likelihood - (log_posterior - log_prior))
   if bound == 'elbo':
     kl = 0.5 * np.sum(mean**2 + np.exp(2 * log_stddev) - 2 * log_stddev - 1, axis=1)
     return -np.mean(log_likelihood - kl)
-  log_prior = -0.5 * np.sum(z**2 + np.log(2 * np.pi), axis=1)
-  log_posterior = -0.5 * np.sum(noise**2 + np.log(2 * np.pi), axis=1) - np.sum(log_stddev, 1)
   log_w = (log_likelihood + log_prior - log_posterior).reshape(iw_samples, -1)
   top = log_w.max(axis=0)
   return -np.mean(top + np.log(np.mean(np.exp(log_w - top), axis=0)))
 
 
-@pytest.mark.parametrize('bound', ['iwae', 'elbo'])
-def test_training_on_k_draws_takes_the_bound_and_its_gradient(bound):
-  """The importance-weighted bound (and the K-draw ELBO) and their gradients
-  against a NumPy computation on a tiny network, gradients by central
-  differences in float64."""
+@pytest.mark.parametrize('bound, train_kl, iw_samples', [('iwae', 'closed_form', 3),
+                                                         ('elbo', 'closed_form', 3),
+                                                         ('elbo', 'sampled', 3),
+                                                         ('elbo', 'sampled', 1)])
+def test_training_on_k_draws_takes_the_bound_and_its_gradient(bound, train_kl, iw_samples):
+  """The importance-weighted bound (and the K-draw ELBO, its KL in closed form
+  or sampled) and their gradients against a NumPy computation on a tiny
+  network, gradients by central differences in float64."""
   network = architectures.network('iwae_mlp', 3, 2)
   rng = np.random.RandomState(0)
   images = (rng.rand(4, 784) < 0.3).astype(np.float32)
-  iw_samples = 3
   noise = rng.standard_normal([iw_samples * 4, 2]).astype(np.float32)
   with tf.Graph().as_default():
     tf.set_random_seed(1)
     step = fast_step.compiled_training_step(
-        tf.constant(images), network, noise=tf.constant(noise), iw_samples=iw_samples, bound=bound)
+        tf.constant(images),
+        network,
+        noise=tf.constant(noise),
+        iw_samples=iw_samples,
+        bound=bound,
+        train_kl=train_kl)
     gradients = {var.op.name: grad for grad, var in step.grads_and_vars}
     variables = {var.op.name: var for _, var in step.grads_and_vars}
     objective, gradients, values = run_session([step.objective, gradients, variables])
@@ -336,7 +347,7 @@ def test_training_on_k_draws_takes_the_bound_and_its_gradient(bound):
                                 values[name[:-len('weights')] + 'biases'].astype(np.float64)
                                ) for name in values if name.endswith('weights')
   }
-  expected = _numpy_objective(weights, images, noise, iw_samples, bound)
+  expected = _numpy_objective(weights, images, noise, iw_samples, bound, train_kl)
   assert objective == pytest.approx(expected, rel=1e-5)
   for name in ('gaussian_encoder/log_stddev', 'gaussian_encoder/fc1', 'bernoulli_decoder/fc2',
                'bernoulli_decoder/output'):
@@ -345,8 +356,8 @@ def test_training_on_k_draws_takes_the_bound_and_its_gradient(bound):
       minus = {key: tuple(np.copy(array) for array in pair) for key, pair in weights.items()}
       plus[name][part][index] += 1e-6
       minus[name][part][index] -= 1e-6
-      numeric = (_numpy_objective(plus, images, noise, iw_samples, bound)
-                 - _numpy_objective(minus, images, noise, iw_samples, bound)) / 2e-6
+      numeric = (_numpy_objective(plus, images, noise, iw_samples, bound, train_kl)
+                 - _numpy_objective(minus, images, noise, iw_samples, bound, train_kl)) / 2e-6
       got = gradients[name + ('/weights' if part == 0 else '/biases')][index]
       assert got == pytest.approx(numeric, rel=2e-3, abs=1e-5), (name, part)
 

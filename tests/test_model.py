@@ -97,6 +97,23 @@ def test_kl_is_never_negative_and_equals_original():
   np.testing.assert_allclose(kl, original_kl(mean, stddev), rtol=1e-5, atol=2e-6)
 
 
+def test_sampled_kl_averages_to_the_closed_form():
+  """--train_kl=sampled estimates the same KL: log q(z|x) - log p(z) at
+  200,000 draws averages to the closed form within 3 standard errors."""
+  rng = np.random.RandomState(0)
+  mean = rng.normal(0, 1.5, (1, 4)).astype(np.float32)
+  stddev = rng.uniform(0.05, 2, (1, 4)).astype(np.float32)
+  noise = rng.standard_normal((200000, 4)).astype(np.float32)
+  sampled = run_in_new_graph(
+      lambda m, s, e: model.sampled_kl(tf.tile(m, [200000, 1]), tf.tile(s, [200000, 1]), e), mean,
+      stddev, noise)
+  closed_form = run_in_new_graph(lambda m, s: model.gaussian_kl(m, s, ORIGINAL_NETWORK), mean,
+                                 stddev)[0]
+  assert closed_form > 1
+  assert abs(sampled.mean() - closed_form) < 3 * sampled.std() / math.sqrt(sampled.size)
+  assert sampled.std() > 0.5  # A sample, not the closed form again.
+
+
 def test_saturated_decoder_gives_nan_in_original_and_finite_here():
   images = np.array([[0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 0.0]], np.float32)
   logits = np.array([[-100.0, 100.0, 1e4, 40.0, 60.0, -1e4, 1e30]], np.float32)

@@ -449,6 +449,7 @@ def test_a_learning_rate_schedule_resumes_where_it_was(idx_dir, tmp_path):
     (['--learning_rate_schedule', '1:1e-3', '--max_steps', '1000'
      ], '--max_steps=1000 runs past the end of --learning_rate_schedule'),
     (['--train_iw_samples', '5', '--kl_weight', '2'], 'has no KL term to weigh'),
+    (['--train_iw_samples', '5', '--train_kl', 'sampled'], 'has no KL term to estimate'),
     (['--train_iw_samples', '100000', '--batch_size', '128'], 'needs about'),
     (['--adam_beta1', '0.5', '--optimizer', 'sgd'], 'apply to --optimizer=adam'),
     (['--steps_per_call', '10', '--optimizer', 'rmsprop'], 'works with --optimizer=adam or sgd'),
