@@ -74,8 +74,10 @@ def collect_runs(runs_dir):
           'dir': run_dir,
           'metrics': files.read_json(os.path.join(run_dir, 'metrics.json')),
           'test': files.read_json(os.path.join(run_dir, 'eval_test.json')),
-          'validation': files.read_json(os.path.join(run_dir, 'eval_validation.json'))
+          'validation': None
       }
+      if run['metrics'].get('config', {}).get('validation_size', 1):
+        run['validation'] = files.read_json(os.path.join(run_dir, 'eval_validation.json'))
     except (tf.errors.NotFoundError, FileNotFoundError):
       continue  # Not finished.
     presets.setdefault(preset, []).append(run)
@@ -90,6 +92,14 @@ def mean_spread(values):
                                              values.max())
 
 
+def _validation_cell(runs):
+  """The runs' mean validation -ELBO, or 'none' for runs trained on every
+  training image (no validation split)."""
+  if any(run['validation'] is None for run in runs):
+    return 'none'
+  return '%.2f' % np.mean([run['validation']['neg_elbo'] for run in runs])
+
+
 def summary_table(presets):
   lines = [
       '| preset | seeds | test -ELBO (mean &plusmn; sd, range) | test NLL, k=%s '
@@ -97,21 +107,35 @@ def summary_table(presets):
       '|---|---|---|---|---|---|---|'
   ]
   for preset, runs in presets.items():
-    lines.append('| %s | %d | %s | %s | %.2f | %d | %.0f s |' %
-                 (preset, len(runs), mean_spread([r['test']['neg_elbo'] for r in runs]),
-                  mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]),
-                  np.mean([r['validation']['neg_elbo'] for r in runs]), runs[0]['metrics']['step'],
-                  np.mean([r['metrics']['wall_time_sec'] for r in runs])))
+    lines.append(
+        '| %s | %d | %s | %s | %s | %d | %.0f s |' %
+        (preset, len(runs), mean_spread([r['test']['neg_elbo'] for r in runs]),
+         mean_spread([r['test'].get('iw_nll', np.nan) for r in runs]), _validation_cell(runs),
+         runs[0]['metrics']['step'], np.mean([r['metrics']['wall_time_sec'] for r in runs])))
   return '\n'.join(lines)
 
 
-def binarized_notes(presets):
-  """A line for each preset trained on binarized pixels: its nats measure a
-  different data distribution from the grey-level rows."""
+def data_notes(presets):
+  """A line for each preset trained on other data than MNIST's grey levels
+  (binarized pixels, another dataset): its nats measure a different data
+  distribution from the grey-level rows."""
   notes = []
   for preset, runs in presets.items():
-    mode = runs[0]['metrics'].get('config', {}).get('binarize', 'none')
-    if mode != 'none':
+    config = runs[0]['metrics'].get('config', {})
+    mode = config.get('binarize', 'none')
+    dataset = config.get('dataset', 'mnist')
+    if dataset != 'mnist':
+      notes += [
+          '%s: trained and evaluated on --dataset=%s; its nats are not comparable '
+          'with the MNIST rows.' % (preset, dataset), ''
+      ]
+    elif mode == 'threshold':
+      notes += [
+          '%s: trained and evaluated on the images binarized at 0.5 '
+          '(--binarize=threshold); comparable with neither the grey-level rows '
+          'nor the stochastically binarized ones.' % preset, ''
+      ]
+    elif mode != 'none':
       notes += [
           '%s: trained with --binarize=%s and evaluated on the static binary '
           'sample of each image; comparable with the binarized-MNIST '
@@ -128,10 +152,10 @@ def per_run_table(presets):
   for preset, runs in presets.items():
     for run in runs:
       test = run['test']
-      lines.append('| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f s |' %
+      lines.append('| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.0f s |' %
                    (preset, os.path.basename(run['dir'])[len('seed'):], test['neg_elbo'],
                     test['reconstruction'], test['kl_divergence'], test.get('iw_nll', np.nan),
-                    run['validation']['neg_elbo'], run['metrics']['wall_time_sec']))
+                    _validation_cell([run]), run['metrics']['wall_time_sec']))
   return '\n'.join(lines)
 
 
@@ -193,7 +217,7 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
   presets = collect_runs(runs_dir)
   latent2 = presets.pop(LATENT2, None)
   sections = [
-      '# Reproduction of the MLP VAE results', '',
+      '# Reproduction of the presets\' results', '',
       'Made by `%s`.' % (command or 'scripts/reproduce.sh'), '',
       'Machine: %d cores (%s), Python %s, TensorFlow %s. Negative ELBO and '
       'NLL in nats per image over all examples of the split, dropout off '
@@ -202,8 +226,7 @@ def write_report(runs_dir, data_dir, report_dir, command=''):
       'guide, not a benchmark.' %
       (os.cpu_count(), _cpu_model(), platform.python_version(), tf.version.VERSION), '',
       summary_table(presets), ''
-  ] + binarized_notes(presets) + ['### Each run', '',
-                                  per_run_table(presets), '']
+  ] + data_notes(presets) + ['### Each run', '', per_run_table(presets), '']
   for preset, runs in presets.items():
     curves = {}
     for run in runs:

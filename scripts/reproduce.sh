@@ -9,6 +9,7 @@
 #   scripts/reproduce.sh --presets upstream --seeds 0 # one run: train + k=1000 evaluations
 #   scripts/reproduce.sh --smoke                      # tiny runs: checks the pipeline
 #   scripts/reproduce.sh --jobs 2                     # two runs at once, a core each
+#   scripts/reproduce.sh --presets "cvae_tutorial kl_article" --iw_samples 100
 #
 # --seeds lists the seeds to run. The presets are configs/<preset>.flags plus
 # latent2 (upstream with a 2-d latent, for the manifold figure) and
@@ -23,9 +24,18 @@
 # output in RUNS_DIR/logs/. Two one-thread runs side by side get more out of
 # 2 cores than one two-thread run after another; a run's numbers depend on its
 # seed and thread setting only, not on what runs beside it.
+#
+# A preset whose flag file names its own --data_dir (cvae_tutorial and
+# kl_article train on all 60,000 training images; kl_article on
+# Fashion-MNIST, read from --fashion_mnist_dir) gets its TFRecords beside
+# --data_dir's, under that directory's name. A run without a validation
+# split is evaluated on the test set only. The importance-weighted NLL of a
+# convolutional preset costs much more than an MLP's: k = 1,000 over the
+# test set is about 25 minutes of one core for cvae_tutorial.
 set -euo pipefail
 
 MNIST_DIR=../shared/mnist
+FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
 DATA_DIR=data/mnist
 RUNS_DIR=runs/reproduce
 REPORT_DIR=reproduction
@@ -33,6 +43,7 @@ SEEDS="0 1 2"
 PRESETS="original upstream long latent2 upstream_binarized"
 IW_SAMPLES=1000
 EXTRA=()
+SMOKE_WIDTH=
 command_line="scripts/reproduce.sh $*"
 
 while [[ $# -gt 0 ]]; do
@@ -40,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --seeds) SEEDS=$2; shift 2 ;;
     --presets) PRESETS=$2; shift 2 ;;
     --mnist_dir) MNIST_DIR=$2; shift 2 ;;
+    --fashion_mnist_dir) FASHION_MNIST_DIR=$2; shift 2 ;;
     --data_dir) DATA_DIR=$2; shift 2 ;;
     --runs_dir) RUNS_DIR=$2; shift 2 ;;
     --report_dir) REPORT_DIR=$2; shift 2 ;;
@@ -48,10 +60,11 @@ while [[ $# -gt 0 ]]; do
     --threads_per_job) THREADS_PER_JOB=$2; shift 2 ;;
     --smoke)
       SEEDS="0 1"; PRESETS="original latent2 upstream_binarized"; IW_SAMPLES=5
-      EXTRA=(--max_steps=30 --hidden_units=32 --log_every_n_steps=10
+      SMOKE_WIDTH=--hidden_units=32
+      EXTRA=(--max_steps=30 --log_every_n_steps=10
              --image_every_n_steps=10 --eval_every_n_steps=10 --save_checkpoint_steps=10)
       shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -80,6 +93,49 @@ export TF_CPP_MIN_LOG_LEVEL=2
 read -ra threads <<< "$(thread_flags)"
 prepare_data
 
+# The value of --FLAG in configs/PRESET.flags (the last one), or nothing.
+preset_setting() {  # PRESET FLAG
+  [[ -f configs/$1.flags ]] || return 0
+  sed -n "s/^--$2=//p" "configs/$1.flags" | tail -n 1
+}
+
+# The train.py flags of a preset's own data (nothing for a preset that has
+# none: it trains on --data_dir), after making its TFRecords once, before
+# runs start side by side.
+declare -A preset_data_flags=()
+for preset in $PRESETS; do
+  own_data_dir=$(preset_setting "$preset" data_dir)
+  [[ -n $own_data_dir ]] || continue
+  dataset=$(preset_setting "$preset" dataset)
+  source_dir=$MNIST_DIR
+  [[ $dataset == fashion_mnist ]] && source_dir=$FASHION_MNIST_DIR
+  preset_data_dir=$(dirname "$DATA_DIR")/$(basename "$own_data_dir")
+  split_flags=()
+  for flag in validation_size validation_from; do
+    value=$(preset_setting "$preset" $flag)
+    [[ -z $value ]] || split_flags+=("--$flag=$value")
+  done
+  if [[ ! -f $preset_data_dir/dataset_info.json ]] &&
+      ! "$python" -m mnist_vae.data_prep.convert_to_records --mnist_dir="$source_dir" \
+        --output_dir="$preset_data_dir" --dataset="${dataset:-mnist}" "${split_flags[@]}"; then
+    echo "reproduce.sh: could not make $preset's TFRecords in $preset_data_dir (above); no run" \
+      "started." >&2
+    exit 1
+  fi
+  preset_data_flags[$preset]="--mnist_dir=$source_dir --data_dir=$preset_data_dir"
+done
+
+# A run's flags after its flag file: the preset's own data, and in the smoke
+# mode narrower hidden layers where the network has a width to choose
+# (cvae_tutorial's has none).
+preset_flags() {  # PRESET
+  local flags=${preset_data_flags[$1]:-}
+  if [[ -n $SMOKE_WIDTH && $(preset_setting "$1" architecture) != cvae_tutorial ]]; then
+    flags+=" $SMOKE_WIDTH"
+  fi
+  echo "$flags"
+}
+
 train_and_evaluate() {  # DIR SEED [train.py flags...]
   local dir=$1 seed=$2
   shift 2
@@ -90,11 +146,19 @@ train_and_evaluate() {  # DIR SEED [train.py flags...]
       --seed="$seed" "${threads[@]}" "$@" "${EXTRA[@]}"
   fi
   local split
-  for split in validation test; do
+  for split in $(evaluated_splits "$dir"); do
     [[ -f "$dir/eval_$split.json" ]] && continue
-    "$python" evaluate.py --data_dir="$DATA_DIR" --train_dir="$dir" --split="$split" \
+    # evaluate.py reads the run's own --data_dir and --binarize.
+    "$python" evaluate.py --train_dir="$dir" --split="$split" \
       --iw_samples="$IW_SAMPLES" --output="$dir/eval_$split.json" "${threads[@]}"
   done
+}
+
+# test, and validation first where the run has a validation split.
+evaluated_splits() {  # DIR
+  "$python" -c 'import json, sys
+config = json.load(open(sys.argv[1]))
+print("validation test" if config.get("validation_size", 1) else "test")' "$1/config.json"
 }
 
 # The runs, as "NAME SEED FLAGS...", the longest first so that, with --jobs,
@@ -106,15 +170,20 @@ for preset in $PRESETS; do
   case "$preset" in
     # A 2-d latent model of the upstream preset, for the manifold figure.
     latent2)
-      runs+=("latent2 $first_seed --flagfile=configs/upstream.flags --latent_dim=2") ;;
+      runs+=("latent2 $first_seed --flagfile=configs/upstream.flags --latent_dim=2 $SMOKE_WIDTH") ;;
     # The upstream preset on dynamically binarized pixels, to stand next to the
     # binarized-MNIST literature (evaluate.py reads the mode from metrics.json).
     upstream_binarized)
-      runs+=("upstream_binarized $first_seed --flagfile=configs/upstream.flags --binarize=dynamic") ;;
+      flags="--flagfile=configs/upstream.flags --binarize=dynamic $SMOKE_WIDTH"
+      runs+=("upstream_binarized $first_seed $flags") ;;
     long)
-      for seed in $SEEDS; do runs=("long $seed --flagfile=configs/long.flags" "${runs[@]}"); done ;;
+      for seed in $SEEDS; do
+        runs=("long $seed --flagfile=configs/long.flags $SMOKE_WIDTH" "${runs[@]}")
+      done ;;
     *)
-      for seed in $SEEDS; do runs+=("$preset $seed --flagfile=configs/$preset.flags"); done ;;
+      for seed in $SEEDS; do
+        runs+=("$preset $seed --flagfile=configs/$preset.flags $(preset_flags "$preset")")
+      done ;;
   esac
 done
 

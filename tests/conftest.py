@@ -50,6 +50,16 @@ def mnist_dir():
 
 
 @pytest.fixture(scope='session')
+def fashion_mnist_dir():
+  """Debian's Fashion-MNIST files; CI installs them (.ci/run)."""
+  if not os.path.exists(os.path.join(helpers.FASHION_MNIST, 't10k-images-idx3-ubyte.gz')):
+    if os.environ.get('CI'):
+      pytest.fail('%s missing: .ci/run installs dataset-fashion-mnist' % helpers.FASHION_MNIST)
+    pytest.skip('Debian package dataset-fashion-mnist not installed')
+  return helpers.FASHION_MNIST
+
+
+@pytest.fixture(scope='session')
 def small_mnist_records(mnist_dir, tmp_path_factory):
   """TFRecords of the first 1,800 / 200 / 200 real MNIST images."""
   from mnist_vae.data_prep import convert_to_records

@@ -28,6 +28,8 @@ from mnist_vae.data_prep import idx
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.environ.get('MNIST_DIR', os.path.join(REPO_ROOT, os.pardir, 'shared', 'mnist'))
+# Debian's dataset-fashion-mnist package puts the four IDX files here.
+FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 # The original network at its original sizes.
 ORIGINAL_NETWORK = architectures.network('mlp', 500, 20)
 

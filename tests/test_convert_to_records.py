@@ -228,13 +228,9 @@ def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path):
   assert not (tmp_path / 'out').exists() or not os.listdir(tmp_path / 'out')
 
 
-FASHION_DIR = '/usr/share/datasets/fashion-mnist'
-
-
-@pytest.mark.skipif(
-    not os.path.isdir(FASHION_DIR), reason='Debian package dataset-fashion-mnist not installed')
-def test_fashion_mnist_conversion(tmp_path):
-  info = convert_to_records.convert(FASHION_DIR, str(tmp_path / 'fashion'), dataset='fashion_mnist')
+def test_fashion_mnist_conversion(tmp_path, fashion_mnist_dir):
+  info = convert_to_records.convert(
+      fashion_mnist_dir, str(tmp_path / 'fashion'), dataset='fashion_mnist')
   assert info['dataset'] == 'fashion_mnist'
   assert info['num_examples'] == {'train': 55000, 'validation': 5000, 'test': 10000}
   _, test_labels = read_records(str(tmp_path / 'fashion' / 'test.tfrecords'))

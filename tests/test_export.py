@@ -319,15 +319,8 @@ def test_auroc():
   assert abs(ood.auroc(rng.rand(4000), rng.rand(4000)) - 0.5) < 0.02
 
 
-FASHION = '/usr/share/datasets/fashion-mnist'
-
-
 @pytest.mark.large
-def test_out_of_distribution_script(trained, tmp_path):
-  if not os.path.exists(os.path.join(FASHION, 't10k-images-idx3-ubyte.gz')):
-    if os.environ.get('CI'):
-      pytest.fail('%s missing: .ci/run installs dataset-fashion-mnist' % FASHION)
-    pytest.skip('Debian package dataset-fashion-mnist not installed')
+def test_out_of_distribution_script(trained, tmp_path, fashion_mnist_dir):
   data_dir, train_dir = trained
   result = run_process([
       'bash',

@@ -95,6 +95,46 @@ def _numbers(path):
 
 
 @pytest.mark.large
+def test_the_convolutional_presets_train_on_their_own_data(mnist_dir, fashion_mnist_dir, tmp_path):
+  """cvae_tutorial (all 60,000 MNIST images) and kl_article (Fashion-MNIST)
+  each get their TFRecords beside --data_dir's, are evaluated on the test set
+  only (they have no validation split), and their rows say so."""
+  result = subprocess.run([
+      'bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'cvae_tutorial kl_article', '--seeds',
+      '0', '--jobs', '2', '--mnist_dir', mnist_dir, '--fashion_mnist_dir', fashion_mnist_dir,
+      '--data_dir',
+      str(tmp_path / 'data' / 'mnist'), '--runs_dir',
+      str(tmp_path / 'runs'), '--report_dir',
+      str(tmp_path / 'report')
+  ],
+                          cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2'),
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for preset, data, source, examples in (('cvae_tutorial', 'mnist_no_validation', mnist_dir, 60000),
+                                         ('kl_article', 'fashion_mnist_no_validation',
+                                          fashion_mnist_dir, 60000)):
+    info = json.loads((tmp_path / 'data' / data / 'dataset_info.json').read_text())
+    assert info['num_examples']['train'] == examples and info['num_examples']['validation'] == 0
+    run = tmp_path / 'runs' / preset / 'seed0'
+    config = json.loads((run / 'config.json').read_text())
+    assert (config['data_dir'], config['mnist_dir']) == (str(tmp_path / 'data' / data), source)
+    assert (run / 'eval_test.json').exists() and not (run / 'eval_validation.json').exists()
+  assert json.loads((tmp_path / 'runs' / 'kl_article' / 'seed0'
+                     / 'config.json').read_text())['dataset'] == 'fashion_mnist'
+  report = (tmp_path / 'report' / 'REPRODUCTION.md').read_text()
+  rows = [
+      line for line in report.splitlines()
+      if line.startswith(('| cvae_tutorial |', '| kl_article |'))
+  ]
+  assert len(rows) == 4 and all('| none |' in row for row in rows), report
+  assert 'kl_article: trained and evaluated on --dataset=fashion_mnist' in report
+  assert 'cvae_tutorial: trained and evaluated on the images binarized at 0.5' in report
+
+
+@pytest.mark.large
 def test_a_failing_job_is_reported_with_its_log_and_fails_the_script(small_mnist_records, tmp_path):
   data_dir = tmp_path / 'data'
   shutil.copytree(small_mnist_records, data_dir)
