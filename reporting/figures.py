@@ -37,12 +37,13 @@ def manifold_grid(decoded, grid_size=20):
   return images.tile(images.to_uint8(decoded), grid_size, pad=0)
 
 
-def posterior_scatter(means, labels, size=600, radius=1):
-  """The 2-d posterior means of a test set, coloured by digit: RGB uint8 image.
+def posterior_scatter(means, labels, size=600, radius=1, class_names=None):
+  """The 2-d posterior means of a test set, coloured by class: RGB uint8 image.
 
   Args:
     means: float [n, 2].
     labels: int [n] in 0..9.
+    class_names: the legend's 10 names; None: the digits.
   """
   image = Image.new('RGB', (size, size), (255, 255, 255))
   draw = ImageDraw.Draw(image)
@@ -54,9 +55,11 @@ def posterior_scatter(means, labels, size=600, radius=1):
     y = size - 1 - y
     draw.ellipse([x - radius, y - radius, x + radius, y + radius],
                  fill=DIGIT_COLOURS[int(label) % 10])
-  for digit, colour in enumerate(DIGIT_COLOURS):  # Legend.
-    draw.rectangle([8, 8 + 14 * digit, 18, 18 + 14 * digit], fill=colour)
-    draw.text((22, 7 + 14 * digit), str(digit), fill=(0, 0, 0))
+  for label, colour in enumerate(DIGIT_COLOURS):  # Legend.
+    draw.rectangle([8, 8 + 14 * label, 18, 18 + 14 * label], fill=colour)
+    draw.text((22, 7 + 14 * label),
+              class_names[label] if class_names else str(label),
+              fill=(0, 0, 0))
   return np.asarray(image)
 
 

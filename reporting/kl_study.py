@@ -1,16 +1,17 @@
 """The tables and figures of scripts/kl_study.sh: what the KL term's weight
 does to the model, and how far the aggregate posterior is from the prior.
 
-  python -m reporting.kl_study --runs_dir runs/kl_study --data_dir data/mnist \
-      --report_dir reproduction/kl_study
+  python -m reporting.kl_study --runs_dir runs/kl_study --report_dir reproduction/kl_study
 
-Reads RUNS_DIR/latent2/<config>/seed0 and RUNS_DIR/latent20/<config>/seed*
-(train.py's metrics.json, whose test figures include the aggregate
-posterior's; sample_quality.py's sample_quality_step_*.json), and writes to
+Reads RUNS_DIR/latent2/<config>/seed0, RUNS_DIR/latent20/<config>/seed* and
+RUNS_DIR/conv/<config>/seed0 (train.py's metrics.json, whose test figures
+include the aggregate posterior's; sample_quality.py's
+sample_quality_step_*.json; each run's own data directory), and writes to
 --report_dir: kl_study.md (the tables), results.json (every number),
-latent2_by_beta.png (the test set's posterior means by digit above the
-decoded manifold, one column per beta) and samples_prior_vs_aggregate.png
-(prior samples above aggregate samples, one column per 20-d configuration).
+latent2_by_beta.png and conv_by_beta.png (the test set's posterior means by
+class above the decoded manifold, one column per beta),
+samples_prior_vs_aggregate.png and conv_samples_prior_vs_aggregate.png
+(prior samples above aggregate samples, one column per configuration).
 """
 
 from mnist_vae import quiet_start
@@ -39,17 +40,22 @@ SAMPLES_PER_PANEL = 36
 
 
 def define_flags():
-  flags.DEFINE_string('runs_dir', 'runs/kl_study', 'The study\'s runs: latent2/<config>/seed0 and '
-                      'latent20/<config>/seed<N>.')
-  flags.DEFINE_string('data_dir', 'data/mnist',
-                      'TFRecords (the test split for the latent scatter).')
+  flags.DEFINE_string(
+      'runs_dir', 'runs/kl_study', 'The study\'s runs: latent2/<config>/seed0, '
+      'latent20/<config>/seed<N> and conv/<config>/seed0.')
   flags.DEFINE_string('report_dir', 'reproduction/kl_study', 'Where the tables and figures go.')
   flags.DEFINE_string('command', '', 'The command that made the runs, quoted '
                       'in kl_study.md.')
 
 
 def config_label(config):
-  """`beta0.5` -> 'beta = 0.5'; `warmup` -> 'beta = 1, warm-up'."""
+  """`beta0.5` -> 'beta = 0.5'; `warmup` -> 'beta = 1, warm-up'; the KL
+  article's network by the article's beta (twice --kl_weight: its mean over
+  z's 2 dimensions halves the summed KL)."""
+  if config.get('architecture') == 'keras_cvae':
+    if config['kl_weight'] == 1:
+      return 'ELBO (kl_weight 1; article beta 2)'
+    return 'article beta = %g (kl_weight %g)' % (2 * config['kl_weight'], config['kl_weight'])
   if config['kl_warmup_steps']:
     return 'beta = %g, warm-up %s steps' % (config['kl_weight'],
                                             format(config['kl_warmup_steps'], ','))
@@ -80,11 +86,11 @@ def read_run(run_dir):
   }
 
 
-def collect(runs_dir, latent):
-  """{config name: [runs, by seed]} for RUNS_DIR/latent<latent>/, sorted by
-  the KL weight (a warm-up after the run of the same weight)."""
+def collect(runs_dir, part):
+  """{config name: [runs, by seed]} for RUNS_DIR/<part>/, sorted by the KL
+  weight (a warm-up after the run of the same weight)."""
   runs = {}
-  for config_dir in sorted(tf.io.gfile.glob(os.path.join(runs_dir, 'latent%d' % latent, '*'))):
+  for config_dir in sorted(tf.io.gfile.glob(os.path.join(runs_dir, part, '*'))):
     finished = [
         d for d in sorted(tf.io.gfile.glob(os.path.join(config_dir, 'seed*'))) if _finished(d)
     ]
@@ -107,8 +113,8 @@ COLUMNS = (
     ('Gaussian fit KL', lambda run: run['test']['prior_fit_kl']),
     ('FD prior', lambda run: run['samples']['prior']['frechet_distance']),
     ('FD aggregate', lambda run: run['samples']['aggregate']['frechet_distance']),
-    ('least digit, prior', lambda run: run['samples']['prior']['least_digit_share']),
-    ('least digit, aggregate', lambda run: run['samples']['aggregate']['least_digit_share']),
+    ('least class, prior', lambda run: run['samples']['prior']['least_digit_share']),
+    ('least class, aggregate', lambda run: run['samples']['aggregate']['least_digit_share']),
 )
 
 
@@ -145,10 +151,16 @@ def _side_by_side(columns):
   return np.concatenate(padded, axis=1)
 
 
-def latent2_figure(runs_by_config, data_dir):
+def _data_dir(run):
+  """The TFRecords the run trained on (its test split, its training split for
+  the aggregate posterior's fit)."""
+  return run['config']['data_dir']
+
+
+def latent2_figure(runs_by_config):
   columns = []
   for runs in runs_by_config.values():
-    manifold, scatter = report.latent2_pictures(runs[0]['dir'], data_dir)
+    manifold, scatter = report.latent2_pictures(runs[0]['dir'], _data_dir(runs[0]))
     label = config_label(runs[0]['config'])
     columns.append([
         _labelled(scatter, label + ': test posterior means'),
@@ -157,7 +169,7 @@ def latent2_figure(runs_by_config, data_dir):
   return _side_by_side(columns)
 
 
-def samples_figure(runs_by_config, data_dir):
+def samples_figure(runs_by_config):
   columns = []
   for runs in runs_by_config.values():
     vae = trained_model.CheckpointModel(checkpoints.readable(runs[0]['dir']))
@@ -165,7 +177,7 @@ def samples_figure(runs_by_config, data_dir):
     column = []
     for source in trained_model.SAMPLE_SOURCES:
       samples = trained_model.draw_samples(
-          vae, SAMPLES_PER_PANEL, 0, sample_from=source, data_dir=data_dir)
+          vae, SAMPLES_PER_PANEL, 0, sample_from=source, data_dir=_data_dir(runs[0]))
       column.append(
           _labelled(image_grids.sample_grid(samples, columns=6), '%s, %s' % (label, source)))
     columns.append(column)
@@ -183,48 +195,57 @@ def _results(runs_by_config):
   }
 
 
+def _classifier_line(run, dataset):
+  return ('Classifier of the Frechet distances (FD) on %s: test accuracy %.4f; real '
+          'training images score %.2f against the test set. Least class: the share of the '
+          'least frequent class among the samples as the classifier labels them (the test '
+          'set: %.3f).' %
+          (dataset, run['samples']['classifier_test_accuracy'],
+           run['samples']['real_train_frechet_distance'], min(run['samples']['test_digit_shares'])))
+
+
+# The study's parts: (runs subdirectory, section title, dataset, figures'
+# names: the latent scatter of 2-d models, the samples of the configurations).
+PARTS = (
+    ('latent2', '2-d latent', 'MNIST', 'latent2_by_beta.png', None),
+    ('latent20', '20-d latent (upstream preset)', 'MNIST', None, 'samples_prior_vs_aggregate.png'),
+    ('conv', 'The KL article\'s network (keras_cvae, 2-d) on Fashion-MNIST', 'Fashion-MNIST',
+     'conv_by_beta.png', 'conv_samples_prior_vs_aggregate.png'),
+)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Unexpected arguments: %s' % ' '.join(argv[1:]))
   tf.get_logger().handlers.clear()  # absl prints TensorFlow's lines already.
-  latent2, latent20 = (collect(FLAGS.runs_dir, latent) for latent in (2, 20))
-  if not latent2 and not latent20:
+  parts = {name: collect(FLAGS.runs_dir, name) for name, *_ in PARTS}
+  if not any(parts.values()):
     raise app.UsageError('%s holds no finished run of the study' % FLAGS.runs_dir)
   files.make_dirs(FLAGS.report_dir, '--report_dir')
   sections = [
       '# The KL term and the aggregate posterior', '',
       'Made by `%s`.' % (FLAGS.command or 'scripts/kl_study.sh'), ''
   ]
-  any_run = next(iter((latent20 or latent2).values()))[0]
-  sections += [
-      'Classifier of the Frechet distances (FD): test accuracy '
-      '%.4f; real training images score %.2f against the test set. '
-      'Least digit: the share of the least frequent digit among the '
-      'samples as the classifier labels them (the test set: %.3f).' %
-      (any_run['samples']['classifier_test_accuracy'],
-       any_run['samples']['real_train_frechet_distance'],
-       min(any_run['samples']['test_digit_shares'])), ''
-  ]
-  for title, runs_by_config in (('2-d latent', latent2), ('20-d latent (upstream preset)',
-                                                          latent20)):
-    if runs_by_config:
-      sections += ['## ' + title, '', table(runs_by_config), '']
+  for dataset in ('MNIST', 'Fashion-MNIST'):
+    runs = [runs for name, _, of, *_ in PARTS if of == dataset for runs in parts[name].values()]
+    if runs:
+      sections += [_classifier_line(runs[0][0], dataset), '']
+  for name, title, *_ in PARTS:
+    if parts[name]:
+      sections += ['## ' + title, '', table(parts[name]), '']
   markdown = '\n'.join(sections)
   print(markdown)
   files.write(os.path.join(FLAGS.report_dir, 'kl_study.md'), markdown)
   files.write_json(
       os.path.join(FLAGS.report_dir, 'results.json'), {
-          'latent2': _results(latent2),
-          'latent20': _results(latent20)
+          name: _results(runs) for name, runs in parts.items()
       })
-  if latent2:
-    path = os.path.join(FLAGS.report_dir, 'latent2_by_beta.png')
-    image_grids.write_png(path, latent2_figure(latent2, FLAGS.data_dir))
-    print('Wrote', path)
-  if latent20:
-    path = os.path.join(FLAGS.report_dir, 'samples_prior_vs_aggregate.png')
-    image_grids.write_png(path, samples_figure(latent20, FLAGS.data_dir))
-    print('Wrote', path)
+  for name, _, _, scatter_png, samples_png in PARTS:
+    for png, make in ((scatter_png, latent2_figure), (samples_png, samples_figure)):
+      if png and parts[name]:
+        path = os.path.join(FLAGS.report_dir, png)
+        image_grids.write_png(path, make(parts[name]))
+        print('Wrote', path)
 
 
 if __name__ == '__main__':

@@ -178,7 +178,7 @@ def _iw_samples(presets):
 
 def latent2_pictures(run_dir, data_dir):
   """The decoded manifold (uint8 grid) and the test set's posterior means
-  coloured by digit (RGB uint8) of the 2-d latent model in run_dir, or None
+  coloured by class (RGB uint8) of the 2-d latent model in run_dir, or None
   when its latent is not 2-d."""
   checkpoint = checkpoints.readable(run_dir)
   network = checkpoints.network(checkpoint)
@@ -196,7 +196,7 @@ def latent2_pictures(run_dir, data_dir):
     tf.train.Saver(model.model_variables()).restore(session, checkpoint)
     grid = figures.manifold_grid(session.run(decoded, {z: figures.manifold_latents()}))
     means = session.run(z_mean, {x: images})
-  return grid, figures.posterior_scatter(means, labels)
+  return grid, figures.posterior_scatter(means, labels, class_names=records.class_names(data_dir))
 
 
 def latent2_figures(run_dir, data_dir, report_dir):

@@ -93,36 +93,9 @@ export TF_CPP_MIN_LOG_LEVEL=2
 read -ra threads <<< "$(thread_flags)"
 prepare_data
 
-# The value of --FLAG in configs/PRESET.flags (the last one), or nothing.
-preset_setting() {  # PRESET FLAG
-  [[ -f configs/$1.flags ]] || return 0
-  sed -n "s/^--$2=//p" "configs/$1.flags" | tail -n 1
-}
-
-# The train.py flags of a preset's own data (nothing for a preset that has
-# none: it trains on --data_dir), after making its TFRecords once, before
-# runs start side by side.
 declare -A preset_data_flags=()
 for preset in $PRESETS; do
-  own_data_dir=$(preset_setting "$preset" data_dir)
-  [[ -n $own_data_dir ]] || continue
-  dataset=$(preset_setting "$preset" dataset)
-  source_dir=$MNIST_DIR
-  [[ $dataset == fashion_mnist ]] && source_dir=$FASHION_MNIST_DIR
-  preset_data_dir=$(dirname "$DATA_DIR")/$(basename "$own_data_dir")
-  split_flags=()
-  for flag in validation_size validation_from; do
-    value=$(preset_setting "$preset" $flag)
-    [[ -z $value ]] || split_flags+=("--$flag=$value")
-  done
-  if [[ ! -f $preset_data_dir/dataset_info.json ]] &&
-      ! "$python" -m mnist_vae.data_prep.convert_to_records --mnist_dir="$source_dir" \
-        --output_dir="$preset_data_dir" --dataset="${dataset:-mnist}" "${split_flags[@]}"; then
-    echo "reproduce.sh: could not make $preset's TFRecords in $preset_data_dir (above); no run" \
-      "started." >&2
-    exit 1
-  fi
-  preset_data_flags[$preset]="--mnist_dir=$source_dir --data_dir=$preset_data_dir"
+  preset_data_flags[$preset]=$(prepare_preset_data "$preset") || exit 1
 done
 
 # A run's flags after its flag file: the preset's own data, and in the smoke

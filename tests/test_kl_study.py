@@ -177,10 +177,15 @@ def test_unknown_sample_source_is_a_flag_error(trained, tmp_path):
   assert "'posterior' is not one of prior, aggregate" in result.stderr
 
 
-def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_records, tmp_path):
+def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_records,
+                                                                  fashion_mnist_dir, tmp_path):
   env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2')
+  # The convolutional part's Fashion-MNIST records go beside --data_dir.
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'mnist').symlink_to(small_mnist_records)
   command = [
-      'bash', 'scripts/kl_study.sh', '--smoke', '--data_dir', small_mnist_records, '--runs_dir',
+      'bash', 'scripts/kl_study.sh', '--smoke', '--data_dir',
+      str(tmp_path / 'data' / 'mnist'), '--fashion_mnist_dir', fashion_mnist_dir, '--runs_dir',
       str(tmp_path / 'runs'), '--report_dir',
       str(tmp_path / 'report'), '--jobs', '2'
   ]
@@ -207,19 +212,45 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
   with Image.open(tmp_path / 'report' / 'samples_prior_vs_aggregate.png') as figure:
     assert figure.width >= 4 * 300
   assert (tmp_path / 'runs' / 'classifier' / 'classifier.json').exists()
+  # The KL article's network on Fashion-MNIST: its beta = 0, the ELBO, its beta = 10.
+  conv = [
+      line.split(' | ')[0]
+      for line in report.splitlines()
+      if line.startswith(('| article', '| ELBO'))
+  ]
+  assert conv == [
+      '| article beta = 0 (kl_weight 0)', '| ELBO (kl_weight 1; article beta 2)',
+      '| article beta = 10 (kl_weight 5)'
+  ], report
+  assert 'FD) on Fashion-MNIST: test accuracy' in report
+  conv_test = {name: runs[0]['test'] for name, runs in results['conv'].items()}
+  assert conv_test['article_beta0']['kl_divergence'] > conv_test['article_beta10']['kl_divergence']
+  for name in ('conv_by_beta.png', 'conv_samples_prior_vs_aggregate.png'):
+    with Image.open(tmp_path / 'report' / name) as figure:
+      assert figure.width >= 3 * 300, name
+  assert (tmp_path / 'runs' / 'classifier_fashion_mnist' / 'classifier.json').exists()
+  assert (tmp_path / 'data' / 'fashion_mnist_no_validation' / 'test.tfrecords').exists()
 
   again = subprocess.run(
       command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('already trained and scored') == 8, again.stdout
-  assert 'the digit classifier' not in again.stdout
+  assert again.stdout.count('already trained and scored') == 11, again.stdout
+  assert 'the classifier of' not in again.stdout
 
 
-def test_kl_study_refuses_a_bad_seed_count(tmp_path):
-  result = subprocess.run(['bash', 'scripts/kl_study.sh', '--seeds', 'two'],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=60)
+@pytest.mark.parametrize('option, value, message', [
+    ('--seeds', 'two', "--seeds takes a number of seeds (1, 2, ...), not 'two'"),
+    ('--parts', 'mlp cnn', "--parts takes mlp and/or conv, not 'cnn'"),
+    ('--conv_epochs', '0', "--conv_epochs takes a number of epochs (1, 2, ...), not '0'"),
+])
+def test_kl_study_refuses_bad_options(option, value, message, tmp_path):
+  result = subprocess.run(
+      ['bash', 'scripts/kl_study.sh', option, value, '--runs_dir',
+       str(tmp_path / 'runs')],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=60)
   assert result.returncode == 2
-  assert "--seeds takes a number of seeds (1, 2, ...), not 'two'" in result.stderr
+  assert message in result.stderr
+  assert not (tmp_path / 'runs').exists()

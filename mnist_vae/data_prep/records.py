@@ -29,6 +29,14 @@ SHAPE_KEYS = ('height', 'width', 'depth')
 SPLITS = ('train', 'validation', 'test')
 INFO_FILE = 'dataset_info.json'
 
+# What each label means, by the `dataset` dataset_info.json names.
+CLASS_NAMES = {
+    'mnist':
+        tuple(str(digit) for digit in range(10)),
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                      'Sneaker', 'Bag', 'Ankle boot'),
+}
+
 
 def split_path(data_dir, split):
   """The TFRecord file of `split` (one of SPLITS) in `data_dir`."""
@@ -43,6 +51,13 @@ def read_info(data_dir):
   if not tf.io.gfile.exists(path):
     return None
   return files.read_json(path)
+
+
+def class_names(data_dir):
+  """The names of the labels of `data_dir`'s dataset (MNIST's digits when it
+  has no dataset_info.json)."""
+  info = read_info(data_dir) or {}
+  return CLASS_NAMES[info.get('dataset', 'mnist')]
 
 
 def splits_exist(data_dir):

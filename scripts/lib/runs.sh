@@ -21,6 +21,40 @@ prepare_data() {
   fi
 }
 
+# The value of --FLAG in configs/PRESET.flags (the last one), or nothing.
+preset_setting() {  # PRESET FLAG
+  [[ -f configs/$1.flags ]] || return 0
+  sed -n "s/^--$2=//p" "configs/$1.flags" | tail -n 1
+}
+
+# A preset whose flag file names its own --data_dir (its own split, or
+# another dataset) trains on TFRecords of its own, made here once, before
+# runs start side by side: under that directory's name beside $DATA_DIR,
+# from $MNIST_DIR, or $FASHION_MNIST_DIR for --dataset=fashion_mnist. Prints
+# the train.py flags of that data (nothing for a preset without: it trains
+# on $DATA_DIR); exits the script if the data cannot be made.
+prepare_preset_data() {  # PRESET
+  local own_data_dir dataset source_dir data_dir flag value split_flags=()
+  own_data_dir=$(preset_setting "$1" data_dir)
+  [[ -n $own_data_dir ]] || return 0
+  dataset=$(preset_setting "$1" dataset)
+  source_dir=$MNIST_DIR
+  [[ $dataset == fashion_mnist ]] && source_dir=$FASHION_MNIST_DIR
+  data_dir=$(dirname "$DATA_DIR")/$(basename "$own_data_dir")
+  for flag in validation_size validation_from; do
+    value=$(preset_setting "$1" $flag)
+    [[ -z $value ]] || split_flags+=("--$flag=$value")
+  done
+  if [[ ! -f $data_dir/dataset_info.json ]] &&
+      ! "${python:-python}" -m mnist_vae.data_prep.convert_to_records --mnist_dir="$source_dir" \
+        --output_dir="$data_dir" --dataset="${dataset:-mnist}" "${split_flags[@]}" >&2; then
+    echo "$(basename "$0"): could not make $1's TFRecords in $data_dir (above); no run" \
+      "started." >&2
+    exit 1
+  fi
+  echo "--mnist_dir=$source_dir --data_dir=$data_dir"
+}
+
 # A pool of up to $JOBS runs at once (scripts' --jobs N). With JOBS=1 a run
 # goes in the foreground, its output on the terminal; otherwise in the
 # background, its output in its own log file, and the pool waits for a free
