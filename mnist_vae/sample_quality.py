@@ -22,6 +22,10 @@ gives each image 128 features and a label:
 Both for prior samples (z ~ N(0, I)) and aggregate samples (z from the
 Gaussian fitted to the training posteriors; generate.py --sample_from
 aggregate), written as TRAIN_DIR/sample_quality_step_<N>.json.
+
+Trained on another dataset's records (Fashion-MNIST's, in scripts/kl_study.sh),
+the same classifier learns that dataset's 10 classes; the `digit` names of the
+JSON keys then stand for those classes.
 """
 
 from mnist_vae import quiet_start
@@ -239,7 +243,7 @@ def train_classifier(classifier_dir, data_dir, steps=3000, seed=0, batch_size=12
       'train_seconds': time.time() - start
   }
   files.write_json(os.path.join(classifier_dir, CLASSIFIER_FILE), result)
-  logging.info('Trained the digit classifier in %.0f s: test accuracy %.4f; '
+  logging.info('Trained the classifier in %.0f s: test accuracy %.4f; '
                'saved in %s', result['train_seconds'], result['test_accuracy'], classifier_dir)
   return result
 
