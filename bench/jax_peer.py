@@ -64,13 +64,15 @@ def make_step(train_images_uint8,
     h = dropout(keys[1], second(h @ w2 + b2))
     mean, pre_stddev = jnp.split(h @ w3 + b3, 2, axis=1)
     stddev = jnp.exp(pre_stddev) if iwae else 1e-6 + jax.nn.softplus(pre_stddev)
-    z = mean + stddev * jax.random.normal(keys[2], mean.shape)
+    noise = jax.random.normal(keys[2], mean.shape)
+    z = mean + stddev * noise
     h = dropout(keys[3], second(z @ w4 + b4))
     h = dropout(keys[4], first(h @ w5 + b5))
     logits = h @ w6 + b6
     if iwae:
       log_likelihood = jnp.sum(x * logits - jax.nn.softplus(logits), axis=1)
-      kl = 0.5 * jnp.sum(stddev**2 + mean**2 - 2 * pre_stddev - 1, axis=1)
+      # The preset's KL (--train_kl=sampled): log q(z|x) - log p(z) at the draw.
+      kl = jnp.sum(0.5 * z**2 - 0.5 * noise**2 - pre_stddev, axis=1)
     else:
       y = jnp.clip(jax.nn.sigmoid(logits), 1e-8, 1 - 1e-8)
       log_likelihood = jnp.sum(x * jnp.log(1e-8 + y) + (1 - x) * jnp.log(1e-8 + 1 - y), axis=1)
