@@ -63,17 +63,36 @@ def kl_article(runs_dir):
   return rows
 
 
+def _seed_noise(tutorial):
+  """Whether the last epoch's difference of the means lies within seed
+  noise: the standard error of that difference from the seeds' spread."""
+  epoch = max(set(tutorial['program']) & set(tutorial['preset']), default=None)
+  if epoch is None:
+    return 'No epoch has both columns yet.'
+  program, preset = (np.asarray(tutorial[part][epoch]) for part in ('program', 'preset'))
+  if min(len(program), len(preset)) < 2:
+    return 'Epoch %d: one seed in a column, no spread to judge the difference by.' % epoch
+  error = np.sqrt(program.var(ddof=1) / len(program) + preset.var(ddof=1) / len(preset))
+  difference = preset.mean() - program.mean()
+  return ('Epoch %d: the preset\'s mean is %+.2f nats from the program\'s, %.1f standard '
+          'errors of that difference (%.2f, from the seeds\' spread): %s.' %
+          (epoch, difference, abs(difference) / error, error,
+           'within seed noise' if abs(difference) <= 2 * error else 'beyond seed noise'))
+
+
 def markdown(tutorial, article):
   lines = []
   if tutorial['program'] or tutorial['preset']:
     lines += [
         '## TensorFlow\'s CVAE tutorial: test -ELBO (nats per image) after each epoch', '',
-        '| epoch | the tutorial\'s program | configs/cvae_tutorial.flags |', '|---|---|---|'
+        '| epoch | the tutorial\'s program | configs/cvae_tutorial.flags | preset - program |',
+        '|---|---|---|---|'
     ]
     for epoch in sorted(set(tutorial['program']) | set(tutorial['preset'])):
-      lines.append('| %d | %s | %s |' % (epoch, _spread(tutorial['program'].get(
-          epoch, [np.nan])), _spread(tutorial['preset'].get(epoch, [np.nan]))))
-    lines.append('')
+      program, preset = (tutorial[part].get(epoch, [np.nan]) for part in ('program', 'preset'))
+      lines.append('| %d | %s | %s | %+.2f |' %
+                   (epoch, _spread(program), _spread(preset), np.mean(preset) - np.mean(program)))
+    lines += ['', _seed_noise(tutorial), '']
   if article:
     lines += [
         '## The KL article\'s network on Fashion-MNIST: the test set after training (nats per '

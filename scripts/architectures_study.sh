@@ -43,6 +43,12 @@ if ! [[ $SEEDS =~ ^[1-9][0-9]*$ && $KL_EPOCHS =~ ^[1-9][0-9]*$ ]]; then
   echo "architectures_study.sh: --seeds and --kl_epochs take whole numbers >= 1" >&2
   exit 2
 fi
+for part in $PARTS; do
+  if [[ $part != cvae_tutorial && $part != kl_article ]]; then
+    echo "architectures_study.sh: --parts takes cvae_tutorial and/or kl_article, not '$part'" >&2
+    exit 2
+  fi
+done
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 export TF_CPP_MIN_LOG_LEVEL=2
@@ -84,7 +90,6 @@ for part in $PARTS; do
         [[ -f $program ]] || "$python" bench/kl_article_program.py --mnist_dir="$FASHION_DIR" \
           --beta="$beta" --epochs="$KL_EPOCHS" --threads=1 --json="$program"
       done ;;
-    *) echo "architectures_study.sh: unknown part $part" >&2; exit 2 ;;
   esac
 done
 "$python" -m reporting.architectures --runs_dir="$RUNS_DIR" --report_dir="$REPORT_DIR"
