@@ -838,8 +838,8 @@ def _check_iw_samples(step_settings, optimizer_settings, network):
   iwae = samples > 1 and step_settings.train_bound == 'iwae'
   if iwae and step_settings.train_kl != 'closed_form':
     raise TrainingError('--train_kl=%s: --train_bound=iwae with --train_iw_samples=%d has no KL '
-                        'term to estimate; drop --train_kl, or use --train_bound=elbo' %
-                        (step_settings.train_kl, samples))
+                        'term to estimate; set --train_kl=closed_form (a flag file may have '
+                        'set it), or use --train_bound=elbo' % (step_settings.train_kl, samples))
   if samples == 1:
     return
   if iwae and (optimizer_settings.kl_weight != 1.0 or optimizer_settings.kl_warmup_steps):
