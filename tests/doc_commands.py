@@ -96,7 +96,7 @@ RUN_BY_OTHER_TESTS = [
      'test_smoke_reproduction_writes_the_report_resumes_and_runs_two_jobs_at_once',
      "'--presets', 'original', '--seeds'"),
     (r"scripts/reproduce\.sh --presets 'cvae_tutorial kl_article'", 'tests/test_reproduce.py',
-     'test_the_convolutional_presets_train_on_their_own_data', "'cvae_tutorial kl_article'"),
+     'test_a_convolutional_preset_trains_on_its_own_data', "'cvae_tutorial kl_article'"),
     (r'python bench/cluster_scaling\.py', 'tests/test_bench.py',
      'test_cluster_scaling_measures_the_traffic_and_projects_the_table',
      'bench/cluster_scaling.py'),
