@@ -7,7 +7,9 @@ Reads RUNS_DIR/latent2/<config>/seed0, RUNS_DIR/latent20/<config>/seed* and
 RUNS_DIR/conv/<config>/seed0 (train.py's metrics.json, whose test figures
 include the aggregate posterior's; sample_quality.py's
 sample_quality_step_*.json; each run's own data directory), and writes to
---report_dir: kl_study.md (the tables), results.json (every number),
+--report_dir, for each dataset that has runs: kl_study.md and results.json
+(MNIST's tables and every number), kl_study_fashion_mnist.md and
+results_fashion_mnist.json (Fashion-MNIST's); and the figures:
 latent2_by_beta.png and conv_by_beta.png (the test set's posterior means by
 class above the decoded manifold, one column per beta),
 samples_prior_vs_aggregate.png and conv_samples_prior_vs_aggregate.png
@@ -213,6 +215,13 @@ PARTS = (
      'conv_by_beta.png', 'conv_samples_prior_vs_aggregate.png'),
 )
 
+# Each dataset's parts make a report of their own (its tables, its numbers),
+# so that a study of one (kl_study.sh --parts conv) leaves the other's as it was.
+REPORTS = (
+    ('MNIST', 'kl_study.md', 'results.json'),
+    ('Fashion-MNIST', 'kl_study_fashion_mnist.md', 'results_fashion_mnist.json'),
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -222,24 +231,24 @@ def main(argv):
   if not any(parts.values()):
     raise app.UsageError('%s holds no finished run of the study' % FLAGS.runs_dir)
   files.make_dirs(FLAGS.report_dir, '--report_dir')
-  sections = [
-      '# The KL term and the aggregate posterior', '',
-      'Made by `%s`.' % (FLAGS.command or 'scripts/kl_study.sh'), ''
-  ]
-  for dataset in ('MNIST', 'Fashion-MNIST'):
-    runs = [runs for name, _, of, *_ in PARTS if of == dataset for runs in parts[name].values()]
-    if runs:
-      sections += [_classifier_line(runs[0][0], dataset), '']
-  for name, title, *_ in PARTS:
-    if parts[name]:
-      sections += ['## ' + title, '', table(parts[name]), '']
-  markdown = '\n'.join(sections)
-  print(markdown)
-  files.write(os.path.join(FLAGS.report_dir, 'kl_study.md'), markdown)
-  files.write_json(
-      os.path.join(FLAGS.report_dir, 'results.json'), {
-          name: _results(runs) for name, runs in parts.items()
-      })
+  for dataset, markdown_name, results_name in REPORTS:
+    names = [name for name, _, of, *_ in PARTS if of == dataset and parts[name]]
+    if not names:
+      continue
+    sections = [
+        '# The KL term and the aggregate posterior: %s' % dataset, '',
+        'Made by `%s`.' % (FLAGS.command or 'scripts/kl_study.sh'), '',
+        _classifier_line(next(iter(parts[names[0]].values()))[0], dataset), ''
+    ]
+    for name, title, *_ in PARTS:
+      if name in names:
+        sections += ['## ' + title, '', table(parts[name]), '']
+    markdown = '\n'.join(sections)
+    print(markdown)
+    files.write(os.path.join(FLAGS.report_dir, markdown_name), markdown)
+    files.write_json(
+        os.path.join(FLAGS.report_dir, results_name),
+        {name: _results(parts[name]) for name in names})
   for name, _, _, scatter_png, samples_png in PARTS:
     for png, make in ((scatter_png, latent2_figure), (samples_png, samples_figure)):
       if png and parts[name]:

@@ -213,17 +213,21 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
     assert figure.width >= 4 * 300
   assert (tmp_path / 'runs' / 'classifier' / 'classifier.json').exists()
   # The KL article's network on Fashion-MNIST: its beta = 0, the ELBO, its beta = 10.
+  # Each dataset has a report of its own: a study of one leaves the other's.
+  fashion = (tmp_path / 'report' / 'kl_study_fashion_mnist.md').read_text()
+  assert 'Fashion' not in report and set(results) == {'latent2', 'latent20'}
   conv = [
       line.split(' | ')[0]
-      for line in report.splitlines()
+      for line in fashion.splitlines()
       if line.startswith(('| article', '| ELBO'))
   ]
   assert conv == [
       '| article beta = 0 (kl_weight 0)', '| ELBO (kl_weight 1; article beta 2)',
       '| article beta = 10 (kl_weight 5)'
-  ], report
-  assert 'FD) on Fashion-MNIST: test accuracy' in report
-  conv_test = {name: runs[0]['test'] for name, runs in results['conv'].items()}
+  ], fashion
+  assert 'FD) on Fashion-MNIST: test accuracy' in fashion
+  fashion_results = json.loads((tmp_path / 'report' / 'results_fashion_mnist.json').read_text())
+  conv_test = {name: runs[0]['test'] for name, runs in fashion_results['conv'].items()}
   assert conv_test['article_beta0']['kl_divergence'] > conv_test['article_beta10']['kl_divergence']
   for name in ('conv_by_beta.png', 'conv_samples_prior_vs_aggregate.png'):
     with Image.open(tmp_path / 'report' / name) as figure:
