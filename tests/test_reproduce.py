@@ -101,36 +101,30 @@ def test_a_convolutional_preset_trains_on_its_own_data(mnist_dir, tmp_path):
   TFRecords beside --data_dir's, is evaluated on the test set only (it has no
   validation split), and its rows say so. (kl_article's Fashion-MNIST comes
   through the same scripts/lib/runs.sh function in the KL study's test.)"""
-  result = subprocess.run([
-      'bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'cvae_tutorial kl_article', '--seeds',
-      '0', '--mnist_dir', mnist_dir, '--fashion_mnist_dir',
-      str(tmp_path / 'no_fashion'), '--data_dir',
-      str(tmp_path / 'data' / 'mnist'), '--runs_dir',
-      str(tmp_path / 'runs'), '--report_dir',
-      str(tmp_path / 'report')
-  ],
-                          cwd=REPO_ROOT,
-                          env=dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2'),
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+
+  def reproduce(*options):
+    return subprocess.run(
+        [
+            'bash', 'scripts/reproduce.sh', '--smoke', '--seeds', '0', '--mnist_dir', mnist_dir,
+            '--data_dir',
+            str(tmp_path / 'data' / 'mnist'), '--runs_dir',
+            str(tmp_path / 'runs'), '--report_dir',
+            str(tmp_path / 'report')
+        ] + list(options),
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2'),
+        capture_output=True,
+        text=True,
+        timeout=600)
+
+  result = reproduce('--presets', 'cvae_tutorial kl_article', '--fashion_mnist_dir',
+                     str(tmp_path / 'no_fashion'))
   # kl_article's data cannot be made: nothing runs, and the message says why.
   assert result.returncode == 1
   assert 'could not make kl_article\'s TFRecords in %s' % (
       tmp_path / 'data' / 'fashion_mnist_no_validation') in result.stderr, result.stderr
   assert '== run' not in result.stdout
-  result = subprocess.run([
-      'bash', 'scripts/reproduce.sh', '--smoke', '--presets', 'cvae_tutorial', '--seeds', '0',
-      '--mnist_dir', mnist_dir, '--data_dir',
-      str(tmp_path / 'data' / 'mnist'), '--runs_dir',
-      str(tmp_path / 'runs'), '--report_dir',
-      str(tmp_path / 'report')
-  ],
-                          cwd=REPO_ROOT,
-                          env=dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2'),
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+  result = reproduce('--presets', 'cvae_tutorial')
   assert result.returncode == 0, result.stderr[-3000:]
   info = json.loads((tmp_path / 'data' / 'mnist_no_validation' / 'dataset_info.json').read_text())
   assert info['num_examples']['train'] == 60000 and info['num_examples']['validation'] == 0
