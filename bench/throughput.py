@@ -521,26 +521,42 @@ def _process_seconds(command, cwd=REPO_ROOT):
   return time.perf_counter() - start
 
 
+def steady_process_rates(commands, lengths, rounds, examples_per_step):
+  """({name: examples/s}, {name: [examples/s of each round]}) of whole
+  processes: commands maps each contender to a function of a step count
+  giving its command line. Each runs at both `lengths` (short, long), and its
+  rate is the extra steps' examples over the extra seconds, so that
+  start-up, graph building, compilation and the final evaluation cancel;
+  contenders alternate within each round; medians over the rounds. With one
+  length (--smoke: the programs only have to work) the rate is the whole
+  run's, start-up included."""
+  samples = {name: [] for name in commands}
+  for _ in range(rounds):
+    for name, command in commands.items():
+      seconds = [_process_seconds(command(steps)) for steps in lengths]
+      steps = lengths[-1] - (lengths[0] if len(lengths) > 1 else 0)
+      elapsed = seconds[-1] - (seconds[0] if len(lengths) > 1 else 0)
+      samples[name].append(steps * examples_per_step / max(elapsed, 1e-3))
+  return {name: float(np.median(values)) for name, values in samples.items()}, samples
+
+
 def whole_processes(data_dir, mnist_dir, work, rounds, batch_size, smoke):
-  """{contender: examples/s} of whole processes in their steady state: each
-  runs at PROCESS_STEPS' two lengths, and the rate is the extra steps' examples
-  over the extra seconds (start-up, graph building, the final evaluation and
-  the peers' compilation cancel). Contenders alternate within each round;
-  medians over the rounds."""
-  short, long = (10, 30) if smoke else PROCESS_STEPS
+  """steady_process_rates of train.py and the peers' programs at PROCESS_STEPS."""
   peer_programs = {FAST_PEER % n: ('fast_tf2_peer.py', n) for n in STEPS_PER_CALL}
   if jax_peer:
     peer_programs[JAX_PEER % STEPS_PER_CALL[-1]] = ('jax_peer.py', STEPS_PER_CALL[-1])
+  train_dirs = []
 
-  def command(name, steps, run_index):
-    if name == TRAIN_PROCESS:
-      return [
-          sys.executable, 'train.py', '--optimizer=adam', '--data_dir=' + data_dir,
-          '--batch_size=%d' % batch_size,
-          '--max_steps=%d' % steps, '--train_dir=' + os.path.join(work, 'process_%d' % run_index)
-      ]
-    program, steps_per_call = peer_programs[name]
+  def train_py(steps):
+    train_dirs.append(os.path.join(work, 'process_%d' % len(train_dirs)))
     return [
+        sys.executable, 'train.py', '--optimizer=adam', '--data_dir=' + data_dir,
+        '--batch_size=%d' % batch_size,
+        '--max_steps=%d' % steps, '--train_dir=' + train_dirs[-1]
+    ]
+
+  def peer(program, steps_per_call):
+    return lambda steps: [
         sys.executable,
         os.path.join(BENCH_DIR, program), '--mnist_dir=' + mnist_dir,
         '--batch_size=%d' % batch_size,
@@ -548,16 +564,9 @@ def whole_processes(data_dir, mnist_dir, work, rounds, batch_size, smoke):
         '--steps_per_call=%d' % steps_per_call
     ]
 
-  samples = {name: [] for name in [TRAIN_PROCESS] + list(peer_programs)}
-  run_index = 0
-  for _ in range(rounds):
-    for name in samples:
-      seconds = []
-      for steps in (short, long):
-        run_index += 1
-        seconds.append(_process_seconds(command(name, steps, run_index)))
-      samples[name].append((long - short) * batch_size / max(seconds[1] - seconds[0], 1e-3))
-  return {name: float(np.median(values)) for name, values in samples.items()}, samples
+  commands = {TRAIN_PROCESS: train_py}
+  commands.update({name: peer(*program) for name, program in peer_programs.items()})
+  return steady_process_rates(commands, (30,) if smoke else PROCESS_STEPS, rounds, batch_size)
 
 
 # --smoke: train.py runs that only check the whole process works.
@@ -623,18 +632,18 @@ def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
   alternating, medians), the compiled loop's step for K = 1, 5 and 50 draws
   (ms, and the full schedule's hours at that pace), and the k-sample NLL of
   its test set against the decoder's multiplies alone."""
-  short, long = (596, 1192) if smoke else IWAE_PROCESS_STEPS
   data_dir = os.path.join(work, 'iwae_data')
   train_dirs = []
 
-  def command(name, steps):
-    if name == IWAE_PROCESS:
-      train_dirs.append(os.path.join(work, 'iwae_process_%d' % len(train_dirs)))
-      return [
-          sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags',
-          '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
-          '--max_steps=%d' % steps
-      ]
+  def train_py(steps):
+    train_dirs.append(os.path.join(work, 'iwae_process_%d' % len(train_dirs)))
+    return [
+        sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags', '--mnist_dir=' + mnist_dir,
+        '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
+        '--max_steps=%d' % steps
+    ]
+
+  def jax_program(steps):
     return [
         sys.executable,
         os.path.join(BENCH_DIR, 'jax_peer.py'), '--mnist_dir=' + mnist_dir, '--network=iwae_mlp',
@@ -642,13 +651,11 @@ def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
         '--steps=%d' % steps
     ]
 
-  names = [IWAE_PROCESS] + ([IWAE_JAX] if jax_peer else [])
-  samples = {name: [] for name in names}
-  for _ in range(rounds):
-    for name in names:
-      seconds = [_process_seconds(command(name, steps)) for steps in (short, long)]
-      samples[name].append((long - short) * 20 / max(seconds[1] - seconds[0], 1e-3))
-  rates = {name: float(np.median(values)) for name, values in samples.items()}
+  commands = {IWAE_PROCESS: train_py}
+  if jax_peer:
+    commands[IWAE_JAX] = jax_program
+  rates, samples = steady_process_rates(commands, (596,) if smoke else IWAE_PROCESS_STEPS, rounds,
+                                        20)
   network = architectures.network('iwae_mlp', 200, 50)
   step_ms = {
       iw: 1000.0 / compiled_loop_steps_per_sec(network, data_dir, iw, smoke)
@@ -715,33 +722,28 @@ def cvae_tutorial(mnist_dir, work, rounds, smoke):
   """The convolutional preset: whole processes in their steady state
   (examples/s, alternating, medians), the step's FLOPs and the share of the
   convolutions' own throughput the training reaches."""
-  short, long = (20, 60) if smoke else CVAE_PROCESS_STEPS
   data_dir = os.path.join(work, 'cvae_data')
+  train_dirs = []
 
-  def command(name, steps, index):
-    if name == CVAE_PROCESS:
-      return [
-          sys.executable, 'train.py', '--flagfile=configs/cvae_tutorial.flags',
-          '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir,
-          '--train_dir=' + os.path.join(work, 'cvae_%d' % index),
-          '--max_steps=%d' % steps
-      ]
+  def train_py(steps):
+    train_dirs.append(os.path.join(work, 'cvae_%d' % len(train_dirs)))
+    return [
+        sys.executable, 'train.py', '--flagfile=configs/cvae_tutorial.flags',
+        '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
+        '--max_steps=%d' % steps
+    ]
+
+  def tutorial_program(steps):
     return [
         sys.executable,
         os.path.join(BENCH_DIR, 'cvae_tutorial_program.py'), '--mnist_dir=' + mnist_dir,
         '--steps=%d' % steps
     ]
 
-  samples = {CVAE_PROCESS: [], CVAE_PROGRAM: []}
-  index = 0
-  for _ in range(rounds):
-    for name in samples:
-      seconds = []
-      for steps in (short, long):
-        index += 1
-        seconds.append(_process_seconds(command(name, steps, index)))
-      samples[name].append((long - short) * 32 / max(seconds[1] - seconds[0], 1e-3))
-  rates = {name: float(np.median(values)) for name, values in samples.items()}
+  rates, samples = steady_process_rates({
+      CVAE_PROCESS: train_py,
+      CVAE_PROGRAM: tutorial_program
+  }, (20,) if smoke else CVAE_PROCESS_STEPS, rounds, 32)
   network = architectures.network('cvae_tutorial', latent_dim=2)
   flops = architectures.training_flops_per_example(network)
   return {

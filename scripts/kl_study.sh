@@ -67,6 +67,7 @@ while [[ $# -gt 0 ]]; do
     --threads_per_job) THREADS_PER_JOB=$2; shift 2 ;;
     --smoke)
       SEEDS=1; STEPS=40; CLASSIFIER_STEPS=50; NUM_SAMPLES=200; LATENT2_BETAS="0 10"
+      LATENT20_BETAS=1
       EXTRA=(--hidden_units=32 --log_every_n_steps=10 --save_checkpoint_steps=20
              --eval_every_n_steps=20)
       CONV_EXTRA=(--max_steps=40 --log_every_n_steps=10 --save_checkpoint_steps=20)

@@ -112,7 +112,10 @@ _SMALLER = [
     (r'python sample_quality\.py --train_classifier', ['--classifier_steps=30'], False),
     (r'python sample_quality\.py ', ['--num_samples=300'], False),
     (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
-    (r'scripts/cluster_study\.sh', ['--smoke'], True),
+    # One run of each kind the script starts (a process, a staleness, a
+    # cluster); the other modes differ only in numbers.
+    (r'scripts/cluster_study\.sh', ['--smoke', '--modes',
+                                    'one_process staleness1 sync2_examples'], True),
     (r'python bench/side_by_side\.py', ['--seconds=1', '--rounds=1'], False),
     (r'scripts/iwae_short\.sh', ['--stages', '1', '--iw_samples', '4', '--max_steps', '60'], False),
 ]

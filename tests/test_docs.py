@@ -106,7 +106,8 @@ def test_a_command_no_rule_covers_fails_the_check(tmp_path):
   assert doc_commands.plan('python train.py --train_dir runs/x') == (
       'run', 'python train.py --train_dir runs/x --max_steps=60')
   assert doc_commands.plan('scripts/cluster_study.sh --jobs 2') == (
-      'run', 'scripts/cluster_study.sh --smoke --jobs 2')
+      'run', "scripts/cluster_study.sh --smoke --modes 'one_process staleness1 sync2_examples' "
+      '--jobs 2')
   assert doc_commands.plan('scripts/reproduce.sh --jobs 2')[0] == 'other_test'
   page = tmp_path / 'page.md'
   page.write_text('x\n\n```sh\npython a.py \\\n  --b 1 && ls c  # comment\n```\n')

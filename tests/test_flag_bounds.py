@@ -25,7 +25,7 @@ from mnist_vae.data_prep import convert_to_records
 pytestmark = pytest.mark.large
 
 # A process still running after this long, without a traceback so far, runs.
-RUNS_FOR_SEC = 25
+RUNS_FOR_SEC = 15
 
 ENTRY_POINTS = {
     'train': train,

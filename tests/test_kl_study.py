@@ -194,10 +194,8 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   report = (tmp_path / 'report' / 'kl_study.md').read_text()
   rows = [line for line in report.splitlines() if line.startswith('| beta')]
-  assert [row.split(' | ')[0] for row in rows] == [
-      '| beta = 0', '| beta = 10', '| beta = 0.5', '| beta = 1', '| beta = 1, warm-up 20 steps',
-      '| beta = 2'
-  ]
+  assert [row.split(' | ')[0] for row in rows
+         ] == ['| beta = 0', '| beta = 10', '| beta = 1', '| beta = 1, warm-up 20 steps']
   results = json.loads((tmp_path / 'report' / 'results.json').read_text())
   latent2 = {name: runs[0]['test'] for name, runs in results['latent2'].items()}
   # The weight does what it says: less KL as beta grows.
@@ -210,7 +208,7 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
   with Image.open(tmp_path / 'report' / 'latent2_by_beta.png') as figure:
     assert figure.width >= 2 * 300  # One column per beta (the smoke's 0 and 10).
   with Image.open(tmp_path / 'report' / 'samples_prior_vs_aggregate.png') as figure:
-    assert figure.width >= 4 * 300
+    assert figure.width >= 2 * 300  # One column per 20-d run (the smoke's beta = 1 and warm-up).
   assert (tmp_path / 'runs' / 'classifier' / 'classifier.json').exists()
   # The KL article's network on Fashion-MNIST: its beta = 0, the ELBO, its beta = 10.
   # Each dataset has a report of its own: a study of one leaves the other's.
@@ -238,7 +236,7 @@ def test_kl_study_smoke_writes_the_tables_and_figures_and_resumes(small_mnist_re
   again = subprocess.run(
       command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('already trained and scored') == 9, again.stdout
+  assert again.stdout.count('already trained and scored') == 7, again.stdout
   assert 'the classifier of' not in again.stdout
 
 
