@@ -5,7 +5,8 @@ parts taken one by one) and every ```python block is a command. `plan`
 says how a test runs it: as shown, with flags appended that make it small
 (fewer steps or importance samples: the same program, the same code paths),
 as a server that must answer, or, for what needs a scheduler, a registry or
-hours, by naming the test that runs it for real. A command no rule knows
+hours or what a test of its own runs already, by naming the test that runs it
+for real. A command no rule knows
 fails the docs tests, so a new one cannot go unrun.
 """
 
@@ -97,6 +98,13 @@ RUN_BY_OTHER_TESTS = [
      "'--presets', 'original', '--seeds'"),
     (r"scripts/reproduce\.sh --presets 'cvae_tutorial kl_article'", 'tests/test_reproduce.py',
      'test_a_convolutional_preset_trains_on_its_own_data', "'cvae_tutorial kl_article'"),
+    # Run as shown (made small) by a test of its own, which also checks what
+    # it prints and writes.
+    (r'python bench/side_by_side\.py$', 'tests/test_bench.py',
+     'test_side_by_side_measures_one_process_against_one_thread_processes', 'bench/side_by_side.py'
+    ),
+    (r'scripts/ood_fashion\.sh --train_dir \S+$', 'tests/test_export.py',
+     'test_out_of_distribution_script', 'ood_fashion.sh'),
     (r'python bench/cluster_scaling\.py', 'tests/test_bench.py',
      'test_cluster_scaling_measures_the_traffic_and_projects_the_table',
      'bench/cluster_scaling.py'),
@@ -111,12 +119,10 @@ _SMALLER = [
     (r'python evaluate\.py ', ['--iw_samples=4'], False),
     (r'python sample_quality\.py --train_classifier', ['--classifier_steps=30'], False),
     (r'python sample_quality\.py ', ['--num_samples=300'], False),
-    (r'scripts/ood_fashion\.sh ', ['--iw_samples', '4'], False),
     # One run of each kind the script starts (a process, a staleness, a
     # cluster); the other modes differ only in numbers.
     (r'scripts/cluster_study\.sh', ['--smoke', '--modes',
                                     'one_process staleness1 sync2_examples'], True),
-    (r'python bench/side_by_side\.py', ['--seconds=1', '--rounds=1'], False),
     (r'scripts/iwae_short\.sh', ['--stages', '1', '--iw_samples', '4', '--max_steps', '60'], False),
 ]
 
