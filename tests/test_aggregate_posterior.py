@@ -57,6 +57,28 @@ def test_posteriors_far_apart_carry_log_n_nats_about_the_example():
   assert result['mutual_information'] == pytest.approx(math.log(n), abs=1e-9)
 
 
+def test_posteriors_too_narrow_for_the_expanded_density_are_scored_exactly():
+  # A run trained without the KL term (kl_study's article beta = 0): standard
+  # deviations down to 1e-20, whose squared distances expanded as
+  # z^2/s^2 - 2 z mu/s^2 + mu^2/s^2 are float64 noise of 1e22 nats; the
+  # figures were -3e22 nats of information.
+  z_mean, _ = _posteriors(n=400, latent_dim=2)
+  z_stddev = 10.0**np.random.RandomState(1).uniform(-20, -10, z_mean.shape)
+  result = aggregate_posterior.decompose_kl(z_mean, z_stddev, 50.0, seed=2)
+  assert result['mutual_information'] == pytest.approx(
+      direct_mutual_information(z_mean, z_stddev, 1, 2), rel=1e-9)
+  assert result['mutual_information'] == pytest.approx(math.log(400), abs=1e-6)
+
+
+def test_the_exact_scores_equal_the_expanded_ones_where_both_hold(monkeypatch):
+  z_mean, z_stddev = _posteriors(n=150)
+  expanded = aggregate_posterior.decompose_kl(z_mean, z_stddev, 1.0, draws=2, seed=4)
+  monkeypatch.setattr(aggregate_posterior, 'EXPANSION_TOLERANCE', -1.0)
+  monkeypatch.setattr(aggregate_posterior, 'PAIRS_AT_ONCE', 3000)  # 10 rows at a time.
+  exact = aggregate_posterior.decompose_kl(z_mean, z_stddev, 1.0, draws=2, seed=4)
+  assert exact['mutual_information'] == pytest.approx(expanded['mutual_information'], rel=1e-9)
+
+
 def test_moments_are_those_of_the_mixture():
   z_mean, z_stddev = _posteriors(n=50, latent_dim=2)
   mean, covariance = aggregate_posterior.moments(z_mean, z_stddev)
