@@ -24,6 +24,7 @@ aggregate` samples from; its fit is saved beside the checkpoint
 (`fit_path`).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -78,26 +79,33 @@ def _density_factors(z_mean, z_stddev):
   return np.concatenate([(z_mean * precision).T, -0.5 * precision.T, -0.5 * constant[None, :]])
 
 
-def _features(z):
-  return np.concatenate([z, z**2, np.ones((len(z), 1))], axis=1)
+def _expanded_log_densities(z, factors):
+  """log q(z_i | x_j), float64 [len(z), n], as one matrix product of
+  features(z) = [z, z^2, 1] and _density_factors."""
+  return np.concatenate([z, z**2, np.ones((len(z), 1))], axis=1) @ factors
 
 
 def _expansion_error_bound(z, z_mean, z_stddev):
   """A bound (nats) on the rounding error of the expanded log density: its
   terms z^2/s^2, 2 z mu/s^2 and mu^2/s^2 cancel to (z - mu)^2/s^2, which is
   about 1 where it matters. Posteriors much narrower than their distance
-  from the origin (a run trained without the KL term: s ~ 1e-11) make each
-  term ~1e22 and the difference float64 noise."""
+  from the origin (a run trained without the KL term: s down to 1e-20) make
+  each term ~1e40 and the difference float64 noise."""
   scale = np.max(np.abs(z)) + np.max(np.abs(z_mean))
   return 4.0 * z.shape[1] * np.finfo(np.float64).eps * scale**2 * np.max(z_stddev**-2.0)
 
 
-def _exact_log_densities(z, z_mean, z_stddev):
-  """log q(z_i | x_j) from the standardized differences, float64 [len(z), n]:
-  no cancellation, one [len(z), n, latent_dim] array."""
-  standardized = (z[:, None, :] - z_mean[None]) / z_stddev[None]
+def _exact_log_densities(z_mean, z_stddev):
+  """A function of z giving log q(z_i | x_j) from the standardized
+  differences, float64 [len(z), n]: no cancellation, one
+  [len(z), n, latent_dim] array."""
   log_normalizer = np.sum(np.log(z_stddev), axis=1) + 0.5 * z_mean.shape[1] * LOG_2PI
-  return -0.5 * np.sum(standardized**2, axis=2) - log_normalizer[None, :]
+
+  def log_densities(z):
+    standardized = (z[:, None, :] - z_mean[None]) / z_stddev[None]
+    return -0.5 * np.sum(standardized**2, axis=2) - log_normalizer[None, :]
+
+  return log_densities
 
 
 def decompose_kl(z_mean, z_stddev, kl_divergence, draws=1, seed=0):
@@ -123,22 +131,19 @@ def decompose_kl(z_mean, z_stddev, kl_divergence, draws=1, seed=0):
   z = (z_mean + z_stddev * noise).reshape(draws * n, latent_dim)
   own = np.tile(np.arange(n), draws)
   # One matrix product where its rounding is negligible, the differences
-  # themselves (latent_dim times the memory and some 5x the
-  # time) where it is not.
-  exact = _expansion_error_bound(z, z_mean, z_stddev) > EXPANSION_TOLERANCE
-  if exact:
+  # themselves (latent_dim times the memory and some 5x the time) where it
+  # is not.
+  if _expansion_error_bound(z, z_mean, z_stddev) > EXPANSION_TOLERANCE:
+    scored = _exact_log_densities(z_mean, z_stddev)
     rows_at_once = max(1, PAIRS_AT_ONCE // (n * latent_dim))
   else:
-    features, factors = _features(z), _density_factors(z_mean, z_stddev)
+    factors = _density_factors(z_mean, z_stddev)
+    scored = functools.partial(_expanded_log_densities, factors=factors)
     rows_at_once = max(1, PAIRS_AT_ONCE // n)
   terms = np.empty(draws * n)
   for begin in range(0, draws * n, rows_at_once):
     rows = slice(begin, begin + rows_at_once)
-    # log q(z_i | x_j): [rows, n].
-    if exact:
-      log_densities = _exact_log_densities(z[rows], z_mean, z_stddev)
-    else:
-      log_densities = features[rows] @ factors
+    log_densities = scored(z[rows])  # log q(z_i | x_j): [rows, n].
     log_own = log_densities[np.arange(len(log_densities)), own[rows]]
     # log mean_j q(z_i | x_j), in place: the chunk is the only large array.
     peak = np.max(log_densities, axis=1, keepdims=True)

@@ -6,8 +6,8 @@ says how a test runs it: as shown, with flags appended that make it small
 (fewer steps or importance samples: the same program, the same code paths),
 as a server that must answer, or, for what needs a scheduler, a registry or
 hours or what a test of its own runs already, by naming the test that runs it
-for real. A command no rule knows
-fails the docs tests, so a new one cannot go unrun.
+for real. A command no rule knows fails the docs tests, so a new one cannot
+go unrun.
 """
 
 import os
