@@ -534,10 +534,29 @@ def steady_process_rates(commands, lengths, rounds, examples_per_step):
   for _ in range(rounds):
     for name, command in commands.items():
       seconds = [_process_seconds(command(steps)) for steps in lengths]
-      steps = lengths[-1] - (lengths[0] if len(lengths) > 1 else 0)
-      elapsed = seconds[-1] - (seconds[0] if len(lengths) > 1 else 0)
+      if len(lengths) == 2:
+        steps, elapsed = lengths[1] - lengths[0], seconds[1] - seconds[0]
+      else:
+        (steps,), (elapsed,) = lengths, seconds
       samples[name].append(steps * examples_per_step / max(elapsed, 1e-3))
   return {name: float(np.median(values)) for name, values in samples.items()}, samples
+
+
+def preset_train_py(flagfile, mnist_dir, data_dir, work, prefix):
+  """(command, train_dirs): command(steps) is train.py's command line for
+  the preset, each call in a run directory of its own under `work`
+  (prefix_0, prefix_1, ...), appended to train_dirs."""
+  train_dirs = []
+
+  def command(steps):
+    train_dirs.append(os.path.join(work, '%s_%d' % (prefix, len(train_dirs))))
+    return [
+        sys.executable, 'train.py', '--flagfile=' + flagfile, '--mnist_dir=' + mnist_dir,
+        '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
+        '--max_steps=%d' % steps
+    ]
+
+  return command, train_dirs
 
 
 def whole_processes(data_dir, mnist_dir, work, rounds, batch_size, smoke):
@@ -633,15 +652,8 @@ def iwae_preset(mnist_dir, work, rounds, smoke, iw_samples):
   (ms, and the full schedule's hours at that pace), and the k-sample NLL of
   its test set against the decoder's multiplies alone."""
   data_dir = os.path.join(work, 'iwae_data')
-  train_dirs = []
-
-  def train_py(steps):
-    train_dirs.append(os.path.join(work, 'iwae_process_%d' % len(train_dirs)))
-    return [
-        sys.executable, 'train.py', '--flagfile=configs/iwae_vae.flags', '--mnist_dir=' + mnist_dir,
-        '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
-        '--max_steps=%d' % steps
-    ]
+  train_py, train_dirs = preset_train_py('configs/iwae_vae.flags', mnist_dir, data_dir, work,
+                                         'iwae_process')
 
   def jax_program(steps):
     return [
@@ -723,15 +735,7 @@ def cvae_tutorial(mnist_dir, work, rounds, smoke):
   (examples/s, alternating, medians), the step's FLOPs and the share of the
   convolutions' own throughput the training reaches."""
   data_dir = os.path.join(work, 'cvae_data')
-  train_dirs = []
-
-  def train_py(steps):
-    train_dirs.append(os.path.join(work, 'cvae_%d' % len(train_dirs)))
-    return [
-        sys.executable, 'train.py', '--flagfile=configs/cvae_tutorial.flags',
-        '--mnist_dir=' + mnist_dir, '--data_dir=' + data_dir, '--train_dir=' + train_dirs[-1],
-        '--max_steps=%d' % steps
-    ]
+  train_py, _ = preset_train_py('configs/cvae_tutorial.flags', mnist_dir, data_dir, work, 'cvae')
 
   def tutorial_program(steps):
     return [
