@@ -92,7 +92,7 @@ class ArticleVAE(tf.keras.Model):
     return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 
-def test_figures(vae, images):
+def figures(vae, images):
   """Per image, in nats: the cross-entropy summed over pixels and the KL
   summed over z (one z per image), and the -ELBO; means over `images`."""
   reconstruction, kl = [], []
@@ -153,7 +153,10 @@ def main():
       'final_epoch': {
           name: float(values[-1]) for name, values in history.history.items()
       },
-      'test': test_figures(vae, test),
+      # The final weights' loss terms over the training images, as
+      # `evaluate.py --split train` gives the preset's.
+      'train': figures(vae, train),
+      'test': figures(vae, test),
       'train_seconds': train_seconds,
       'train_examples_per_sec': len(train) * args.epochs / train_seconds
   }

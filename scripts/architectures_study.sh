@@ -4,7 +4,8 @@
 #                  --seeds seeds each, the test -ELBO after every epoch
 #   kl_article:    configs/kl_article.flags and bench/kl_article_program.py at
 #                  the article's beta = 10 and beta = 0, --kl_epochs epochs each,
-#                  the final loss terms and the test reconstruction and KL
+#                  the final loss terms (the last weights over the training
+#                  images) and the test reconstruction and KL
 # then reporting/architectures.py writes the tables to --report_dir. Every
 # run uses one thread in and one between ops, as a fair pair. Re-running
 # resumes: finished runs are not redone.
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --runs_dir) RUNS_DIR=$2; shift 2 ;;
     --report_dir) REPORT_DIR=$2; shift 2 ;;
     --smoke) SEEDS=1; KL_EPOCHS=1; TUTORIAL_EPOCHS=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "architectures_study.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -84,6 +85,11 @@ for part in $PARTS; do
         echo "== kl_article preset, beta $beta (--kl_weight=$weight) -> $dir"
         "$python" train.py --flagfile=configs/kl_article.flags --mnist_dir="$FASHION_DIR" \
           --train_dir="$dir" --kl_weight="$weight" --max_steps="$steps" "${one_thread[@]}"
+        # Its final loss terms: the last weights over the training images, as
+        # the program reports its own.
+        [[ -f $dir/eval_train.json ]] || "$python" evaluate.py --train_dir="$dir" --split=train \
+          --iw_samples=0 --aggregate_draws=0 --output="$dir/eval_train.json" \
+          "${one_thread[@]}" >/dev/null
         program=$RUNS_DIR/kl_article/program/beta$beta.json
         echo "== the article's program, beta $beta -> $program"
         mkdir -p "$(dirname "$program")"

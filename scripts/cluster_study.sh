@@ -48,7 +48,7 @@ while [[ $# -gt 0 ]]; do
       SEEDS=1; STEPS=40; EVAL_EVERY=20
       EXTRA=(--hidden_units=32 --log_every_n_steps=10 --save_checkpoint_steps=20)
       shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "cluster_study.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --mnist_dir) MNIST_DIR=$2; shift 2 ;;
     --runs_dir) RUNS_DIR=$2; shift 2 ;;
     --report_dir) REPORT_DIR=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "iwae_short.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -72,7 +72,7 @@ while [[ $# -gt 0 ]]; do
              --eval_every_n_steps=20)
       CONV_EXTRA=(--max_steps=40 --log_every_n_steps=10 --save_checkpoint_steps=20)
       shift ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "kl_study.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -27,7 +27,7 @@ while [[ $# -gt 0 ]]; do
     --fashion_records) FASHION_RECORDS=$2; shift 2 ;;
     --out_dir) OUT_DIR=$2; shift 2 ;;
     --iw_samples) IW_SAMPLES=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "ood_fashion.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -64,7 +64,7 @@ while [[ $# -gt 0 ]]; do
       EXTRA=(--max_steps=30 --log_every_n_steps=10
              --image_every_n_steps=10 --eval_every_n_steps=10 --save_checkpoint_steps=10)
       shift ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

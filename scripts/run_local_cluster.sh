@@ -19,7 +19,7 @@
 # Ctrl-C, SIGTERM, or when any process fails. Exit status: 0 when all exited 0.
 set -uo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 
 # bash cannot trap a signal that was ignored when it started (as SIGINT is for
 # a background job of a non-interactive shell): say so instead of hanging on.

@@ -69,3 +69,47 @@ def test_the_study_refuses_bad_options(option, value, tmp_path):
   assert result.returncode == 2, result.stderr
   assert 'architectures_study.sh:' in result.stderr
   assert not (tmp_path / 'runs').exists()
+
+
+def _write_article_runs(runs_dir, beta, program_train):
+  """The files of one beta: the program's JSON (with its training-image
+  figures when program_train) and the preset's run after 20 epochs."""
+  figures = lambda rec, kl: {'neg_elbo': rec + kl, 'reconstruction': rec, 'kl_divergence': kl}
+  program = {
+      'epochs': 20,
+      'final_epoch': {
+          'loss': 300.0,
+          'reconstruction_loss': 262.5,
+          'kl_loss': 2.25
+      },
+      'test': figures(265.0, 4.0)
+  }
+  if program_train:
+    program['train'] = figures(262.0, 4.5)
+  (runs_dir / 'kl_article' / 'program').mkdir(parents=True, exist_ok=True)
+  (runs_dir / 'kl_article' / 'program' / ('beta%s.json' % beta)).write_text(json.dumps(program))
+  preset = runs_dir / 'kl_article' / 'preset' / ('beta%s' % beta)
+  preset.mkdir(parents=True)
+  (preset / 'config.json').write_text(json.dumps({'batch_size': 128}))
+  (preset / 'metrics.json').write_text(json.dumps({'step': 9375, 'test': figures(266.5, 3.5)}))
+  (preset / 'eval_train.json').write_text(json.dumps(dict(figures(263.0, 4.0), seed=1)))
+
+
+def test_the_article_table_gives_both_programs_loss_terms_on_both_splits(tmp_path):
+  _write_article_runs(tmp_path, '10', program_train=True)
+  _write_article_runs(tmp_path, '0', program_train=False)
+  text = architectures.markdown({
+      'program': {},
+      'preset': {}
+  }, architectures.kl_article(str(tmp_path)))
+  rows = [line for line in text.splitlines() if line.startswith('| 10 |')]
+  assert rows == [
+      '| 10 | program | 20 | 266.50 | 262.00 | 4.50 | 269.00 | 265.00 | 4.00 |',
+      '| 10 | preset | 20 | 267.00 | 263.00 | 4.00 | 270.00 | 266.50 | 3.50 |',
+      '| 10 | preset - program | | +0.50 | +1.00 | -0.50 | +1.00 | +1.50 | -0.50 |'
+  ]
+  # A program run from before its training-image figures: its cells say so.
+  assert '| 0 | program | 20 | - | - | - | 269.00 | 265.00 | 4.00 |' in text
+  assert '| 0 | preset - program | | - | - | - | +1.00 | +1.50 | -0.50 |' in text
+  # Keras' kl_loss is the mean over z's 2 dimensions: the KL summed is twice it.
+  assert 'beta 10: reconstruction 262.50, KL 4.50' in text

@@ -4,6 +4,7 @@ on every page run, made small (tests/doc_commands.py)."""
 
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -99,6 +100,30 @@ def test_every_train_flag_is_documented_with_its_default():
     if default is not None:
       documented = rows[flag].strip().strip('`')
       assert documented == default or float(documented) == float(default), flag
+
+
+_SCRIPTS_WITH_HELP = sorted(
+    os.path.relpath(os.path.join(folder, name), REPO_ROOT)
+    for folder, _, names in os.walk(os.path.join(REPO_ROOT, 'scripts'))
+    for name in names
+    if name.endswith('.sh') and '--help' in _read(os.path.join(folder, name)))
+
+
+@pytest.mark.large
+@pytest.mark.parametrize('script', _SCRIPTS_WITH_HELP)
+def test_a_scripts_help_is_its_header_comment_and_nothing_else(script):
+  header = []
+  for line in _read(script).splitlines()[1:]:
+    if not line.startswith('#'):
+      break
+    header.append(re.sub(r'^# ?', '', line))
+  result = subprocess.run(['bash', script, '--help'],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert len(header) >= 3 and result.stdout.splitlines() == header, result.stdout
 
 
 def test_a_command_no_rule_covers_fails_the_check(tmp_path):

@@ -29,7 +29,7 @@ dry_run=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry_run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "pai_submit.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
