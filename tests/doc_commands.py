@@ -110,6 +110,13 @@ RUN_BY_OTHER_TESTS = [
      'bench/cluster_scaling.py'),
 ]
 
+# Commands that another page shows with more flags and runs: the README's
+# local cluster is docs/cluster.md's (which also trains with Adam), run there.
+RUN_ON_OTHER_PAGES = [
+    (r'scripts/run_local_cluster\.sh --num_ps 1 --num_workers 2 -- --mnist_dir \S+ '
+     r'--train_dir \S+$', 'docs/cluster.md'),
+]
+
 # Flags appended (or, for the scripts, put first, so that the flags shown
 # still choose what runs) to make a command small.
 _SMALLER = [
@@ -129,11 +136,14 @@ _SMALLER = [
 
 def plan(command):
   """('run', command to run) | ('server', command) | ('pip', command) |
-  ('ci', command) | ('other_test', (file, test name, string)); None when no
-  rule covers the command."""
+  ('ci', command) | ('other_test', (file, test name, string)) |
+  ('other_page', (page, pattern)); None when no rule covers the command."""
   for pattern, path, test, needle in RUN_BY_OTHER_TESTS:
     if re.match(pattern, command):
       return 'other_test', (path, test, needle)
+  for pattern, page in RUN_ON_OTHER_PAGES:
+    if re.match(pattern, command):
+      return 'other_page', (page, pattern)
   if command.startswith('pip install '):
     return 'pip', command
   if re.match(r'python -m pytest .*-m .?not large', command):
@@ -263,6 +273,15 @@ def check_page_commands(page, sandbox):
       source = function_source(path, test)
       assert source is not None, '%s: %s has no %s' % (where, path, test)
       assert needle in source, '%s: %s::%s does not run %s' % (where, path, test, needle)
+    elif kind == 'other_page':
+      # That page must show the command with its flags first, and run it.
+      other_page, pattern = what
+      shown = [
+          other for _, _, other in shown_commands(other_page)
+          if re.match(pattern.rstrip('$'), other) and plan(other)[0] == 'run'
+      ]
+      assert shown, '%s: %s shows no command that starts the same way and runs' % (where,
+                                                                                   other_page)
     elif kind == 'pip':
       # A dry run resolves the extras against what is installed and builds the
       # project's metadata, without replacing the installation under test.

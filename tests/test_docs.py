@@ -134,6 +134,12 @@ def test_a_command_no_rule_covers_fails_the_check(tmp_path):
       'run', "scripts/cluster_study.sh --smoke --modes 'one_process staleness1 sync2_examples' "
       '--jobs 2')
   assert doc_commands.plan('scripts/reproduce.sh --jobs 2')[0] == 'other_test'
+  # The README's local cluster is run by docs/cluster.md, whose command adds
+  # flags; that command itself is run.
+  launcher = ('scripts/run_local_cluster.sh --num_ps 1 --num_workers 2 -- '
+              '--mnist_dir m --train_dir r')
+  assert doc_commands.plan(launcher)[0] == 'other_page'
+  assert doc_commands.plan(launcher + ' --optimizer adam')[0] == 'run'
   page = tmp_path / 'page.md'
   page.write_text('x\n\n```sh\npython a.py \\\n  --b 1 && ls c  # comment\n```\n')
   relative = os.path.relpath(str(page), REPO_ROOT)
