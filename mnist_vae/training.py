@@ -513,8 +513,8 @@ def _duration(seconds):
 
 def progress(step, max_steps, steps_done, seconds):
   """'step 300 of 8580 (3%), about 2 min 05 s left': the time left at the
-  pace of the steps_done steps this process took in `seconds` (validation,
-  grids and checkpoints included, as they will be again)."""
+  pace of steps_done recent steps taken in `seconds` (validation, grids and
+  checkpoints included, as they will be again)."""
   text = 'step %d of %d (%d%%)' % (step, max_steps, 100 * step // max(max_steps, 1))
   if steps_done > 0 and step < max_steps:
     text += ', about %s left' % _duration((max_steps - step) * seconds / steps_done)

@@ -19,6 +19,7 @@ or max_steps has work, so each happens exactly at its step whatever the
 number of steps per call.
 """
 
+import collections
 import os
 import time
 
@@ -98,6 +99,13 @@ class StepCaller(object):
     return losses
 
 
+# The time left is at the pace of the steps since the log line this many
+# lines back (validation, grids and checkpoints included): at the pace since
+# the process started, a process stopped for hours (SIGSTOP, a suspended
+# job) carried its pause into every later line ("about 70 h left" of 3).
+PACE_WINDOW_LINES = 20
+
+
 class ProgressLog(object):
   """Every `every` steps: the log line and a check of the writer's lease (a
   lease another writer took over stops the run). examples/s leaves out the
@@ -106,8 +114,10 @@ class ProgressLog(object):
   def __init__(self, every, max_steps, batch_size, first_step, writer_lock):
     self.every, self._max_steps, self._batch_size = every, max_steps, batch_size
     self._writer_lock = writer_lock
-    self._start_time = self._last_time = time.time()
-    self._start_step = self._last_step = first_step
+    self._last_time = time.time()
+    self._last_step = first_step
+    # (time, step) of the start and of the last lines, the oldest first.
+    self._marks = collections.deque([(self._last_time, first_step)], maxlen=PACE_WINDOW_LINES)
     self._side_work_sec = 0.0
     self.throughputs = []
 
@@ -123,10 +133,11 @@ class ProgressLog(object):
     examples_per_sec = ((step - self._last_step) * self._batch_size
                         / max(now - self._last_time - self._side_work_sec, 1e-9))
     self.throughputs.append(examples_per_sec)
-    logging.info(
-        '%s: %s, %.0f examples/s',
-        training.progress(step, self._max_steps, step - self._start_step, now - self._start_time),
-        describe_losses(losses), examples_per_sec)
+    since_time, since_step = self._marks[0]
+    logging.info('%s: %s, %.0f examples/s',
+                 training.progress(step, self._max_steps, step - since_step, now - since_time),
+                 describe_losses(losses), examples_per_sec)
+    self._marks.append((now, step))
     self._last_time, self._last_step, self._side_work_sec = now, step, 0.0
     self._writer_lock.check()
 

@@ -2,6 +2,8 @@
 MonitoredSession: every piece at its exact step, whatever the steps per call."""
 
 import os
+import re
+import time
 
 import numpy as np
 import pytest
@@ -192,3 +194,26 @@ def test_a_runs_config_tells_its_settings(tmp_path):
   (tmp_path / run_dir.CONFIG_FILE).write_text('{not json')
   with pytest.raises(run_dir.ConfigError, match='pass --data_dir'):
     run_dir.trained_setting(str(tmp_path), 'data_dir', 'data/mnist')
+
+
+def test_the_time_left_forgets_a_pause_after_a_window_of_lines(caplog):
+
+  class Lease(object):
+
+    def check(self):
+      pass
+
+  log = training_loop.ProgressLog(100, 10000, batch_size=10, first_step=0, writer_lock=Lease())
+  now = time.time()
+  # Stopped for a day after the start, then 100 steps a second for 19 lines.
+  log._marks.clear()
+  log._marks.extend([(now - 86400 - 19, 0)] + [(now - 19 + i, 100 * (i + 1)) for i in range(19)])
+  log._last_time, log._last_step = now - 1, 1900
+  losses = {'neg_elbo': 1.0, 'reconstruction': 0.5, 'kl_divergence': 0.5}
+  with caplog.at_level('INFO'):
+    log(None, 2000, losses)  # The day is still inside the window.
+    log(None, 2100, losses)  # It has left: 2,000 steps in 19 s.
+  lines = [record.getMessage() for record in caplog.records]
+  assert re.search(r'about \d+ h \d\d min left', lines[0]), lines[0]
+  # 7,900 steps at 2,000 per 19 s: 75 s.
+  assert 'about 1 min 1' in lines[1], lines[1]
