@@ -114,10 +114,9 @@ class ProgressLog(object):
   def __init__(self, every, max_steps, batch_size, first_step, writer_lock):
     self.every, self._max_steps, self._batch_size = every, max_steps, batch_size
     self._writer_lock = writer_lock
-    self._last_time = time.time()
-    self._last_step = first_step
-    # (time, step) of the start and of the last lines, the oldest first.
-    self._marks = collections.deque([(self._last_time, first_step)], maxlen=PACE_WINDOW_LINES)
+    # (time, step) of the start and of the last lines, the oldest first: the
+    # newest is the last line's, whose interval examples/s measures.
+    self._marks = collections.deque([(time.time(), first_step)], maxlen=PACE_WINDOW_LINES)
     self._side_work_sec = 0.0
     self.throughputs = []
 
@@ -130,15 +129,16 @@ class ProgressLog(object):
   def __call__(self, session, step, losses):
     del session  # Unused.
     now = time.time()
-    examples_per_sec = ((step - self._last_step) * self._batch_size
-                        / max(now - self._last_time - self._side_work_sec, 1e-9))
+    last_time, last_step = self._marks[-1]
+    examples_per_sec = ((step - last_step) * self._batch_size
+                        / max(now - last_time - self._side_work_sec, 1e-9))
     self.throughputs.append(examples_per_sec)
     since_time, since_step = self._marks[0]
     logging.info('%s: %s, %.0f examples/s',
                  training.progress(step, self._max_steps, step - since_step, now - since_time),
                  describe_losses(losses), examples_per_sec)
     self._marks.append((now, step))
-    self._last_time, self._last_step, self._side_work_sec = now, step, 0.0
+    self._side_work_sec = 0.0
     self._writer_lock.check()
 
 

@@ -84,16 +84,21 @@ def test_a_call_never_runs_past_a_pieces_step_or_a_checkpoint():
   assert until(119) == 1
 
 
+class _CountingLease(object):
+  """A writer's lease that counts the renewals ProgressLog asks for."""
+
+  def __init__(self):
+    self.checks = 0
+
+  def check(self):
+    self.checks += 1
+
+
 def test_progress_log_leaves_the_side_work_out_and_renews_the_lease(caplog):
-
-  class Lease(object):
-    checks = 0
-
-    def check(self):
-      Lease.checks += 1
-
-  log = training_loop.ProgressLog(100, 1000, batch_size=10, first_step=0, writer_lock=Lease())
-  log._last_time -= 2.0  # Two seconds ago, one of them side work.
+  lease = _CountingLease()
+  log = training_loop.ProgressLog(100, 1000, batch_size=10, first_step=0, writer_lock=lease)
+  started, _ = log._marks[0]
+  log._marks[0] = (started - 2.0, 0)  # Two seconds ago, one of them side work.
   log.add_side_work(1.0)
   with caplog.at_level('INFO'):
     log(None, 100, {
@@ -103,7 +108,7 @@ def test_progress_log_leaves_the_side_work_out_and_renews_the_lease(caplog):
         'learning_rate': 1e-4
     })
   lines = [record.getMessage() for record in caplog.records]
-  assert Lease.checks == 1
+  assert lease.checks == 1
   assert 900 < log.throughputs[0] < 1100  # 1,000 examples in about a second.
   assert 'step 100 of 1000 (10%)' in lines[0] and 'learning rate 0.0001' in lines[0]
 
@@ -197,18 +202,12 @@ def test_a_runs_config_tells_its_settings(tmp_path):
 
 
 def test_the_time_left_forgets_a_pause_after_a_window_of_lines(caplog):
-
-  class Lease(object):
-
-    def check(self):
-      pass
-
-  log = training_loop.ProgressLog(100, 10000, batch_size=10, first_step=0, writer_lock=Lease())
+  log = training_loop.ProgressLog(
+      100, 10000, batch_size=10, first_step=0, writer_lock=_CountingLease())
   now = time.time()
   # Stopped for a day after the start, then 100 steps a second for 19 lines.
   log._marks.clear()
   log._marks.extend([(now - 86400 - 19, 0)] + [(now - 19 + i, 100 * (i + 1)) for i in range(19)])
-  log._last_time, log._last_step = now - 1, 1900
   losses = {'neg_elbo': 1.0, 'reconstruction': 0.5, 'kl_divergence': 0.5}
   with caplog.at_level('INFO'):
     log(None, 2000, losses)  # The day is still inside the window.
