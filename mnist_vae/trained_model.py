@@ -65,10 +65,15 @@ def as_images(images, name='images'):
   if not np.issubdtype(array.dtype, np.floating):
     raise ValueError('%s: dtype %s is not accepted: pass floats in [0, 1] or uint8 '
                      'pixels in 0..255' % (name, array.dtype))
-  if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0):
-    raise ValueError('%s: float values must lie in [0, 1]; these lie in [%s, %s] (uint8 '
-                     'pixels in 0..255 are accepted and divided by 255)' %
-                     (name, np.nanmin(array), np.nanmax(array)))
+  if array.size:
+    not_finite = array.size - np.count_nonzero(np.isfinite(array))
+    if not_finite:
+      raise ValueError('%s: float values must lie in [0, 1]; %d of %d are NaN or infinite' %
+                       (name, not_finite, array.size))
+    if array.min() < 0.0 or array.max() > 1.0:
+      raise ValueError('%s: float values must lie in [0, 1]; these lie in [%s, %s] (uint8 '
+                       'pixels in 0..255 are accepted and divided by 255)' %
+                       (name, array.min(), array.max()))
   return array.reshape(-1, architectures.IMAGE_PIXELS).astype(np.float32)
 
 

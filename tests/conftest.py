@@ -1,8 +1,26 @@
 """Fixtures and hooks only; what the tests share lives in helpers.py."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# The suite compiles the same XLA computations (the training step of the
+# same small networks, the likelihood) in hundreds of processes: TensorFlow's
+# persistent compilation cache, one directory for the session, shared by the
+# xdist workers and every process a test starts (they inherit the
+# environment), saves each process but the first its compilation. An entry is
+# used only for the very same computation (TensorFlow compares the whole
+# HLO), so the numbers are those of a fresh compilation. Set before
+# TensorFlow is imported, which reads TF_XLA_FLAGS once.
+_XLA_CACHE_FLAG = '--tf_xla_persistent_cache_directory'
+_xla_cache_made_here = None
+if _XLA_CACHE_FLAG not in os.environ.get('TF_XLA_FLAGS', ''):
+  _xla_cache_made_here = tempfile.mkdtemp(prefix='mnist_vae_tests_xla_cache_')
+  os.environ['TF_XLA_FLAGS'] = (
+      '%s %s=%s' %
+      (os.environ.get('TF_XLA_FLAGS', ''), _XLA_CACHE_FLAG, _xla_cache_made_here)).strip()
 
 import numpy as np
 import pytest
@@ -15,6 +33,11 @@ def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'large: starts processes, a cluster or a server; left out of the '
       'quick tier (pytest -m "not large")')
+
+
+def pytest_unconfigure(config):
+  if _xla_cache_made_here:
+    shutil.rmtree(_xla_cache_made_here, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):

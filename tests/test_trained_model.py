@@ -92,7 +92,7 @@ def test_every_accepted_form_of_the_images_gives_the_same_codes(run_and_export):
     (np.zeros([2, 784], np.int64), 'dtype int64 is not accepted'),
     (np.zeros([2, 784], bool), 'dtype bool is not accepted'),
     (np.full([2, 784], 255.0), r'float values must lie in \[0, 1\]; these lie in \[255.0'),
-    (np.full([1, 784], np.nan), r'must lie in \[0, 1\]'),
+    (np.full([1, 784], np.nan), r'must lie in \[0, 1\]; 784 of 784 are NaN or infinite'),
 ])
 def test_images_it_cannot_take_are_a_value_error_that_says_why(run_and_export, images, message):
   vae = mnist_vae.load(run_and_export[0])
