@@ -31,7 +31,7 @@ checkpoint holds), run_dir.py (the run directory), files.py (atomic writes).
 """
 
 # The release; CHANGELOG.md says what each brought.
-__version__ = '0.6.4'
+__version__ = '0.6.5'
 
 
 def load(path):

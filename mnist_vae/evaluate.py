@@ -66,10 +66,10 @@ EvaluationSettings = collections.namedtuple(
     'EvaluationSettings', [
         'train_dir', 'checkpoint', 'data_dir', 'split', 'binarize', 'num_samples', 'iw_samples',
         'iw_chunk', 'batch_size', 'matmul_precision', 'seed', 'aggregate_draws', 'output',
-        'per_example_csv', 'watch', 'watch_timeout_sec'
+        'per_example_csv', 'watch', 'watch_timeout_sec', 'binary_sample'
     ],
     defaults=(None, None, None, 'test', None, 1, 1000, 100, 100, 'float32', evaluation.DEFAULT_SEED,
-              1, None, None, False, 600))
+              1, None, None, False, 600, 0))
 SETTINGS_TYPES = (EvaluationSettings, settings.Threads)
 
 
@@ -162,6 +162,17 @@ def define_flags(flag_values=flags.FLAGS):
       'static binary sample). '
       'Default: the mode TRAIN_DIR/config.json (written when '
       'training starts) records.')
+  flags.DEFINE_integer(
+      'binary_sample',
+      _default('binary_sample'),
+      flag_values=flag_values,
+      lower_bound=0,
+      upper_bound=cli.MAX_SEED,
+      help='Which fixed binary sample of the images a static or '
+      'dynamic binarization evaluates: 0 is the one train.py\'s '
+      'metrics.json uses, each other number another draw, as '
+      'fixed. Evaluating a checkpoint over several shows how '
+      'much a figure depends on the draw.')
   flags.DEFINE_integer(
       'aggregate_draws',
       _default('aggregate_draws'),
@@ -267,8 +278,8 @@ def run_evaluation(evaluation_settings, threads=None):
       watch, one that training deleted meanwhile is skipped instead).
   """
   (train_dir, checkpoint, data_dir, split, binarize, num_samples, iw_samples, iw_chunk, batch_size,
-   matmul_precision, seed, aggregate_draws, output, per_example_csv, watch,
-   watch_timeout_sec) = evaluation_settings
+   matmul_precision, seed, aggregate_draws, output, per_example_csv, watch, watch_timeout_sec,
+   binary_sample) = evaluation_settings
   # Checked before the work, not after an hour of importance sampling.
   if iw_samples and min(iw_chunk, iw_samples) * batch_size > MAX_DECODED_AT_ONCE:
     raise EvaluationError('--iw_chunk=%d x --batch_size=%d decodes %d images at once; at most '
@@ -281,7 +292,12 @@ def run_evaluation(evaluation_settings, threads=None):
       files.make_parent_dirs(path, flag)
   binarize = binarize or run_dir.trained_setting(train_dir, 'binarize', 'none')
   data_dir = data_dir or run_dir.trained_setting(train_dir, 'data_dir', run_dir.DEFAULT_DATA_DIR)
-  images = evaluation.split_images(data_dir, split, binarize)
+  if binary_sample and binarize not in ('static', 'dynamic'):
+    raise EvaluationError('--binary_sample=%d chooses a binary sample of the images, but '
+                          '--binarize=%s evaluates %s: there is no sample to choose.' %
+                          (binary_sample, binarize,
+                           'grey levels' if binarize == 'none' else 'the thresholded images'))
+  images = evaluation.split_images(data_dir, split, binarize, binary_sample)
   graph, results = None, []
   for path in _checkpoints(train_dir, checkpoint, watch, watch_timeout_sec):
     start = time.time()
@@ -316,6 +332,7 @@ def run_evaluation(evaluation_settings, threads=None):
     result.update(
         split=split,
         binarize=binarize,
+        binary_sample=binary_sample,
         checkpoint=path,
         step=step,
         matmul_precision=matmul_precision,

@@ -47,12 +47,13 @@ class EvaluationError(RuntimeError):
   """A checkpoint or the data cannot be evaluated; the message says why."""
 
 
-def split_images(data_dir, split, binarize):
-  """Every image of a split as evaluation sees it: float32 [n, 784];
+def split_images(data_dir, split, binarize, binary_sample=0):
+  """Every image of a split as evaluation sees it (binary_sample: which
+  static sample, see input_pipeline.binarize_static): float32 [n, 784];
   EvaluationError if it holds none."""
   path = records.split_path(data_dir, split)
   input_pipeline.inspect_records(path, allow_empty=True)
-  images = input_pipeline.read_split_images(path, binarize)
+  images = input_pipeline.read_split_images(path, binarize, binary_sample)
   if not len(images):
     raise EvaluationError(
         '%s holds no examples: these TFRecords were made with --validation_size=0, so '

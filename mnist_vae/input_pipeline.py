@@ -47,7 +47,7 @@ def normalize(images):
   return tf.cast(images, tf.float32) * (1.0 / 255.0)
 
 
-def binarize_static(images, serialized):
+def binarize_static(images, serialized, binary_sample=0):
   """One fixed Bernoulli(pixel) sample per image: the same binary image in
   every epoch, in evaluation and in every process, because each image's draws
   are seeded by a hash of its serialized record.
@@ -55,13 +55,17 @@ def binarize_static(images, serialized):
   Args:
     images: float32 [batch, 784] in [0, 1].
     serialized: string [batch], the records the images came from.
+    binary_sample: which fixed sample, >= 0: 0 is the one training and
+      evaluation use unless told otherwise; each other number draws another,
+      as fixed (for measuring how much a figure depends on the draw).
 
   Returns:
     float32 [batch, 784] in {0, 1}.
   """
   seeds = tf.strings.to_hash_bucket_fast(serialized, 2**62)
   uniforms = tf.map_fn(
-      lambda seed: tf.random.stateless_uniform([IMAGE_PIXELS], tf.stack([seed, seed // 3])),
+      lambda seed: tf.random.stateless_uniform([IMAGE_PIXELS],
+                                               tf.stack([seed, seed // 3 + binary_sample])),
       seeds,
       fn_output_signature=tf.float32)
   return tf.cast(uniforms < images, tf.float32)
@@ -82,10 +86,11 @@ def binarize_threshold(images):
   return tf.cast(images > 0.5, tf.float32)
 
 
-def _evaluation_images_fn(binarize):
+def _evaluation_images_fn(binarize, binary_sample=0):
   """serialized [batch] -> float32 [batch, 784] as evaluation sees them: grey
   levels for 'none', the thresholded image for 'threshold', the static sample
-  for 'static' and 'dynamic' (so that results are reproducible)."""
+  (binary_sample: which; see binarize_static) for 'static' and 'dynamic' (so
+  that results are reproducible)."""
   _check_binarize(binarize)
 
   def images_of(serialized):
@@ -94,7 +99,7 @@ def _evaluation_images_fn(binarize):
       return images
     if binarize == 'threshold':
       return binarize_threshold(images)
-    return binarize_static(images, serialized)
+    return binarize_static(images, serialized, binary_sample)
 
   return images_of
 
@@ -225,10 +230,10 @@ def eval_dataset(path, batch_size, binarize='none'):
   return dataset.enumerate().prefetch(tf.data.AUTOTUNE)
 
 
-def read_split_images(path, binarize='none'):
-  """Every image of `path`, in order: float32 [n, 784] (n may be 0; binarized
-  with the static sample unless binarize is 'none')."""
-  images_of = _evaluation_images_fn(binarize)
+def read_split_images(path, binarize='none', binary_sample=0):
+  """Every image of `path`, in order: float32 [n, 784] (n may be 0; as
+  evaluation sees them, binary_sample choosing the static sample)."""
+  images_of = _evaluation_images_fn(binarize, binary_sample)
   batches = [images.numpy() for images in tf.data.TFRecordDataset(path).batch(10000).map(images_of)]
   return (np.concatenate(batches) if batches else np.zeros([0, IMAGE_PIXELS], np.float32))
 

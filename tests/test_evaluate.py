@@ -187,6 +187,19 @@ def test_binarized_training_and_evaluation(small_mnist_records, tmp_path):
   assert as_trained['neg_elbo'] == binary['neg_elbo']
   assert binary['neg_elbo'] != grey['neg_elbo']
   assert np.isfinite(binary['neg_elbo']) and np.isfinite(binary['iw_nll'])
+  # Another binary sample of the same images: another figure, recorded.
+  other = _evaluate(small_mnist_records, train_dir, tmp_path / 'o.json', '--binary_sample', '3')
+  assert binary['binary_sample'] == 0 and other['binary_sample'] == 3
+  assert other['neg_elbo'] != binary['neg_elbo'] and np.isfinite(other['iw_nll'])
+  refused = run_python([
+      'evaluate.py', '--data_dir', small_mnist_records, '--train_dir',
+      str(train_dir), '--binarize', 'none', '--binary_sample', '1', '--output',
+      str(tmp_path / 'refused.json')
+  ])
+  assert refused.returncode == 1 and 'Traceback' not in refused.stderr
+  assert '--binary_sample=1 chooses a binary sample' in refused.stderr
+  assert '--binarize=none evaluates grey levels' in refused.stderr
+  assert not (tmp_path / 'refused.json').exists()
 
 
 @pytest.mark.large

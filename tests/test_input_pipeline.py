@@ -153,6 +153,25 @@ def test_static_binarization_is_one_fixed_sample_per_image(records):
   assert all(row.tobytes() in rows for row in trained)
 
 
+def test_another_binary_sample_is_another_fixed_draw_and_sample_0_is_unchanged(records):
+  first = input_pipeline.read_split_images(records['train'], 'static')
+  other = input_pipeline.read_split_images(records['train'], 'static', binary_sample=7)
+  np.testing.assert_array_equal(
+      other, input_pipeline.read_split_images(records['train'], 'static', binary_sample=7))
+  assert set(np.unique(other)) <= {0.0, 1.0}
+  assert not np.array_equal(first, other)
+  grey = input_pipeline.read_split_images(records['train'])
+  assert abs(other.mean() - grey.mean()) < 0.01
+  # Sample 0 is the sample of every earlier version (and of every
+  # metrics.json): each image's uniforms keyed by (h, h // 3), h the hash of
+  # its record.
+  serialized = [record.numpy() for record in tf.data.TFRecordDataset(records['train'])]
+  hashes = tf.strings.to_hash_bucket_fast(serialized, 2**62).numpy()
+  for index in (0, 5):
+    uniforms = tf.random.stateless_uniform([784], [hashes[index], hashes[index] // 3]).numpy()
+    np.testing.assert_array_equal(first[index], (uniforms < grey[index]).astype(np.float32))
+
+
 def test_dynamic_binarization_draws_anew(records):
   trained = _epochs_by_index(records['train'], 'dynamic', 12)
   assert set(np.unique(trained)) <= {0.0, 1.0}
