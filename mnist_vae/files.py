@@ -5,6 +5,7 @@ short leaves only the `.tmp`."""
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -79,3 +80,27 @@ def read_json(path):
 def write_json(path, content):
   """Writes `content` as indented JSON to `path` atomically."""
   write(path, json.dumps(content, indent=2, sort_keys=True))
+
+
+def is_local(path):
+  """True for paths that an OS file lock covers (no scheme, or file://)."""
+  return '://' not in path or path.startswith('file://')
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory):
+  """Holds an OS file lock on `directory` itself (created if missing; no
+  file is added to it) for the block, waiting for any other process that
+  holds it. A lock is an open file descriptor, so it goes through os, not
+  tf.io.gfile; on a remote path (gs://, where no lock exists) the block runs
+  unlocked."""
+  if not is_local(directory):
+    yield
+    return
+  tf.io.gfile.makedirs(directory)
+  fd = os.open(directory.replace('file://', '', 1), os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.

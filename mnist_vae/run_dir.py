@@ -57,9 +57,7 @@ class RunDirBusyError(RuntimeError):
   """Another live process writes the run directory; the message names it."""
 
 
-def is_local(path):
-  """True for paths that an OS file lock covers (no scheme, or file://)."""
-  return '://' not in path or path.startswith('file://')
+is_local = files.is_local
 
 
 def _holder():

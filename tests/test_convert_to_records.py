@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import tensorflow as tf
 
 from helpers import indexed_images
 from helpers import run_python
+from helpers import start_process
 from helpers import write_idx_dir
 from mnist_vae.data_prep import convert_to_records
 from mnist_vae.data_prep import idx
@@ -236,3 +239,28 @@ def test_fashion_mnist_conversion(tmp_path, fashion_mnist_dir):
   _, test_labels = read_records(str(tmp_path / 'fashion' / 'test.tfrecords'))
   # Fashion-MNIST's test set is balanced: 1,000 of each of the 10 classes.
   np.testing.assert_array_equal(np.bincount(test_labels), [1000] * 10)
+
+
+@pytest.mark.large
+def test_processes_converting_into_one_directory_at_once_take_turns(mnist_dir, tmp_path):
+  """Three conversions started together into the same directory (as three
+  seeds of one preset do): each ends well, one converts, the others use its
+  TFRecords, which read whole."""
+  output_dir = tmp_path / 'records'
+  processes = [
+      start_process([
+          sys.executable, '-m', 'mnist_vae.data_prep.convert_to_records', '--mnist_dir', mnist_dir,
+          '--output_dir',
+          str(output_dir)
+      ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True) for _ in range(3)
+  ]
+  logs = [process.communicate(timeout=120)[0] for process in processes]
+  assert [process.returncode for process in processes] == [0, 0, 0], logs
+  assert sum('exist already' in log for log in logs) >= 1, logs
+  assert not (output_dir / convert_to_records.STAGING_DIR).exists()
+  assert convert_to_records.tfrecords_exist(str(output_dir))
+  _, labels = read_records(str(output_dir / 'train.tfrecords'))
+  assert len(labels) == 55000

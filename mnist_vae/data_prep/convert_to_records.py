@@ -22,6 +22,7 @@ from mnist_vae import quiet_start
 quiet_start.import_tensorflow()  # Before anything else imports TensorFlow.
 
 import collections
+import contextlib
 import os
 import time
 
@@ -152,6 +153,18 @@ def convert(mnist_dir,
     ConversionError: outputs exist with other settings and overwrite is off,
       or validation_size does not fit the training set.
   """
+  # Several processes started at once on the same data directory (seeds of
+  # one preset, say) take turns: the first converts, the others then find
+  # its TFRecords below and use them (with overwrite, each remakes them).
+  # (Complete TFRecords to be used as they are need no turn: a directory
+  # prepared once may be read-only.)
+  usable = tfrecords_exist(output_dir) and not overwrite
+  with contextlib.nullcontext() if usable else files.exclusive_lock(output_dir):
+    return _convert_unlocked(mnist_dir, output_dir, validation_size, dataset, overwrite,
+                             validation_from)
+
+
+def _convert_unlocked(mnist_dir, output_dir, validation_size, dataset, overwrite, validation_from):
   if tfrecords_exist(output_dir) and not overwrite:
     info = check_made_with(output_dir, dataset, validation_size, validation_from)
     logging.info(
