@@ -292,7 +292,7 @@ def run_evaluation(evaluation_settings, threads=None):
       files.make_parent_dirs(path, flag)
   binarize = binarize or run_dir.trained_setting(train_dir, 'binarize', 'none')
   data_dir = data_dir or run_dir.trained_setting(train_dir, 'data_dir', run_dir.DEFAULT_DATA_DIR)
-  if binary_sample and binarize not in ('static', 'dynamic'):
+  if binary_sample and binarize not in input_pipeline.SAMPLED_MODES:
     raise EvaluationError('--binary_sample=%d chooses a binary sample of the images, but '
                           '--binarize=%s evaluates %s: there is no sample to choose.' %
                           (binary_sample, binarize,

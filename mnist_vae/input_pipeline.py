@@ -18,6 +18,9 @@ from mnist_vae.data_prep.records import IMAGE_PIXELS
 BINARIZE_MODES = ('none', 'static', 'dynamic', 'threshold')
 # The modes whose binary image of an example never changes: stored so.
 _FIXED_MODES = ('static', 'threshold')
+# The modes evaluated on a binary sample of the images (binarize_static), of
+# which binary_sample chooses one.
+SAMPLED_MODES = ('static', 'dynamic')
 
 
 class RecordsError(ValueError):
@@ -92,6 +95,9 @@ def _evaluation_images_fn(binarize, binary_sample=0):
   (binary_sample: which; see binarize_static) for 'static' and 'dynamic' (so
   that results are reproducible)."""
   _check_binarize(binarize)
+  if binary_sample and binarize not in SAMPLED_MODES:
+    raise ValueError('binary_sample=%d chooses a binary sample, but binarize=%r draws none' %
+                     (binary_sample, binarize))
 
   def images_of(serialized):
     images = normalize(parse_batch(serialized)[0])

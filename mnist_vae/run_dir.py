@@ -57,9 +57,6 @@ class RunDirBusyError(RuntimeError):
   """Another live process writes the run directory; the message names it."""
 
 
-is_local = files.is_local
-
-
 def _holder():
   return {
       'host': socket.gethostname(),
@@ -97,7 +94,7 @@ class WriterLock(object):
     self.lost_to = None  # The holder that took a lease from under us.
 
   def __enter__(self):
-    if is_local(self.train_dir):
+    if files.is_local(self.train_dir):
       self._lock()
     else:
       self._take_lease()
@@ -125,7 +122,7 @@ class WriterLock(object):
           'stopped without saving more' % self._lease_path)
 
   # An OS lock needs an OS file descriptor, which tf.io.gfile does not give:
-  # local paths only, by is_local. Unbuffered, so that a full disk fails the
+  # local paths only, by files.is_local. Unbuffered, so that a full disk fails the
   # write itself, naming the file, and never a later close.
   def _lock(self):
     path = os.path.join(self.train_dir.replace('file://', '', 1), LOCK_FILE)

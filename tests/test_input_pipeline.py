@@ -162,6 +162,8 @@ def test_another_binary_sample_is_another_fixed_draw_and_sample_0_is_unchanged(r
   assert not np.array_equal(first, other)
   grey = input_pipeline.read_split_images(records['train'])
   assert abs(other.mean() - grey.mean()) < 0.01
+  with pytest.raises(ValueError, match="binarize='none' draws none"):
+    input_pipeline.read_split_images(records['train'], 'none', binary_sample=1)
   # Sample 0 is the sample of every earlier version (and of every
   # metrics.json): each image's uniforms keyed by (h, h // 3), h the hash of
   # its record.
